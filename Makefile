@@ -1,0 +1,38 @@
+# advkd developer and newcomer commands. Everything runs inside ./.venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+ADVKD   = $(BIN)/advkd
+export ADVKD_DATA_DIR ?= ./data
+export ADVKD_RUNS_DIR ?= ./runs
+
+# The demo: the whole pipeline on CIFAR-10 at mini scale (see README "make demo").
+DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
+DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0/best.safetensors
+
+.PHONY: install test test-slow demo lint clean-demo
+
+$(BIN)/advkd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(BIN)/advkd
+
+install: $(BIN)/advkd
+
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check advkd tests
+
+demo: install
+	$(ADVKD) pretrain-teacher --arch wrn34-10 --method trades --dataset cifar10 --preset mini --resume --download
+	$(ADVKD) distill --method rslad --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
+	$(ADVKD) attack $(DEMO_STUDENT) --suite quick --n-examples 1000
+
+clean-demo:
+	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0

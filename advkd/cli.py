@@ -1,0 +1,256 @@
+"""The ``advkd`` command line: parse, validate, call the engine. No math here.
+
+Every user mistake surfaces as :class:`AdvkdError` (or a usage error) and ends as one line on
+stderr with exit code 2 — see :func:`main`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from advkd import __version__
+from advkd.config import SELECT_METRICS, TrainConfig, list_presets, resolve_config
+from advkd.data import DATASETS
+from advkd.errors import AdvkdError
+from advkd.methods import METHODS, list_methods
+from advkd.progress import Reporter
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer with external click
+    from click import exceptions as click_exceptions
+
+app = typer.Typer(
+    name="advkd",
+    help="Adversarial robustness distillation: pretrain teachers, distill students, attack them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Dataset = Enum("Dataset", {n: n for n in DATASETS.names()}, type=str)  # type: ignore[misc]
+OutputFormat = Enum("OutputFormat", {"rich": "rich", "json": "json"}, type=str)  # type: ignore[misc]
+Select = Enum("Select", {n: n for n in SELECT_METRICS}, type=str)  # type: ignore[misc]
+
+
+@dataclass
+class Globals:
+    data_dir: str = "./data"
+    runs_dir: str = "./runs"
+    device: str = "auto"
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- shared options
+
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the datasets [env ADVKD_DATA_DIR; default ./data].", show_default=False)]
+RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Folder for runs, teachers and results.jsonl [env ADVKD_RUNS_DIR; default ./runs].", show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N [default auto].", show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default 0].", show_default=False)]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help=f"Preset name ({', '.join(list_presets())}) or path to a YAML file.")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs (overrides the preset).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (overrides the preset).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate (overrides the preset).")]
+SubsetOpt = Annotated[Optional[int], typer.Option("--train-subset", help="Train on the first N training images only.")]
+NExamplesOpt = Annotated[Optional[int], typer.Option("--n-examples", "--n", help="Per-epoch evaluation on the first N test images.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: key=value (lr=0.05, milestones=[2,3]) or method.KEY=VALUE (method.beta=6). Repeatable.")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name [default <arch>-<method>[-<teachers>][-<preset>]-s<seed>].")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run with this name exactly where it stopped (no-op if complete).")]
+SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", help="Also keep epoch-NNN.safetensors every N epochs.")]
+SelectOpt = Annotated[Optional[Select], typer.Option("--select", help="Metric that picks best.safetensors.")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset into --data-dir if it is missing (needs network).")]
+DatasetOpt = Annotated[Dataset, typer.Option("--dataset", help="Dataset.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"advkd {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[str, typer.Option("--data-dir", envvar="ADVKD_DATA_DIR", help="Folder holding the datasets.")] = "./data",
+    runs_dir: Annotated[str, typer.Option("--runs-dir", envvar="ADVKD_RUNS_DIR", help="Folder for runs, teachers and results.jsonl.")] = "./runs",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
+) -> None:
+    """Global options may be given here or on any subcommand (the subcommand wins)."""
+    ctx.obj = Globals(data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+
+
+def _globals(ctx: typer.Context, **given: Any) -> Globals:
+    base: Globals = ctx.obj or Globals()
+    return Globals(**{k: (given[k] if given.get(k) is not None else getattr(base, k)) for k in Globals.__dataclass_fields__})
+
+
+def _method_help(teacher_free: bool | None) -> str:
+    lines = []
+    for name in list_methods(teacher_free=teacher_free):
+        entry = METHODS.entry(name)
+        roles = ", ".join(entry.obj.roles) or "no teacher"
+        lines.append(f"{name} ({roles}): {entry.help}")
+    return "\n\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- training commands
+
+
+def _train(kind: str, g: Globals, *, preset, set_items, flags: dict[str, Any], resume: bool, download: bool) -> None:
+    from advkd.train import pick_device, run
+
+    cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=set_items, flags=flags)
+    device = pick_device(g.device)
+    summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=resume, download=download, reporter=Reporter())
+    if summary.already_complete:
+        typer.echo(f"{summary.path} is already complete; nothing to do")
+    best = summary.best_metrics
+    shown = ", ".join(f"{k} {best[k]:.2f}%" for k in ("clean_acc", "robust_acc", "w_robust") if k in best)
+    typer.echo(f"best checkpoint: {summary.path / 'best.safetensors'} (epoch {summary.best_epoch + 1}{': ' + shown if shown else ''})")
+
+
+def _train_flags(**flags: Any) -> dict[str, Any]:
+    out = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
+    return out
+
+
+@app.command(
+    "pretrain-teacher",
+    help="Train a teacher (or a teacher-free baseline) from scratch.\n\nMethods:\n\n" + _method_help(teacher_free=True),
+)
+def pretrain_teacher(
+    ctx: typer.Context,
+    arch: Annotated[str, typer.Option("--arch", help="Architecture (resnet18, wrn34-10, rn56, ...).")],
+    method: Annotated[str, typer.Option("--method", help="Teacher-free method: " + ", ".join(list_methods(teacher_free=True)) + ".")] = "trades",
+    dataset: DatasetOpt = Dataset("cifar10"),
+    preset: PresetOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    train_subset: SubsetOpt = None,
+    n_examples: NExamplesOpt = None,
+    set_items: SetOpt = None,
+    name: NameOpt = None,
+    resume: ResumeOpt = False,
+    save_every: SaveEveryOpt = None,
+    select: SelectOpt = None,
+    download: DownloadOpt = False,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    flags = _train_flags(
+        method=method, arch=arch, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, train_subset=train_subset,
+        eval_examples=n_examples, name=name, save_every=save_every, select=select, seed=g.seed,
+    )
+    _train("pretrain-teacher", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download)
+
+
+@app.command(help="Distill a student from one or two teachers (or train a teacher-free baseline student).\n\nMethods:\n\n" + _method_help(None))
+def distill(
+    ctx: typer.Context,
+    method: Annotated[str, typer.Option("--method", help="Method: " + ", ".join(list_methods()) + ".")],
+    student: Annotated[str, typer.Option("--student", help="Student architecture (resnet18, mobilenetv2, ...).")],
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher of single-teacher methods: checkpoint path, ARCH (teacher store), ARCH:weights.pt or robustbench:ID.")] = None,
+    clean_teacher: Annotated[Optional[str], typer.Option("--clean-teacher", help="Clean teacher of two-teacher methods (same forms as --teacher).")] = None,
+    robust_teacher: Annotated[Optional[str], typer.Option("--robust-teacher", help="Robust teacher of two-teacher methods (same forms as --teacher).")] = None,
+    dataset: DatasetOpt = Dataset("cifar10"),
+    preset: PresetOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    train_subset: SubsetOpt = None,
+    n_examples: NExamplesOpt = None,
+    set_items: SetOpt = None,
+    name: NameOpt = None,
+    resume: ResumeOpt = False,
+    save_every: SaveEveryOpt = None,
+    select: SelectOpt = None,
+    download: DownloadOpt = False,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    teachers = {r: s for r, s in (("teacher", teacher), ("clean_teacher", clean_teacher), ("robust_teacher", robust_teacher)) if s}
+    flags = _train_flags(
+        method=method, arch=student, dataset=dataset, teachers=teachers, epochs=epochs, batch_size=batch_size, lr=lr,
+        train_subset=train_subset, eval_examples=n_examples, name=name, save_every=save_every, select=select, seed=g.seed,
+    )
+    _train("distill", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download)
+
+
+# ----------------------------------------------------------------------------- attack
+
+
+def _attack_help() -> str:
+    from advkd.attacks import ATTACKS
+    from advkd.suites import SUITES
+
+    attacks = "\n\n".join(f"{e.name}: {e.help}" for e in ATTACKS)
+    suites = "\n\n".join(f"{e.name}: {', '.join(e.obj)} ({e.help})" for e in SUITES)
+    return f"Attacks:\n\n{attacks}\n\nSuites:\n\n{suites}"
+
+
+@app.command(help="Robust accuracy of a checkpoint under attacks; appends one record per attack to <runs-dir>/results.jsonl.\n\n" + _attack_help())
+def attack(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint (.safetensors) [default: best checkpoint of the newest run].", show_default=False)] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (see below).")] = None,
+    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. clean,fgsm,pgd10.")] = None,
+    n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
+    eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    from advkd.attacking import run_attack
+
+    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    report = run_attack(
+        checkpoint, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
+        data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(),
+    )
+    if output.value == "json":
+        typer.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        report.print_table()
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback."""
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="advkd", standalone_mode=False)
+    except AdvkdError as e:
+        print(f"advkd: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except click_exceptions.ClickException as e:
+        print(f"advkd: error: {_one_line(e.format_message())} (see advkd --help)", file=sys.stderr)
+        return 2
+    except (click_exceptions.Abort, KeyboardInterrupt):
+        print("advkd: interrupted", file=sys.stderr)
+        return 130
+    return rv if isinstance(rv, int) else 0

@@ -1,0 +1,575 @@
+"""Datasets as whole in-memory uint8 tensors, plus deterministic batching and augmentation.
+
+Small image datasets fit in memory (CIFAR train is 150 MB as uint8), so every split is loaded
+once into a :class:`TensorData` and batches are cut with index tensors. That avoids DataLoader
+worker processes and makes the order of every epoch a pure function of ``(seed, epoch, rank)``:
+a run resumed at epoch ``e`` sees exactly the batches and augmentations of an uninterrupted run.
+
+Nothing is read or generated at import time.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import pickle
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from advkd.errors import AdvkdError
+from advkd.registry import Registry
+
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "dataset_info",
+    "TensorData",
+    "load_split",
+    "to_float",
+    "augment_crop_flip",
+    "TrainBatches",
+    "eval_batches",
+    "SYNTHETIC_TRAIN_SIZE",
+    "SYNTHETIC_TEST_SIZE",
+    "SYNTHETIC_NUM_CLASSES",
+    "SYNTHETIC_IMAGE_SIZE",
+]
+
+SPLITS = ("train", "test")
+
+#: Sizes of the file-free ``synthetic`` dataset; small so that smoke runs take seconds on a CPU.
+SYNTHETIC_TRAIN_SIZE = 2048
+SYNTHETIC_TEST_SIZE = 1000
+SYNTHETIC_NUM_CLASSES = 10
+SYNTHETIC_IMAGE_SIZE = 32
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+
+_TINY_CACHE_VERSION = "1"
+
+#: A loader takes ``(split, data_dir, download, seed)`` and returns the whole split.
+Loader = Callable[[str, Path, bool, int], "TensorData"]
+
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# Containers and info
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts a model builder needs before any data is read."""
+
+    name: str
+    num_classes: int
+    image_size: int
+    channels: int = 3
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Class count and image geometry of a registered dataset (aliases accepted), without loading it."""
+    entry = DATASETS.entry(name)
+    return DatasetInfo(
+        name=entry.name,
+        num_classes=int(entry.meta["num_classes"]),
+        image_size=int(entry.meta["image_size"]),
+        channels=int(entry.meta.get("channels", 3)),
+    )
+
+
+@dataclass
+class TensorData:
+    """A whole split in memory: uint8 images (N, C, H, W) and int64 labels (N,).
+
+    uint8 keeps memory 4x smaller than float; conversion happens per batch (:func:`to_float`).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            raise ValueError(f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def head(self, n: int | None) -> "TensorData":
+        """The first ``n`` examples in stored order (``None``: all), so subsets are reproducible."""
+        if n is None:
+            return self
+        n = int(n)
+        if n < 0:
+            raise AdvkdError(f"number of examples must be >= 0, got {n}")
+        if n > len(self):
+            raise AdvkdError(f"asked for {n} examples but the split has only {len(self)}")
+        return TensorData(self.images[:n], self.labels[:n])
+
+    def to(self, device: torch.device | str) -> "TensorData":
+        return TensorData(self.images.to(device), self.labels.to(device))
+
+
+def load_split(name: str, split: str, data_dir: str | Path, *, download: bool = False, seed: int = 0) -> TensorData:
+    """Load a whole split (``"train"`` or ``"test"``) of a registered dataset into memory.
+
+    ``seed`` only matters for ``synthetic``; file-backed datasets ignore it.
+    """
+    loader = DATASETS.get(name)  # AdvkdError listing valid names when unknown
+    if split not in SPLITS:
+        raise AdvkdError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    root = Path(data_dir).expanduser()
+    return loader(split, root, bool(download), int(seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the file-backed loaders
+# ---------------------------------------------------------------------------------------------
+
+
+def _not_found(title: str, path: Path) -> AdvkdError:
+    return AdvkdError(
+        f"{title} not found at {path}; pass --download, or point --data-dir / ADVKD_DATA_DIR "
+        f"at the folder that holds it"
+    )
+
+
+def _download(title: str, url: str, md5: str | None, data_dir: Path) -> None:
+    """Fetch and unpack an archive into ``data_dir``; network failures become one-line errors."""
+    from torchvision.datasets.utils import download_and_extract_archive  # lazy: heavy import
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        download_and_extract_archive(url, download_root=str(data_dir), md5=md5)
+    except Exception as exc:  # URLError, HTTPError, md5 mismatch (RuntimeError), disk errors
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AdvkdError(
+            f"downloading {title} from {url} into {data_dir} failed ({msg}); "
+            f"download and unpack it there by hand"
+        ) from exc
+
+
+def _ensure_folder(title: str, folder: Path, download: bool, url: str, md5: str | None) -> None:
+    """Download only when the dataset folder is missing; never touch an existing one."""
+    if folder.is_dir():
+        return
+    if not download:
+        raise _not_found(title, folder)
+    _download(title, url, md5, folder.parent)
+    if not folder.is_dir():
+        raise AdvkdError(f"{title} download finished but {folder} does not exist; unpack the archive there by hand")
+
+
+def _get(d: dict, key: str):
+    """Look a key up as bytes (Python-2 pickles read with encoding='bytes') or as str."""
+    if key.encode() in d:
+        return d[key.encode()]
+    return d[key]
+
+
+def _read_cifar_pickle(path: Path, label_key: str, num_classes: int, title: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CIFAR pickle -> (uint8 (n, 3, 32, 32), int64 (n,)); any malformation -> AdvkdError."""
+    import numpy as np
+
+    if not path.is_file():
+        raise AdvkdError(
+            f"{title} file missing: {path}; the folder is incomplete — remove it and pass --download, "
+            f"or point --data-dir / ADVKD_DATA_DIR at a complete copy"
+        )
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data = np.asarray(_get(d, "data"), dtype=np.uint8)
+        labels = np.asarray(_get(d, label_key), dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
+            raise ValueError(f"data shape {data.shape}, labels shape {labels.shape}")
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"labels outside [0, {num_classes})")
+    except AdvkdError:
+        raise
+    except Exception as exc:  # UnpicklingError, EOFError, KeyError, TypeError, ValueError, OSError, ...
+        raise AdvkdError(f"{title} file {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); "
+                         f"remove the folder and pass --download") from exc
+    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))
+    return images, torch.from_numpy(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100
+# ---------------------------------------------------------------------------------------------
+
+
+@DATASETS.register("cifar10", help="CIFAR-10: 50k/10k 32x32 RGB images, 10 classes", num_classes=10, image_size=32)
+def _load_cifar10(split: str, data_dir: Path, download: bool, seed: int) -> TensorData:
+    folder = data_dir / "cifar-10-batches-py"
+    _ensure_folder("CIFAR-10", folder, download, CIFAR10_URL, CIFAR10_MD5)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    parts = [_read_cifar_pickle(folder / n, "labels", 10, "CIFAR-10") for n in names]
+    return TensorData(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+
+@DATASETS.register("cifar100", help="CIFAR-100: 50k/10k 32x32 RGB images, 100 fine classes",
+                   num_classes=100, image_size=32)
+def _load_cifar100(split: str, data_dir: Path, download: bool, seed: int) -> TensorData:
+    folder = data_dir / "cifar-100-python"
+    _ensure_folder("CIFAR-100", folder, download, CIFAR100_URL, CIFAR100_MD5)
+    images, labels = _read_cifar_pickle(folder / split, "fine_labels", 100, "CIFAR-100")
+    return TensorData(images, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny ImageNet (original tiny-imagenet-200 layout, decoded once and cached as safetensors)
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_jpeg(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in (".jpeg", ".jpg")
+
+
+def _tiny_file_list(root: Path, split: str) -> tuple[list[Path], list[int], str]:
+    """(files, labels, fingerprint) in the fixed order: wnids.txt line order, then sorted file names
+    for train; val_annotations.txt line order for test (so test index i is val_i.JPEG)."""
+    wnids_path = root / "wnids.txt"
+    if not wnids_path.is_file():
+        raise AdvkdError(f"Tiny ImageNet class list missing: {wnids_path}; the folder is incomplete")
+    wnids_text = wnids_path.read_text()
+    wnids = [w.strip() for w in wnids_text.splitlines() if w.strip()]
+    if not wnids:
+        raise AdvkdError(f"Tiny ImageNet class list {wnids_path} is empty")
+    index = {w: i for i, w in enumerate(wnids)}
+    h = hashlib.sha256(wnids_text.encode())
+    files: list[Path] = []
+    labels: list[int] = []
+    if split == "train":
+        for i, wnid in enumerate(wnids):
+            d = root / "train" / wnid / "images"
+            if not d.is_dir():
+                raise AdvkdError(f"Tiny ImageNet train folder missing: {d}; the folder is incomplete")
+            found = sorted((p for p in d.iterdir() if _is_jpeg(p)), key=lambda p: p.name)
+            if not found:
+                raise AdvkdError(f"no JPEG images in {d}")
+            files += found
+            labels += [i] * len(found)
+            h.update(f"{wnid}:{len(found)}".encode())
+    else:
+        ann_path = root / "val" / "val_annotations.txt"
+        img_dir = root / "val" / "images"
+        if not ann_path.is_file():
+            raise AdvkdError(f"Tiny ImageNet val annotations missing: {ann_path}; the folder is incomplete")
+        ann_text = ann_path.read_text()
+        h.update(ann_text.encode())
+        for lineno, line in enumerate(ann_text.splitlines(), 1):
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if len(cols) < 2 or cols[1].strip() not in index:
+                raise AdvkdError(f"{ann_path} line {lineno}: expected 'filename<TAB>wnid' with a wnid from wnids.txt, "
+                                 f"got {line.strip()[:80]!r}")
+            p = img_dir / cols[0].strip()
+            if not p.is_file():
+                raise AdvkdError(f"Tiny ImageNet val image missing: {p}; the folder is incomplete")
+            files.append(p)
+            labels.append(index[cols[1].strip()])
+        if not files:
+            raise AdvkdError(f"{ann_path} lists no images")
+    return files, labels, h.hexdigest()
+
+
+def _decode_rgb64(path: Path):
+    """One JPEG -> uint8 (64, 64, 3) array; undecodable or wrongly sized files are user errors."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except OSError as exc:  # includes PIL.UnidentifiedImageError
+        raise AdvkdError(f"cannot decode image {path} ({exc})") from exc
+    if arr.shape != (64, 64, 3):
+        raise AdvkdError(f"image {path} is {arr.shape[1]}x{arr.shape[0]}, expected 64x64 for Tiny ImageNet")
+    return arr
+
+
+def _decode_all(files: list[Path]) -> torch.Tensor:
+    """Decode in a thread pool (PIL releases the GIL while decoding) into one (N, 3, 64, 64) tensor."""
+    import numpy as np
+
+    out = np.empty((len(files), 64, 64, 3), dtype=np.uint8)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, arr in enumerate(pool.map(_decode_rgb64, files, chunksize=64)):
+            out[i] = arr
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file so that readers only ever see a complete file (temp + fsync + replace)."""
+    from safetensors.torch import save_file
+
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _load_cache(path: Path, fingerprint: str) -> TensorData | None:
+    """The cached split, or None when absent, stale (lists changed) or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("version") != _TINY_CACHE_VERSION or meta.get("fingerprint") != fingerprint:
+                return None
+            data = TensorData(f.get_tensor("images"), f.get_tensor("labels"))
+    except Exception as exc:  # truncated / foreign file: rebuild rather than fail
+        warnings.warn(f"ignoring unreadable cache {path} ({exc}); decoding the JPEGs again", stacklevel=3)
+        return None
+    return data
+
+
+def tinyimagenet_cache_path(data_dir: str | Path, split: str) -> Path:
+    """Where the decoded ``split`` of Tiny ImageNet is cached."""
+    return Path(data_dir).expanduser() / "tiny-imagenet-200" / f"advkd-cache-{split}.safetensors"
+
+
+@DATASETS.register("tinyimagenet", help="Tiny ImageNet: 100k/10k 64x64 RGB images, 200 classes (val = test)",
+                   aliases=("tiny-imagenet", "tiny"), num_classes=200, image_size=64)
+def _load_tinyimagenet(split: str, data_dir: Path, download: bool, seed: int) -> TensorData:
+    root = data_dir / "tiny-imagenet-200"
+    _ensure_folder("Tiny ImageNet", root, download, TINYIMAGENET_URL, TINYIMAGENET_MD5)
+    files, labels, fingerprint = _tiny_file_list(root, split)
+    cache = tinyimagenet_cache_path(data_dir, split)
+    cached = _load_cache(cache, fingerprint)
+    if cached is not None and len(cached) == len(files):
+        return cached
+    data = TensorData(_decode_all(files), torch.tensor(labels, dtype=torch.int64))
+    try:
+        _save_atomic({"images": data.images, "labels": data.labels}, cache,
+                     {"version": _TINY_CACHE_VERSION, "fingerprint": fingerprint, "split": split})
+    except OSError as exc:  # read-only data folder: still usable, just slower next time
+        warnings.warn(f"could not write cache {cache} ({exc}); Tiny ImageNet will be decoded again next time",
+                      stacklevel=2)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic (no files; for smoke tests and CI)
+# ---------------------------------------------------------------------------------------------
+
+
+def _derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any tuple of parts (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _crop_gather(padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int,
+                 flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image (h, w) windows at offsets (oy, ox) of ``padded`` (N, C, Hp, Wp), optionally
+    mirrored left-right, with one gather instead of a Python loop over images."""
+    n, c, hp, wp = padded.shape
+    dev = padded.device
+    rows = oy.to(dev).view(n, 1) + torch.arange(h, device=dev).view(1, h)        # (N, h)
+    cols = ox.to(dev).view(n, 1) + torch.arange(w, device=dev).view(1, w)        # (N, w)
+    if flip is not None:
+        cols = torch.where(flip.to(dev).view(n, 1), cols.flip(1), cols)
+    idx = (rows.view(n, h, 1) * wp + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, hp * wp).gather(2, idx).view(n, c, h, w)
+
+
+def _synthetic(split: str, seed: int) -> TensorData:
+    """Class = smooth random colour pattern; image = pattern shifted by up to 4 px, with random
+    contrast/brightness and strong pixel noise. Learnable by a small CNN within an epoch, but no single
+    pixel separates the classes. Prototypes depend only on the class (not on ``seed``), so every seed
+    and split poses the same task; ``seed`` and ``split`` pick the samples."""
+    k, s, shift = SYNTHETIC_NUM_CLASSES, SYNTHETIC_IMAGE_SIZE, 4
+    big = s + 2 * shift
+    protos = []
+    for c in range(k):
+        g = torch.Generator().manual_seed(_derive_seed("advkd-synthetic-prototype", c))
+        low = torch.randn(1, 3, 5, 5, generator=g)
+        protos.append(torch.nn.functional.interpolate(low, size=(big, big), mode="bicubic", align_corners=False))
+    proto = torch.cat(protos)                                                   # (K, 3, big, big)
+    proto = (proto - proto.mean()) / proto.std()
+
+    n = SYNTHETIC_TRAIN_SIZE if split == "train" else SYNTHETIC_TEST_SIZE
+    g = torch.Generator().manual_seed(_derive_seed("advkd-synthetic-sample", int(seed), split))
+    labels = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
+    offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=g)
+    x = _crop_gather(proto[labels], offsets[:, 0], offsets[:, 1], s, s)          # (N, 3, s, s)
+    contrast = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=g)
+    brightness = 30.0 * torch.randn(n, 1, 1, 1, generator=g)
+    noise = 40.0 * torch.randn(n, 3, s, s, generator=g)
+    img = 128.0 + 45.0 * contrast * x + brightness + noise
+    return TensorData(img.round().clamp_(0, 255).to(torch.uint8), labels.to(torch.int64))
+
+
+@DATASETS.register("synthetic", help="generated 32x32 10-class data, no files (smoke tests)",
+                   num_classes=SYNTHETIC_NUM_CLASSES, image_size=SYNTHETIC_IMAGE_SIZE)
+def _load_synthetic(split: str, data_dir: Path, download: bool, seed: int) -> TensorData:
+    return _synthetic(split, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion and augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]: attacks and eps budgets work in [0, 1] pixel space."""
+    return images_uint8.to(torch.float32).div_(255.0)
+
+
+def augment_crop_flip(x: torch.Tensor, *, padding: int = 4,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """RandomCrop(H, padding) with zero padding + horizontal flip (p=0.5), independently per image.
+
+    Vectorised (one gather), so it costs nothing next to a forward pass on CPU or GPU. Random draws,
+    in this order: ``offsets = randint(0, 2*padding+1, (N, 2))`` (column 0: row offset, column 1:
+    column offset into the padded image), then ``flip = rand(N) < 0.5``. They come from ``generator``
+    on its own device (then moved to ``x``'s), or from the global RNG of ``x``'s device when None.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W), got shape {tuple(x.shape)}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    n, c, h, w = x.shape
+    draw_dev = generator.device if generator is not None else x.device
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=draw_dev)
+    flip = torch.rand(n, generator=generator, device=draw_dev) < 0.5
+    if n == 0:
+        return x.clone()
+    if padding:
+        padded = x.new_zeros(n, c, h + 2 * padding, w + 2 * padding)
+        padded[:, :, padding:padding + h, padding:padding + w] = x
+    else:
+        padded = x
+    return _crop_gather(padded, offsets[:, 0], offsets[:, 1], h, w, flip)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------
+
+
+class TrainBatches:
+    """Deterministic shuffled batches: epoch ``e`` is a pure function of ``(seed, e, rank, world_size)``.
+
+    Like DistributedSampler under ``world_size > 1``: every rank draws the same global permutation,
+    pads it to a multiple of ``world_size`` by wrapping, and takes ``rank::world_size``, so all ranks
+    get the same number of batches (collectives stay in step). ``drop_last`` drops each rank's final
+    short batch.
+    """
+
+    def __init__(self, data: TensorData, batch_size: int, *, seed: int, augment: bool = True,
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad rank {rank} for world size {world_size}")
+        if len(data) == 0:
+            raise AdvkdError("cannot train on an empty dataset")
+        self.device = torch.device(device)
+        self.images = data.images.to(self.device)   # stays uint8; converted per batch
+        self.labels = data.labels.to(self.device)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.augment = augment
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.drop_last = drop_last
+        self.num_samples = math.ceil(len(data) / self.world_size)   # per rank, after padding
+        self.total_size = self.num_samples * self.world_size
+        if drop_last and self.num_samples < self.batch_size:
+            raise AdvkdError(f"batch size {batch_size} exceeds the {self.num_samples} examples per rank "
+                             f"and drop_last is set, so an epoch would have no batches")
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        """This rank's example indices for ``epoch``, in visiting order (CPU int64)."""
+        n = len(self.labels)
+        g = torch.Generator().manual_seed(_derive_seed("advkd-train-perm", self.seed, int(epoch)))
+        perm = torch.randperm(n, generator=g)
+        if self.total_size > n:
+            perm = perm.repeat(math.ceil(self.total_size / n))[: self.total_size]
+        return perm[self.rank:: self.world_size]
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x float32 [0,1], y int64)`` on ``device`` for every batch of ``epoch``."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        idx = self.indices(epoch).to(self.device)
+        gen = None
+        if self.augment:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(_derive_seed("advkd-train-aug", self.seed, int(epoch), self.rank))
+        for b in range(len(self)):
+            sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
+            x = self.images[sel]
+            if gen is not None:
+                x = augment_crop_flip(x, generator=gen)
+            yield to_float(x), self.labels[sel]
+
+
+def eval_batches(data: TensorData, batch_size: int, *, device: torch.device | str = "cpu", rank: int = 0,
+                 world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(x float32 [0,1], y int64, global indices int64)`` on ``device`` in stored order.
+
+    Rank ``r`` gets the contiguous shard ``r`` of ``world_size`` near-equal shards (the first
+    ``N % world_size`` shards hold one extra example), with no padding, so the ranks together cover
+    every example exactly once and per-rank results concatenate in rank order.
+    """
+    if batch_size < 1:
+        raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"bad rank {rank} for world size {world_size}")
+    n = len(data)
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    stop = start + base + (1 if rank < extra else 0)
+    dev = torch.device(device)
+    for b in range(start, stop, batch_size):
+        e = min(b + batch_size, stop)
+        x = to_float(data.images[b:e].to(dev))
+        yield x, data.labels[b:e].to(dev), torch.arange(b, e, device=dev)

@@ -1,0 +1,80 @@
+"""Method registry: ``build(name, teachers={role: module}, **hparams)``.
+
+Importing this package registers every method module below.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from advkd.config import apply_overrides
+from advkd.errors import AdvkdError
+from advkd.methods.base import InnerParams, Method
+from advkd.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+ROLE_FLAGS = {"teacher": "--teacher", "clean_teacher": "--clean-teacher", "robust_teacher": "--robust-teacher"}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: register under ``cls.name``; help is the docstring's first line."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    METHODS.add(cls.name, cls, help=doc[0] if doc else "", roles=cls.roles)
+    return cls
+
+
+def list_methods(*, teacher_free: bool | None = None) -> list[str]:
+    names = METHODS.names()
+    if teacher_free is None:
+        return names
+    return [n for n in names if (not METHODS.get(n).roles) == teacher_free]
+
+
+def method_roles(name: str) -> tuple[str, ...]:
+    return METHODS.get(name).roles
+
+
+def check_roles(name: str, given: set[str]) -> None:
+    """AdvkdError when the teacher roles given do not match what method ``name`` needs."""
+    cls = METHODS.get(name)
+    need = set(cls.roles)
+    missing = sorted(need - given)
+    extra = sorted(given - need)
+    if missing:
+        flags = " and ".join(ROLE_FLAGS.get(r, r) for r in missing)
+        raise AdvkdError(f"method {cls.name} needs {flags}")
+    if extra:
+        flags = ", ".join(ROLE_FLAGS.get(r, r) for r in extra)
+        wanted = " and ".join(ROLE_FLAGS.get(r, r) for r in cls.roles) or "no teacher"
+        raise AdvkdError(f"method {cls.name} does not take {flags}; it takes {wanted}")
+
+
+def params_for(name: str, hparams: dict[str, Any]) -> Any:
+    """The method's parameter dataclass with ``hparams`` applied (unknown keys, bad types rejected)."""
+    cls = METHODS.get(name)
+    return apply_overrides(cls.Params(), hparams, where=f"method {cls.name} parameters (--set method.KEY=VALUE)")
+
+
+def build(
+    name: str,
+    teachers: dict[str, nn.Module] | None = None,
+    *,
+    num_classes: int = 10,
+    dataset: str = "cifar10",
+    **hparams: Any,
+) -> Method:
+    """Instantiate method ``name`` with frozen ``teachers`` and hyper-parameter overrides."""
+    teachers = dict(teachers or {})
+    cls = METHODS.get(name)
+    check_roles(cls.name, set(teachers))
+    return cls(teachers, params_for(cls.name, hparams), num_classes=num_classes, dataset=dataset)
+
+
+# registration (import order = listing order)
+from advkd.methods import standard as _standard  # noqa: E402,F401
+from advkd.methods import ard as _ard  # noqa: E402,F401
+from advkd.methods import rslad as _rslad  # noqa: E402,F401
+
+__all__ = ["METHODS", "InnerParams", "Method", "build", "check_roles", "list_methods", "method_roles", "params_for"]

@@ -1,0 +1,106 @@
+"""Exact resume state: model, optimizer buffers, method state, RNG states, selection state.
+
+One safetensors file with a JSON metadata entry, written atomically after every epoch: it is the
+commit point of the epoch. Data order and augmentation are derived from (seed, epoch), so the
+epoch number is all the data pipeline needs; the global RNG (method start noise) is restored.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file
+
+from advkd.checkpoint import atomic_write_with, tensors_for_save, unwrap
+from advkd.errors import AdvkdError
+
+if TYPE_CHECKING:
+    from advkd.methods import Method
+
+STATE_FORMAT = "advkd-resume-v1"
+
+
+@dataclass
+class ResumeState:
+    epoch: int
+    best_value: float | None
+    best_epoch: int
+    method_state: dict[str, Any]
+    optimizer: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: "Method") -> None:
+        """Restore everything into freshly built objects, so training continues bit-for-bit."""
+        model_state = {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+        unwrap(model).load_state_dict(model_state, strict=True)
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = value
+        for idx, scalars in self.optimizer.get("scalars", {}).items():
+            opt_state.setdefault(int(idx), {}).update(scalars)
+        optimizer.load_state_dict({"state": opt_state, "param_groups": self.optimizer["param_groups"]})
+        method.load_state_dict(self.method_state)
+        torch.set_rng_state(self.tensors["rng.cpu"])
+        cuda_states = [self.tensors[k] for k in sorted(k for k in self.tensors if k.startswith("rng.cuda."))]
+        if cuda_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def save_resume(path: Path, setup: Any, optimizer: torch.optim.Optimizer, epoch: int, best_value: float | None, best_epoch: int) -> None:
+    tensors = {f"model.{k}": v for k, v in unwrap(setup.model).state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entries in opt["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i:02d}"] = s
+    meta = {
+        "format": "pt",
+        "advkd_format": STATE_FORMAT,
+        "state": json.dumps(
+            {
+                "epoch": epoch,
+                "best_value": best_value,
+                "best_epoch": best_epoch,
+                "method_state": setup.method.state_dict(),
+                "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+            }
+        ),
+    }
+    tensors = tensors_for_save(tensors)
+    from safetensors.torch import save_file
+
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_resume(path: Path, setup: Any) -> ResumeState:
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        if meta.get("advkd_format") != STATE_FORMAT:
+            raise ValueError("not an advkd resume state")
+        state = json.loads(meta["state"])
+    except Exception as e:  # any failure here means the file cannot be trusted
+        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); start a new run with --name") from None
+    return ResumeState(
+        epoch=int(state["epoch"]),
+        best_value=state["best_value"],
+        best_epoch=int(state["best_epoch"]),
+        method_state=state["method_state"],
+        optimizer=state["optimizer"],
+        tensors=tensors,
+    )

@@ -1,0 +1,330 @@
+"""The one training loop, shared by ``pretrain-teacher`` and ``distill``.
+
+Phases, each its own function: ``prepare`` (validate everything, load data, build the model,
+resolve teachers and the method; writes nothing), ``open_run_dir`` (create or resume the run dir),
+``fit`` (epochs: method step, evaluation, selection, atomic checkpointing), and ``run`` which
+chains them and removes a run dir that never completed an epoch when anything fails.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+import advkd
+from advkd.checkpoint import atomic_write_text, save_checkpoint
+from advkd.config import TrainConfig, config_to_dict
+from advkd.data import TensorData, TrainBatches, dataset_info, load_split
+from advkd.errors import AdvkdError
+from advkd.evaluate import CLEAN, evaluate, w_robust
+from advkd.methods import METHODS, Method, build, check_roles
+from advkd.models import build_model, canonical_arch
+from advkd.progress import Reporter
+from advkd.results import environment, now_iso
+from advkd.resume import ResumeState, load_resume, save_resume
+from advkd.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
+from advkd.teachers import Teacher, resolve_teacher
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built and validated before anything is written."""
+
+    cfg: TrainConfig
+    device: torch.device
+    model: nn.Module
+    method: Method
+    teachers: dict[str, Teacher]
+    train_data: TensorData
+    eval_data: TensorData
+    num_classes: int
+    path: Path
+
+
+@dataclass
+class Summary:
+    path: Path
+    epochs_run: int
+    best_epoch: int
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    already_complete: bool = False
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate for 0-indexed ``epoch`` (set once per epoch, as the AdaAD repo does)."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr * cfg.lr_gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+    )
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise AdvkdError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AdvkdError(f"--device {spec} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+def prepare(
+    cfg: TrainConfig,
+    *,
+    runs_dir: str | Path,
+    data_dir: str | Path,
+    device: torch.device,
+    download: bool = False,
+) -> Setup:
+    """Validate the config, load data, build model, teachers and method. Writes nothing."""
+    if cfg.kind == "pretrain-teacher" and METHODS.get(cfg.method).roles:
+        raise AdvkdError(f"method {cfg.method} distills from teachers; use advkd distill, or a teacher-free method (natural, pgd-at, trades)")
+    check_roles(cfg.method, set(cfg.teachers))
+    info = dataset_info(cfg.dataset)
+    paper_arch = canonical_arch(cfg.paper_arch or cfg.arch)
+    arch = canonical_arch(cfg.arch_map.get(paper_arch, paper_arch))
+    cfg = dataclasses.replace(cfg, dataset=info.name, arch=arch, paper_arch=paper_arch, method=METHODS.canonical(cfg.method))
+    train_data = load_split(cfg.dataset, "train", data_dir, download=download, seed=cfg.seed)
+    train_data = train_data.head(cfg.train_subset or None)
+    test_data = load_split(cfg.dataset, "test", data_dir, download=download, seed=cfg.seed)
+    eval_data = test_data.head(min(cfg.eval_examples, len(test_data)) or None)
+    teachers = {
+        role: resolve_teacher(
+            spec, role=role, dataset=cfg.dataset, num_classes=info.num_classes, runs_dir=runs_dir, device=device,
+            preset=cfg.preset, arch_map=cfg.arch_map,
+        )
+        for role, spec in sorted(cfg.teachers.items())
+    }
+    method = build(
+        cfg.method, {r: t.model for r, t in teachers.items()}, num_classes=info.num_classes, dataset=cfg.dataset, **cfg.method_params
+    )
+    torch.manual_seed(cfg.seed)  # seed before building the model so its init is reproducible
+    model = build_model(cfg.arch, num_classes=info.num_classes, normalize=cfg.normalize).to(device)
+    name = cfg.name or default_name(cfg, {r: t.paper_arch for r, t in teachers.items()})
+    cfg = dataclasses.replace(cfg, name=name)
+    path = run_dir(runs_dir, cfg.kind, cfg.dataset, name)
+    return Setup(cfg, device, model, method, teachers, train_data, eval_data, info.num_classes, path)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def checkpoint_meta(setup: Setup, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    cfg = setup.cfg
+    return {
+        "arch": cfg.arch,
+        "paper_arch": cfg.paper_arch,
+        "num_classes": str(setup.num_classes),
+        "dataset": cfg.dataset,
+        "normalize": cfg.normalize,
+        "method": cfg.method,
+        "teachers": {r: t.record() for r, t in setup.teachers.items()},
+        "preset": cfg.preset,
+        "scale": cfg.scale,
+        "epoch": str(epoch),
+        "metrics": metrics,
+        "config": config_to_dict(cfg),
+        "eps": str(getattr(setup.method.p, "eps", "")),
+        "seed": str(cfg.seed),
+        "created": now_iso(),
+        "advkd_version": advkd.__version__,
+        "kind": cfg.kind,
+        "name": cfg.name,
+    }
+
+
+def config_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def open_run_dir(setup: Setup, *, resume: bool) -> tuple[ResumeState | None, bool]:
+    """Create the run dir, or find the state to resume. Returns (state, created_now)."""
+    path = setup.path
+    state_file = path / RESUME
+    if path.exists() and (state_file.exists() or (path / LAST).exists()):
+        if not resume:
+            raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
+        saved = yaml.safe_load((path / CONFIG).read_text()) if (path / CONFIG).exists() else {}
+        ours = config_to_dict(setup.cfg)
+        diff = [k for k in ours if k != "epochs" and saved.get(k) != ours[k]]
+        if diff:
+            k = diff[0]
+            raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
+        return load_resume(state_file, setup), False
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
+    atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
+    (path / METRICS).unlink(missing_ok=True)
+    return None, created
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def select_value(cfg: TrainConfig, metrics: dict[str, Any]) -> float | None:
+    key = {"pgd10": "robust_acc", "robust": "robust_acc", "clean": "clean_acc", "w_robust": "w_robust"}.get(cfg.select)
+    if cfg.select == "last":
+        return float(metrics["epoch"])
+    return metrics.get(key)
+
+
+def evaluates(cfg: TrainConfig, epoch: int) -> bool:
+    """Evaluate after the first and last epoch, every ``eval_every``-th, and every one from ``eval_dense_from``."""
+    dense = cfg.eval_dense_from > 0 and epoch >= cfg.eval_dense_from
+    return epoch == 0 or epoch == cfg.epochs - 1 or (epoch + 1) % cfg.eval_every == 0 or dense
+
+
+def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
+    cfg = setup.cfg
+    attacks = [CLEAN] + ([cfg.eval_attack] if cfg.eval_attack else [])
+    out = evaluate(setup.model, setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device, reporter=reporter)
+    metrics = {"clean_acc": out[CLEAN].accuracy}
+    if cfg.eval_attack:
+        metrics["robust_acc"] = out[cfg.eval_attack].accuracy
+        metrics["w_robust"] = w_robust(metrics["clean_acc"], metrics["robust_acc"])
+    return metrics
+
+
+def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter) -> dict[str, float]:
+    model, method = setup.model, setup.method
+    model.train()
+    totals: dict[str, float] = {}
+    seen = 0
+    with reporter.task(f"epoch {epoch + 1}/{setup.cfg.epochs}", total=len(batches)) as task:
+        for step, (x, y) in enumerate(batches.epoch(epoch)):
+            x_adv = method.perturb(model, x, y)
+            loss, logs = method.loss(model, x, x_adv, y)
+            if not torch.isfinite(loss):
+                raise AdvkdError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower the lr (--set lr=...) "
+                    f"or check the method settings; completed epochs are kept in {setup.path}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n = int(y.shape[0])
+            seen += n
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * n
+            task.advance(1, loss=logs.get("loss", loss.item()))
+    return {f"train_{k}" if not k.startswith("train_") else k: v / max(seen, 1) for k, v in totals.items()}
+
+
+def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
+    cfg, model, method = setup.cfg, setup.model, setup.method
+    optimizer = make_optimizer(cfg, model)
+    batches = TrainBatches(setup.train_data, cfg.batch_size, seed=cfg.seed, augment=cfg.augment, device=setup.device)
+    rows = read_metrics(setup.path / METRICS)
+    start, best_value, best_epoch = 0, None, -1
+    if state is not None:
+        state.apply(model, optimizer, method)
+        start, best_value, best_epoch = state.epoch + 1, state.best_value, state.best_epoch
+        rows = [r for r in rows if r["epoch"] <= state.epoch]
+        write_metrics(setup.path / METRICS, rows)
+        if start >= cfg.epochs:
+            return Summary(setup.path, 0, best_epoch, _row(rows, best_epoch), rows[-1] if rows else {}, already_complete=True)
+        reporter.log(f"resuming {setup.path} after epoch {state.epoch + 1}")
+    else:
+        torch.manual_seed(cfg.seed + 1)  # the training noise stream, independent of model init
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        method.start_epoch(epoch, lr / cfg.lr)
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row.update(train_epoch(setup, batches, optimizer, epoch, reporter))
+        method.end_epoch(epoch)
+        row.update({f"method_{k}": v for k, v in method.epoch_metrics().items()})
+        if evaluates(cfg, epoch):
+            row.update(evaluate_epoch(setup, reporter))
+        row["seconds"] = time.perf_counter() - t0
+        value = select_value(cfg, row)
+        if value is not None and (best_value is None or value > best_value):  # strict: first epoch reaching the max
+            best_value, best_epoch = value, epoch
+        rows.append(row)
+        _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch)
+        reporter.log(_epoch_line(cfg, row, best_epoch))
+    return Summary(setup.path, cfg.epochs - start, best_epoch, _row(rows, best_epoch), rows[-1])
+
+
+def _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch) -> None:
+    """Write metrics and checkpoints, then the resume state last: it is the commit point."""
+    path, cfg = setup.path, setup.cfg
+    write_metrics(path / METRICS, rows)
+    meta = checkpoint_meta(setup, epoch, row)
+    save_checkpoint(path / LAST, setup.model, meta)
+    if best_epoch == epoch or not (path / BEST).exists():
+        save_checkpoint(path / BEST, setup.model, meta)
+    if cfg.save_every and (epoch + 1) % cfg.save_every == 0:
+        save_checkpoint(path / f"epoch-{epoch + 1:03d}.safetensors", setup.model, meta)
+    save_resume(path / RESUME, setup, optimizer, epoch, best_value, best_epoch)
+
+
+def _row(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
+    return next((r for r in rows if r["epoch"] == epoch), {})
+
+
+def _epoch_line(cfg: TrainConfig, row: dict[str, Any], best_epoch: int) -> str:
+    parts = [f"epoch {row['epoch'] + 1}/{cfg.epochs}", f"lr {row['lr']:.4g}", f"loss {row.get('train_loss', float('nan')):.4f}"]
+    if "clean_acc" in row:
+        parts.append(f"clean {row['clean_acc']:.2f}%")
+    if "robust_acc" in row:
+        parts.append(f"{cfg.eval_attack} {row['robust_acc']:.2f}%")
+    parts.append(f"best epoch {best_epoch + 1}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return " | ".join(parts)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(
+    cfg: TrainConfig,
+    *,
+    runs_dir: str | Path,
+    data_dir: str | Path,
+    device: torch.device,
+    resume: bool = False,
+    download: bool = False,
+    reporter: Reporter | None = None,
+) -> Summary:
+    """prepare -> open run dir -> fit; a run dir that never completed an epoch is removed on failure."""
+    reporter = reporter or Reporter()
+    setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download)
+    state, created = open_run_dir(setup, resume=resume)
+    reporter.log(f"{setup.cfg.kind} {setup.cfg.method}: {setup.cfg.arch} on {setup.cfg.dataset} -> {setup.path}")
+    try:
+        return fit(setup, state, reporter)
+    except BaseException:
+        if created and not (setup.path / RESUME).exists():
+            shutil.rmtree(setup.path, ignore_errors=True)
+        raise

@@ -1,0 +1,144 @@
+"""The training loop: exact resume, files of a run dir, selection, NaN guard, clean failure."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from advkd.checkpoint import read_metadata
+from advkd.config import TrainConfig, resolve_config
+from advkd.errors import AdvkdError
+from advkd.progress import Reporter
+from advkd.train import lr_at, prepare, run
+
+QUIET = Reporter(enabled=False)
+CPU = torch.device("cpu")
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(
+        kind="pretrain-teacher", method="pgd-at", arch="tinycnn", dataset="synthetic", epochs=3, batch_size=32,
+        train_subset=96, eval_examples=64, eval_batch_size=64, milestones=[2], lr=0.05, seed=7,
+        method_params={"steps": 2},
+    )
+    base.update(kw)
+    cfg = TrainConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_piecewise_and_cosine_schedules():
+    cfg = TrainConfig(lr=0.1, milestones=[100, 150], epochs=200)
+    assert lr_at(cfg, 0) == pytest.approx(0.1)
+    assert lr_at(cfg, 99) == pytest.approx(0.1)
+    assert lr_at(cfg, 100) == pytest.approx(0.01)
+    assert lr_at(cfg, 150) == pytest.approx(0.001)
+    cos = TrainConfig(lr=0.1, schedule="cosine", epochs=10)
+    assert lr_at(cos, 0) == pytest.approx(0.1)
+    assert lr_at(cos, 5) == pytest.approx(0.05)
+    assert lr_at(cos, 9) < lr_at(cos, 8)
+
+
+def test_run_dir_files_and_metadata(tmp_path):
+    summary = run(tiny_cfg(epochs=2, save_every=1), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    d = summary.path
+    assert d == tmp_path / "pretrain-teacher" / "synthetic" / "tinycnn-pgd-at-s7"
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "best.safetensors", "last.safetensors", "resume.safetensors", "epoch-001.safetensors", "epoch-002.safetensors"):
+        assert (d / name).is_file(), name
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert {"train_loss", "lr", "clean_acc", "robust_acc", "w_robust"} <= set(rows[0])
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    assert cfg["arch"] == "tinycnn" and cfg["method_params"] == {"steps": 2}
+    meta = read_metadata(d / "best.safetensors")
+    assert meta["arch"] == "tinycnn" and meta["dataset"] == "synthetic" and meta["method"] == "pgd-at"
+    assert meta["config"]["epochs"] == 2 and meta["teachers"] == {}
+    assert not list(d.glob(".*.tmp"))
+
+
+def test_best_checkpoint_is_the_first_epoch_reaching_the_max(tmp_path):
+    summary = run(tiny_cfg(epochs=3, select="clean"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    rows = [json.loads(line) for line in (summary.path / "metrics.jsonl").read_text().splitlines()]
+    accs = [r["clean_acc"] for r in rows]
+    assert summary.best_epoch == accs.index(max(accs))
+    assert read_metadata(summary.path / "best.safetensors")["epoch"] == summary.best_epoch
+
+
+@pytest.mark.parametrize("method,teacher", [("pgd-at", False), ("rslad", True)])
+def test_resume_after_epoch_one_equals_uninterrupted_run(tmp_path, method, teacher):
+    teachers = {}
+    if teacher:
+        t = run(tiny_cfg(epochs=1, name="teacher"), runs_dir=tmp_path / "t", data_dir=tmp_path, device=CPU, reporter=QUIET)
+        teachers = {"teacher": str(t.path / "best.safetensors")}
+    kind = "distill" if teacher else "pretrain-teacher"
+    full = run(tiny_cfg(kind=kind, method=method, teachers=teachers), runs_dir=tmp_path / "a", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    # "interrupted" run: the same command stopped after epoch 1, then resumed
+    run(tiny_cfg(kind=kind, method=method, teachers=teachers, epochs=1), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    torch.manual_seed(12345)  # a resumed process starts from arbitrary RNG state
+    resumed = run(tiny_cfg(kind=kind, method=method, teachers=teachers), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
+    assert resumed.epochs_run == 2
+    a, b = weights(full.path / "last.safetensors"), weights(resumed.path / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ra = (full.path / "metrics.jsonl").read_text().splitlines()
+    rb = (resumed.path / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(ra) == strip(rb)
+
+
+def test_resume_of_complete_run_is_a_noop_and_existing_run_needs_resume(tmp_path):
+    cfg = tiny_cfg(epochs=1)
+    run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    again = run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
+    assert again.already_complete and again.epochs_run == 0
+    with pytest.raises(AdvkdError, match="already exists; pass --resume"):
+        run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    with pytest.raises(AdvkdError, match="cannot resume"):
+        run(tiny_cfg(epochs=1, lr=0.01), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
+
+
+def test_nan_loss_stops_with_clear_error_and_leaves_no_run_dir(tmp_path):
+    cfg = tiny_cfg(epochs=1, lr=1e30, method="natural", method_params={})
+    with pytest.raises(AdvkdError, match="loss became nan|loss became inf"):
+        run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    assert not (tmp_path / "pretrain-teacher" / "synthetic" / "tinycnn-natural-s7").exists()
+
+
+def test_teacher_methods_are_refused_by_pretrain_and_roles_checked(tmp_path):
+    with pytest.raises(AdvkdError, match="use advkd distill"):
+        prepare(tiny_cfg(method="rslad"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
+    with pytest.raises(AdvkdError, match="needs --teacher"):
+        prepare(tiny_cfg(kind="distill", method="rslad"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
+
+
+def test_unresolvable_teacher_prints_the_pretrain_command(tmp_path):
+    cfg = tiny_cfg(kind="distill", method="ard", teachers={"teacher": "resnet20"})
+    with pytest.raises(AdvkdError, match="advkd pretrain-teacher --arch resnet20 --method trades --dataset synthetic"):
+        prepare(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
+
+
+def test_teacher_store_resolves_newest_robust_run_by_arch(tmp_path):
+    run(tiny_cfg(epochs=1, method="natural", method_params={}, select="clean"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    with pytest.raises(AdvkdError, match="no robust tinycnn teacher"):
+        prepare(tiny_cfg(kind="distill", method="ard", teachers={"teacher": "tinycnn"}), runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
+    run(tiny_cfg(epochs=1), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    setup = prepare(tiny_cfg(kind="distill", method="ard", teachers={"teacher": "tinycnn"}), runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
+    assert setup.teachers["teacher"].method == "pgd-at"
+    assert setup.path.name == "tinycnn-ard-tinycnn-s7"  # self-distillation works: teacher arch == student arch
+
+
+def test_preset_layering_order():
+    cfg = resolve_config(TrainConfig(method="pgd-at"), preset="adaad-paper", set_items=["lr=0.05", "method.steps=3"], flags={"epochs": 7, "method": "pgd-at"})
+    assert cfg.epochs == 7  # flag beats preset's per-method 110
+    assert cfg.milestones == [100, 105]  # per-method preset beats preset train
+    assert cfg.lr == 0.05  # --set beats preset
+    assert cfg.method_params == {"steps": 3}
+    assert cfg.preset == "adaad-paper" and cfg.scale == "paper"
