@@ -73,8 +73,9 @@ class AttackReport:
     def print_table(self, console: Console | None = None) -> None:
         console = console or Console()
         m = self.meta
-        title = f"{self.checkpoint}  [{m.get('arch')} · {m.get('method')} · {m.get('dataset')} · scale {m.get('scale') or '?'}]"
-        table = Table(title=title, title_justify="left")
+        arch = m.get("arch") if m.get("arch") == m.get("paper_arch") else f"{m.get('arch')} for {m.get('paper_arch')}"
+        title = f"{m.get('method')} · {arch} · {m.get('dataset')} · scale {m.get('scale') or '?'} · epoch {int(m.get('epoch', -1)) + 1}"
+        table = Table(title=title, title_justify="left", caption=str(self.checkpoint), caption_justify="left")
         for col in ("attack", "accuracy %", "W-Robust %", "correct / n", "seconds"):
             table.add_column(col, justify="left" if col == "attack" else "right")
         for a, o in self.outcomes.items():

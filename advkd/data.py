@@ -13,7 +13,6 @@ import hashlib
 import math
 import os
 import pickle
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -319,30 +318,12 @@ def _decode_all(files: list[Path]) -> torch.Tensor:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file so that readers only ever see a complete file (temp + fsync + replace)."""
+    """Write a safetensors file so that readers only ever see a complete file."""
     from safetensors.torch import save_file
 
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    from advkd.checkpoint import atomic_write_with
+
+    atomic_write_with(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
 
 
 def _load_cache(path: Path, fingerprint: str) -> TensorData | None:

@@ -262,7 +262,7 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         method.start_epoch(epoch, lr / cfg.lr)
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
         row.update(train_epoch(setup, batches, optimizer, epoch, reporter))
-        method.end_epoch(epoch)
+        method.end_epoch(epoch, lr_at(cfg, epoch + 1) / cfg.lr)
         row.update({f"method_{k}": v for k, v in method.epoch_metrics().items()})
         if evaluates(cfg, epoch):
             row.update(evaluate_epoch(setup, reporter))

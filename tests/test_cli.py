@@ -156,3 +156,18 @@ def test_global_options_before_or_after_subcommand(env, capsys):
     third = env / "third"
     assert advkd("pretrain-teacher", "--arch", "tinycnn", "--method", "natural", *FAST, "--runs-dir", str(third)) == 0
     assert list(Path(third).glob("pretrain-teacher/synthetic/*/best.safetensors"))
+
+
+def test_issue_acceptance_commands(env, capsys):
+    """The three commands the spine promises, verbatim, in a temporary runs dir."""
+    assert advkd("pretrain-teacher", "--arch", "resnet20", "--method", "trades", "--dataset", "synthetic", "--epochs", "1", "--train-subset", "256") == 0
+    assert advkd("distill", "--method", "rslad", "--student", "resnet8", "--teacher", "resnet20", "--dataset", "synthetic", "--epochs", "1", "--train-subset", "256") == 0
+    capsys.readouterr()
+    assert advkd("attack", "--suite", "quick", "--n-examples", "64", "--format", "json") == 0
+    report = json.loads(capsys.readouterr().out)
+    from advkd.checkpoint import read_metadata
+
+    meta = read_metadata(report["checkpoint"])
+    assert meta["arch"] == "resnet8" and meta["dataset"] == "synthetic" and meta["method"] == "rslad"
+    assert meta["teachers"]["teacher"]["arch"] == "resnet20" and meta["config"]["train_subset"] == 256
+    assert len(read_records(env / "runs" / "results.jsonl")) == 3

@@ -19,6 +19,7 @@ Starts (single-teacher §5 pitfall 6, multi-teacher §12 pitfall 11):
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import typing
 from fractions import Fraction
@@ -254,7 +255,7 @@ def validate_params(attack: str, params_cls: type, given: dict[str, Any]) -> Any
     return params_cls(**values)
 
 
-class Attack:
+class Attack(abc.ABC):
     """Base of every named attack: eps parsing, typed params, eval-mode switch and restore.
 
     Subclasses set ``Params`` (a frozen dataclass of the tunable settings, built with
@@ -313,6 +314,6 @@ class Attack:
             x_adv = self.perturb(model, x.detach(), y.detach())
         return x_adv.detach().clamp(0.0, 1.0)
 
+    @abc.abstractmethod
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """The algorithm only: no mode handling (``__call__`` does it)."""
-        raise NotImplementedError

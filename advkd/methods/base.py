@@ -68,8 +68,12 @@ class Method(abc.ABC):
         self.epoch = epoch
         self.rate_factor = rate_factor
 
-    def end_epoch(self, epoch: int) -> None:
-        """Called after each epoch's last batch (class-wise statistics update here)."""
+    def end_epoch(self, epoch: int, next_rate_factor: float) -> None:
+        """Called after each epoch's last batch, with lr(epoch + 1) / initial lr.
+
+        Epoch-level statistics (class-wise weights and temperatures) update here; a rate that
+        the reference decays "with the lr at the end of the epoch" uses ``next_rate_factor``.
+        """
 
     def state_dict(self) -> dict[str, Any]:
         """Method state that changes during training (JSON-serialisable)."""
