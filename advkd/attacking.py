@@ -1,4 +1,9 @@
-"""``advkd attack``: evaluate one checkpoint under a suite, write result records, show a table."""
+"""``advkd attack`` and ``advkd transfer-attack``: evaluate, record, show a table.
+
+Both share one path: resolve the checkpoint(s), load the test data, run ``evaluate``, turn
+each outcome into a result record (appended to ``<runs-dir>/results.jsonl``), compute the
+sanity flags, and render a table or JSON.
+"""
 from __future__ import annotations
 
 import time
@@ -17,14 +22,16 @@ from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
 from advkd.evaluate import CLEAN, Outcome, evaluate, w_robust, worst_case
 from advkd.progress import Reporter
-from advkd.results import RESULTS_FILE, append_records, environment, now_iso, pack_flags
+from advkd.results import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records
 from advkd.runs import latest_checkpoint
+from advkd.sanity import Accuracy, sanity_flags
 from advkd.suites import SUITES, suite_attacks
 
 META_KEYS = ("dataset", "arch", "paper_arch", "method", "teachers", "preset", "scale", "epoch", "seed")
+TRANSFER_PREFIX = "transfer-"
 
 
-def attack_list(suite: str | None, attacks: str | None) -> list[str]:
+def attack_list(suite: str | None, attacks: str | None, *, default_suite: str = "quick") -> list[str]:
     """The attacks to run, clean first; every id validated before any work starts."""
     if suite and attacks:
         raise AdvkdError("give either --suite or --attacks, not both")
@@ -33,7 +40,7 @@ def attack_list(suite: str | None, attacks: str | None) -> list[str]:
     elif attacks:
         ids = [a.strip() for a in attacks.split(",") if a.strip()]
     else:
-        ids = suite_attacks("quick")
+        ids = suite_attacks(default_suite)
     out = []
     for a in ids:
         canonical = CLEAN if a.lower() == CLEAN else ATTACKS.canonical(a)
@@ -42,11 +49,17 @@ def attack_list(suite: str | None, attacks: str | None) -> list[str]:
     return [CLEAN] + [a for a in out if a != CLEAN]
 
 
+def record_attack_id(attack: str, transfer: bool) -> str:
+    return f"{TRANSFER_PREFIX}{attack}" if transfer and attack != CLEAN else attack
+
+
 @dataclass
 class AttackReport:
     checkpoint: Path
     meta: dict[str, Any]
     outcomes: dict[str, Outcome]
+    surrogate: Path | None = None
+    flags: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -57,42 +70,59 @@ class AttackReport:
         flags = worst_case(self.outcomes)
         return 100.0 * float(flags.float().mean()) if flags.numel() else 0.0
 
+    def label(self, attack: str) -> str:
+        return record_attack_id(attack, self.surrogate is not None)
+
     def as_json(self) -> dict[str, Any]:
-        rows = [
-            {"attack": a, "accuracy": o.accuracy, "correct": o.n_correct, "n": o.n, "w_robust": w_robust(self.clean_acc, o.accuracy), "seconds": o.seconds}
-            for a, o in self.outcomes.items()
-        ]
+        rows = []
+        for a, o in self.outcomes.items():
+            row = {"attack": self.label(a), "accuracy": o.accuracy, "correct": o.n_correct, "n": o.n, "w_robust": w_robust(self.clean_acc, o.accuracy), "seconds": o.seconds}
+            row.update({k: v for k, v in o.extra.items() if k != "model_was_training"})
+            rows.append(row)
         worst = self.worst_acc()
-        return {
+        out = {
             "checkpoint": str(self.checkpoint),
             **{k: self.meta.get(k) for k in META_KEYS},
             "results": rows,
-            "worst_case": {"attacks": list(self.outcomes), "accuracy": worst, "w_robust": w_robust(self.clean_acc, worst)},
+            "worst_case": {"attacks": [self.label(a) for a in self.outcomes], "accuracy": worst, "w_robust": w_robust(self.clean_acc, worst)},
+            "sanity_flags": self.flags,
         }
+        if self.surrogate is not None:
+            out["surrogate"] = str(self.surrogate)
+        return out
 
     def print_table(self, console: Console | None = None) -> None:
         console = console or Console()
         m = self.meta
         arch = m.get("arch") if m.get("arch") == m.get("paper_arch") else f"{m.get('arch')} for {m.get('paper_arch')}"
         title = f"{m.get('method')} · {arch} · {m.get('dataset')} · scale {m.get('scale') or '?'} · epoch {int(m.get('epoch', -1)) + 1}"
-        table = Table(title=title, title_justify="left", caption=str(self.checkpoint), caption_justify="left")
+        caption = str(self.checkpoint) + (f"\ncrafted on {self.surrogate}" if self.surrogate else "")
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
         for col in ("attack", "accuracy %", "W-Robust %", "correct / n", "seconds"):
             table.add_column(col, justify="left" if col == "attack" else "right")
         for a, o in self.outcomes.items():
-            table.add_row(a, f"{o.accuracy:.2f}", f"{w_robust(self.clean_acc, o.accuracy):.2f}", f"{o.n_correct} / {o.n}", f"{o.seconds:.1f}")
+            table.add_row(self.label(a), f"{o.accuracy:.2f}", f"{w_robust(self.clean_acc, o.accuracy):.2f}", f"{o.n_correct} / {o.n}", f"{o.seconds:.1f}")
+            for stage, acc in (o.extra.get("stages") or {}).items():
+                table.add_row(f"  after {stage}", f"{acc:.2f}", "", "", "", style="dim")
         if len(self.outcomes) > 2:
             worst = self.worst_acc()
             table.add_row("[bold]worst case[/bold]", f"[bold]{worst:.2f}[/bold]", f"{w_robust(self.clean_acc, worst):.2f}", "", "")
         console.print(table)
+        for flag in self.flags:
+            console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False)
 
 
-def make_record(ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, n: int, batch_size: int, seed: int, env: dict[str, Any]) -> dict[str, Any]:
+def make_record(
+    ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, label: str, n: int, batch_size: int, seed: int,
+    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None,
+) -> dict[str, Any]:
     eps = outcome.eps
-    return {
+    record = {
         "checkpoint": str(ckpt),
         "sha256": sha,
         **{k: meta.get(k) for k in META_KEYS},
-        "attack": outcome.attack,
+        "attack": label,
+        "kind": "transfer" if surrogate and outcome.attack != CLEAN else outcome.kind,
         "params": outcome.params,
         "threat_model": outcome.threat_model,
         "eps": eps.text if eps else None,
@@ -105,10 +135,24 @@ def make_record(ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *,
         "attack_seed": seed,
         "precision": "fp32",
         "seconds": outcome.seconds,
+        "sanity_flags": flags,
         "versions": env["versions"],
         "device": env["device"],
         "time": now_iso(),
     }
+    record.update({k: v for k, v in outcome.extra.items() if k != "model_was_training"})
+    if surrogate is not None:
+        record["surrogate"] = surrogate
+    return record
+
+
+def _prior_white_box(runs_dir: str, sha: str) -> list[Accuracy]:
+    """White-box accuracies already recorded for this checkpoint (for transfer sanity checks)."""
+    latest: dict[str, Accuracy] = {}
+    for r in read_records(Path(runs_dir) / RESULTS_FILE):
+        if r.get("sha256") == sha and r.get("kind") == "white-box" and "surrogate" not in r:
+            latest[r["attack"]] = Accuracy(r["attack"], "white-box", float(r["accuracy"]))
+    return list(latest.values())
 
 
 def run_attack(
@@ -124,25 +168,40 @@ def run_attack(
     device: str,
     seed: int,
     reporter: Reporter,
+    surrogate: Path | None = None,
 ) -> AttackReport:
+    """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records."""
     from advkd.train import pick_device
 
-    ids = attack_list(suite, attacks)
+    ids = attack_list(suite, attacks, default_suite="transfer" if surrogate else "quick")
     eps_parsed = parse_eps(eps)
     if n_examples < 0 or batch_size < 1:
         raise AdvkdError("--n-examples must be >= 0 and --batch-size >= 1")
     dev = pick_device(device)
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(runs_dir)
     model, meta = load_checkpoint(ckpt, device=dev)
+    crafter, surrogate_info = None, None
+    if surrogate is not None:
+        crafter, smeta = load_checkpoint(surrogate, device=dev, expect={"dataset": meta["dataset"], "num_classes": meta["num_classes"]})
+        surrogate_info = {"checkpoint": str(surrogate), "sha256": sha256_file(surrogate), **{k: smeta.get(k) for k in ("arch", "paper_arch", "method", "scale")}}
     data = load_split(meta["dataset"], "test", data_dir)
     data = data.head(min(n_examples, len(data)) or None)
     torch.manual_seed(seed)
-    reporter.log(f"attacking {ckpt} on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
+    what = f"transfer from {surrogate}" if surrogate else "white-box"
+    reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     t0 = time.perf_counter()
-    outcomes = evaluate(model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter)
+    outcomes = evaluate(model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter)
     reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
-    env = environment(dev)
     sha = sha256_file(ckpt)
-    records = [make_record(ckpt, sha, meta, o, n=len(data), batch_size=batch_size, seed=seed, env=env) for o in outcomes.values()]
+    transfer = surrogate is not None
+    accs = [Accuracy(record_attack_id(a, transfer), "transfer" if transfer and a != CLEAN else o.kind, o.accuracy) for a, o in outcomes.items()]
+    if transfer:
+        accs += _prior_white_box(runs_dir, sha)
+    flags = sanity_flags(accs, model_was_training=bool(outcomes[CLEAN].extra.get("model_was_training")))
+    env = environment(dev)
+    records = [
+        make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags, surrogate=surrogate_info)
+        for a, o in outcomes.items()
+    ]
     append_records(Path(runs_dir) / RESULTS_FILE, records)
-    return AttackReport(ckpt, meta, outcomes, records)
+    return AttackReport(ckpt, meta, outcomes, surrogate, flags, records)

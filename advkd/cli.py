@@ -50,10 +50,10 @@ class Globals:
 
 # ----------------------------------------------------------------------------- shared options
 
-DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the datasets [env ADVKD_DATA_DIR; default ./data].", show_default=False)]
-RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Folder for runs, teachers and results.jsonl [env ADVKD_RUNS_DIR; default ./runs].", show_default=False)]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N [default auto].", show_default=False)]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default 0].", show_default=False)]
+DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder holding the datasets (env ADVKD_DATA_DIR; default ./data).", show_default=False)]
+RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Folder for runs, teachers and results.jsonl (env ADVKD_RUNS_DIR; default ./runs).", show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (default auto).", show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", show_default=False)]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help=f"Preset name ({', '.join(list_presets())}) or path to a YAML file.")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs (overrides the preset).")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (overrides the preset).")]
@@ -61,7 +61,7 @@ LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Initial learning r
 SubsetOpt = Annotated[Optional[int], typer.Option("--train-subset", help="Train on the first N training images only.")]
 NExamplesOpt = Annotated[Optional[int], typer.Option("--n-examples", "--n", help="Per-epoch evaluation on the first N test images.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: key=value (lr=0.05, milestones=[2,3]) or method.KEY=VALUE (method.beta=6). Repeatable.")]
-NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name [default <arch>-<method>[-<teachers>][-<preset>]-s<seed>].")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name (default: ARCH-METHOD, the teacher archs, the preset, sSEED, joined by dashes).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run with this name exactly where it stopped (no-op if complete).")]
 SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", help="Also keep epoch-NNN.safetensors every N epochs.")]
 SelectOpt = Annotated[Optional[Select], typer.Option("--select", help="Metric that picks best.safetensors.")]
@@ -207,7 +207,7 @@ def _attack_help() -> str:
 @app.command(help="Robust accuracy of a checkpoint under attacks; appends one record per attack to <runs-dir>/results.jsonl.\n\n" + _attack_help())
 def attack(
     ctx: typer.Context,
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint (.safetensors) [default: best checkpoint of the newest run].", show_default=False)] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint (.safetensors); default: the best checkpoint of the newest run.", show_default=False)] = None,
     suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (see below).")] = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. clean,fgsm,pgd10.")] = None,
     n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
@@ -226,10 +226,44 @@ def attack(
         checkpoint, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
         data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(),
     )
+    _show(report, output)
+
+
+def _show(report, output: OutputFormat) -> None:
     if output.value == "json":
         typer.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
     else:
         report.print_table()
+
+
+@app.command(
+    "transfer-attack",
+    help="Craft adversarial examples on a surrogate checkpoint and measure a target checkpoint's accuracy on them "
+    "(AdaAD Table 4; B-MTARD Tables V/VI). Records name both checkpoints; attack ids get a 'transfer-' prefix.",
+)
+def transfer_attack(
+    ctx: typer.Context,
+    surrogate: Annotated[Path, typer.Option("--surrogate", help="Checkpoint the examples are crafted on.")],
+    target: Annotated[Path, typer.Option("--target", help="Checkpoint whose accuracy is measured.")],
+    suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite: transfer (default), adaad-transfer, bmtard-transfer.")] = None,
+    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. fgsm,pgd10,jsma.")] = None,
+    n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
+    eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    from advkd.attacking import run_attack
+
+    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    report = run_attack(
+        target, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
+        data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), surrogate=surrogate,
+    )
+    _show(report, output)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -37,6 +37,7 @@ class TrainConfig:
     paper_arch: str = ""  # the architecture the run stands for (differs from arch under a mini preset)
     dataset: str = "cifar10"
     teachers: dict[str, str] = field(default_factory=dict)  # role -> teacher spec as given by the user
+    preset_teachers: dict[str, str] = field(default_factory=dict)  # role -> the preset's default teacher
     preset: str = ""
     scale: str = "paper"  # "paper" | "mini" | "custom": which scale produced the numbers
     # optimisation (SGD)
@@ -188,9 +189,19 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
 # ----------------------------------------------------------------------------- presets
 
 
+RULE_KEYS = ("when", "train", "params", "teachers", "note")
+WHEN_KEYS = ("method", "dataset", "arch")
+
+
 @dataclass
 class Preset:
-    """A YAML file of settings for a scale and a paper; see ``advkd/presets/README``."""
+    """A YAML file of settings for one scale of one paper (files in ``advkd/presets/``).
+
+    ``train`` applies to every run; ``methods.<m>.train`` / ``methods.<m>.params`` to runs of
+    method ``m``; then every rule of ``rules`` whose ``when`` (method, dataset and/or paper
+    arch; a value or a list) matches the run, in file order: ``train``, ``params`` and
+    ``teachers`` (default teacher per role, used when the command line names none).
+    """
 
     name: str
     path: Path
@@ -200,17 +211,34 @@ class Preset:
     deviations: list[str] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> {train: {...}, params: {...}}
+    rules: list[dict[str, Any]] = field(default_factory=list)
     arch_map: dict[str, str] = field(default_factory=dict)
 
-    def method_train(self, method: str) -> dict[str, Any]:
-        return dict((self.methods.get(method) or {}).get("train") or {})
-
-    def method_params(self, method: str) -> dict[str, Any]:
-        return dict((self.methods.get(method) or {}).get("params") or {})
+    def matching(self, run: dict[str, str]) -> list[dict[str, Any]]:
+        """The ``methods`` entry of run["method"] followed by the matching rules."""
+        out = [dict(self.methods.get(run["method"]) or {})]
+        for rule in self.rules:
+            when = rule.get("when") or {}
+            if all(run.get(k) in (v if isinstance(v, list) else [v]) for k, v in when.items()):
+                out.append(rule)
+        return out
 
 
 def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _check_preset(preset: Preset) -> None:
+    where = f"preset {preset.path}"
+    for key in ("train", "methods", "arch_map"):
+        if not isinstance(getattr(preset, key), dict):
+            raise AdvkdError(f"{where}: {key} must be a mapping")
+    if not isinstance(preset.rules, list) or not all(isinstance(r, dict) for r in preset.rules):
+        raise AdvkdError(f"{where}: rules must be a list of mappings")
+    for i, rule in enumerate(preset.rules):
+        bad = set(rule) - set(RULE_KEYS) or set(rule.get("when") or {}) - set(WHEN_KEYS)
+        if bad:
+            raise AdvkdError(f"{where}: rule {i + 1} has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(RULE_KEYS)} and when: {', '.join(WHEN_KEYS)}")
 
 
 def load_preset(spec: str) -> Preset:
@@ -234,14 +262,22 @@ def load_preset(spec: str) -> Preset:
     unknown = set(data) - known
     if unknown:
         raise AdvkdError(f"preset {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
-    try:
-        preset = Preset(name=path.stem, path=path, **data)
-    except TypeError as e:
-        raise AdvkdError(f"preset {path}: {e}") from None
-    for key in ("train", "methods", "arch_map"):
-        if not isinstance(getattr(preset, key), dict):
-            raise AdvkdError(f"preset {path}: {key} must be a mapping")
+    preset = Preset(name=path.stem, path=path, **data)
+    _check_preset(preset)
     return preset
+
+
+def _canonical_run(cfg: TrainConfig) -> dict[str, str]:
+    """Canonical method, dataset and paper arch of a run, for matching preset rules."""
+    from advkd.data import DATASETS
+    from advkd.methods import METHODS
+    from advkd.models import canonical_arch
+
+    return {
+        "method": METHODS.canonical(cfg.method),
+        "dataset": DATASETS.canonical(cfg.dataset),
+        "arch": canonical_arch(cfg.paper_arch or cfg.arch),
+    }
 
 
 def resolve_config(
@@ -251,22 +287,27 @@ def resolve_config(
     set_items: list[str] | None,
     flags: dict[str, Any],
 ) -> TrainConfig:
-    """Layer defaults < preset < --set < explicit flags (flags with value None are absent)."""
-    cfg = base
+    """Layer defaults < preset (train, methods, rules) < --set < explicit flags.
+
+    Flags whose value is None are absent. Method hyper-parameters layer the same way.
+    """
     set_train, set_method = parse_set(set_items)
-    method_params: dict[str, Any] = {}
-    method = flags.get("method") or cfg.method
+    given = {k: v for k, v in flags.items() if v is not None}
+    probe = apply_overrides(apply_overrides(base, set_train, where="--set"), given, where="flags")
+    cfg = dataclasses.replace(base, scale="custom")
+    method_params: dict[str, Any] = dict(base.method_params)
     if preset:
         p = load_preset(preset)
-        cfg = apply_overrides(cfg, p.train, where=f"preset {p.name} train")
-        cfg = apply_overrides(cfg, p.method_train(method), where=f"preset {p.name} methods.{method}.train")
-        method_params.update(p.method_params(method))
-        cfg = dataclasses.replace(cfg, preset=p.name, scale=p.scale, arch_map=dict(p.arch_map))
-    else:
-        cfg = dataclasses.replace(cfg, scale="custom")
+        cfg = apply_overrides(base, p.train, where=f"preset {p.name} train")
+        run = _canonical_run(probe)
+        teachers: dict[str, str] = {}
+        for part in p.matching(run):
+            cfg = apply_overrides(cfg, part.get("train") or {}, where=f"preset {p.name} ({run['method']})")
+            method_params.update(part.get("params") or {})
+            teachers.update(part.get("teachers") or {})
+        cfg = dataclasses.replace(cfg, preset=p.name, scale=p.scale, arch_map=dict(p.arch_map), preset_teachers=teachers)
     cfg = apply_overrides(cfg, set_train, where="--set")
-    cfg = apply_overrides(cfg, {k: v for k, v in flags.items() if v is not None}, where="flags")
-    method_params.update(cfg.method_params)
+    cfg = apply_overrides(cfg, given, where="flags")
     method_params.update(set_method)
     cfg = dataclasses.replace(cfg, method_params=method_params)
     cfg.validate()

@@ -1,10 +1,14 @@
-"""Robust accuracy of a model under a list of attacks, with per-example flags.
+"""Robust accuracy of a model under a list of attacks, with per-example flags and sanity checks.
 
 Gradient attacks only attack points the model classifies correctly on clean input: a
 misclassified clean point counts as not robust under every attack (as RobustBench and
 AutoAttack count it), so attacking it would only waste passes. Accuracy under an attack is
 the final iterate's accuracy (the papers' semantics). ``worst`` is the pointwise worst case
 over the listed attacks: a point is robust only if every attack failed on it.
+
+Attacks run one after the other over the whole set (attack-major), so an attack that batches
+itself (AutoAttack, with its resumable state) sees all its points at once. With a
+``surrogate`` the examples are crafted on the surrogate and scored on the model (transfer).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from torch import nn
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
-from advkd.data import TensorData, eval_batches
+from advkd.data import TensorData, eval_batches, to_float
 from advkd.epsilon import Eps, parse_eps
 from advkd.progress import Reporter
 
@@ -35,6 +39,8 @@ class Outcome:
     params: dict[str, Any] = field(default_factory=dict)
     eps: Eps | None = None
     threat_model: str = ""
+    kind: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. AutoAttack per-stage accuracies
 
     @property
     def n(self) -> int:
@@ -54,15 +60,46 @@ def w_robust(clean_acc: float, robust_acc: float) -> float:
     return 0.5 * clean_acc + 0.5 * robust_acc
 
 
+def attack_kind(attack_id: str) -> str:
+    return ATTACKS.entry(attack_id).meta.get("kind", "white-box")
+
+
 def _build(attack_id: str, eps: Eps, params: dict[str, Any]):
-    """Bounded attacks get the evaluation eps; unbounded ones (cw2) take none."""
+    """Bounded attacks get the evaluation eps; unbounded ones (cw2, jsma) take none."""
     bounded = ATTACKS.get(attack_id).default_eps is not None
     return build_attack(attack_id, eps=eps if bounded else None, **params)
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(1)
+def predict(model: nn.Module, data: TensorData, batch_size: int, device) -> torch.Tensor:
+    """Predicted labels for every example, in order (CPU tensor)."""
+    out = torch.empty(len(data), dtype=torch.long)
+    for x, _, idx in eval_batches(data, batch_size, device=device):
+        out[idx.cpu()] = model(x).argmax(1).cpu()
+    return out
+
+
+def _attack_points(attack, model, crafter, data: TensorData, idx: torch.Tensor, batch_size: int, device, task) -> torch.Tensor:
+    """Robust flags (bool, len(idx)) of the points ``idx`` under ``attack`` crafted on ``crafter``."""
+    flags = torch.zeros(len(idx), dtype=torch.bool)
+    chunk = len(idx) if getattr(attack, "whole_set", False) else batch_size
+    for start in range(0, len(idx), max(chunk, 1)):
+        sel = idx[start : start + chunk]
+        x = to_float(data.images[sel].to(device))
+        y = data.labels[sel].to(device)
+        x_adv = attack(crafter, x, y)
+        with torch.no_grad():
+            flags[start : start + len(sel)] = (model(x_adv).argmax(1) == y).cpu()
+        task.advance(len(sel))
+    return flags
+
+
+def _stage_accuracies(attack, n: int) -> dict[str, Any]:
+    """AutoAttack-style per-stage robust accuracy (%) over the whole set, when the attack keeps it."""
+    stages = getattr(attack, "stage_flags", None)
+    if not stages:
+        return {}
+    return {"stages": {stage: 100.0 * int(flags.sum()) / max(n, 1) for stage, flags in stages.items()}}
 
 
 def evaluate(
@@ -75,42 +112,35 @@ def evaluate(
     device: torch.device | str = "cpu",
     reporter: Reporter | None = None,
     attack_params: dict[str, dict[str, Any]] | None = None,
+    surrogate: nn.Module | None = None,
 ) -> dict[str, Outcome]:
-    """Evaluate ``model`` (put in eval mode, restored after) on ``data`` under ``attacks``.
+    """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``.
 
-    ``attacks`` are attack ids; ``"clean"`` is always evaluated (first) because the others skip
-    clean-misclassified points. Returns attack id -> Outcome, clean included.
+    ``"clean"`` is always evaluated first; the other attacks only attack its correct points.
+    Returns attack id -> Outcome, clean included. ``surrogate``: transfer evaluation.
     """
     eps = parse_eps(eps)
     reporter = reporter or Reporter(enabled=False)
     built = {a: _build(a, eps, (attack_params or {}).get(a, {})) for a in attacks if a != CLEAN}
-    n = len(data)
-    clean = torch.zeros(n, dtype=torch.bool)
-    correct = {a: torch.zeros(n, dtype=torch.bool) for a in built}
-    seconds = {a: 0.0 for a in [CLEAN, *built]}
-    n_batches = -(-n // batch_size)
-    with training_mode(model, train=False):
-        with reporter.task(f"evaluate {', '.join([CLEAN, *built])}", total=n_batches) as task:
-            for x, y, idx in eval_batches(data, batch_size, device=device):
-                t0 = time.perf_counter()
-                ok = _predict(model, x) == y
-                clean[idx.cpu()] = ok.cpu()
-                seconds[CLEAN] += time.perf_counter() - t0
-                for attack_id, attack in built.items():
-                    t0 = time.perf_counter()
-                    if ok.any():
-                        x_adv = attack(model, x[ok], y[ok])
-                        still = _predict(model, x_adv) == y[ok]
-                        flags = torch.zeros_like(ok)
-                        flags[ok] = still
-                        correct[attack_id][idx.cpu()] = flags.cpu()
-                    seconds[attack_id] += time.perf_counter() - t0
-                task.advance(1, clean=100.0 * float(clean[: int(idx.max()) + 1].float().mean()))
-    out = {CLEAN: Outcome(CLEAN, clean, seconds[CLEAN], threat_model="none")}
-    for attack_id, attack in built.items():
-        out[attack_id] = Outcome(
-            attack_id, correct[attack_id], seconds[attack_id], params=dict(attack.params), eps=attack.eps, threat_model=attack.threat_model
-        )
+    modules = [m for m in (model, surrogate) if m is not None]
+    out: dict[str, Outcome] = {}
+    was_training = model.training
+    with training_mode(*modules, train=False):
+        t0 = time.perf_counter()
+        clean = predict(model, data, batch_size, device) == data.labels.cpu()
+        out[CLEAN] = Outcome(CLEAN, clean, time.perf_counter() - t0, threat_model="none", kind="clean", extra={"model_was_training": was_training} if was_training else {})
+        idx = torch.nonzero(clean).flatten()
+        for attack_id, attack in built.items():
+            t0 = time.perf_counter()
+            correct = torch.zeros(len(data), dtype=torch.bool)
+            with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(idx)) as task:
+                correct[idx] = _attack_points(attack, model, surrogate or model, data, idx, batch_size, device, task)
+                task.fields["acc"] = 100.0 * float(correct.float().mean()) if len(data) else 0.0
+            extra = _stage_accuracies(attack, len(data))
+            out[attack_id] = Outcome(
+                attack_id, correct, time.perf_counter() - t0, params=dict(attack.params), eps=attack.eps,
+                threat_model=attack.threat_model, kind=attack_kind(attack_id), extra=extra,
+            )
     return out
 
 

@@ -102,6 +102,9 @@ def prepare(
     """Validate the config, load data, build model, teachers and method. Writes nothing."""
     if cfg.kind == "pretrain-teacher" and METHODS.get(cfg.method).roles:
         raise AdvkdError(f"method {cfg.method} distills from teachers; use advkd distill, or a teacher-free method (natural, pgd-at, trades)")
+    roles = METHODS.get(cfg.method).roles
+    defaults = {r: cfg.preset_teachers[r] for r in roles if r not in cfg.teachers and r in cfg.preset_teachers}
+    cfg = dataclasses.replace(cfg, teachers={**cfg.teachers, **defaults})
     check_roles(cfg.method, set(cfg.teachers))
     info = dataset_info(cfg.dataset)
     paper_arch = canonical_arch(cfg.paper_arch or cfg.arch)

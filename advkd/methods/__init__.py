@@ -4,6 +4,8 @@ Importing this package registers every method module below.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from torch import nn
@@ -72,9 +74,13 @@ def build(
     return cls(teachers, params_for(cls.name, hparams), num_classes=num_classes, dataset=dataset)
 
 
-# registration (import order = listing order)
-from advkd.methods import standard as _standard  # noqa: E402,F401
-from advkd.methods import ard as _ard  # noqa: E402,F401
-from advkd.methods import rslad as _rslad  # noqa: E402,F401
+def _register_all() -> None:
+    """Import every module of this package once, so each method registers itself."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name not in ("base", "losses"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_all()
 
 __all__ = ["METHODS", "InnerParams", "Method", "build", "check_roles", "list_methods", "method_roles", "params_for"]
