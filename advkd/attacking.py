@@ -20,6 +20,7 @@ from advkd.checkpoint import load_checkpoint, sha256_file
 from advkd.data import load_split
 from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
+from advkd.distributed import is_main, setup
 from advkd.evaluate import CLEAN, Outcome, evaluate, w_robust, worst_case
 from advkd.progress import Reporter
 from advkd.results import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records
@@ -121,6 +122,9 @@ def make_record(
         "checkpoint": str(ckpt),
         "sha256": sha,
         **{k: meta.get(k) for k in META_KEYS},
+        "train_eps": meta.get("eps") or None,
+        "method_params": (meta.get("config") or {}).get("method_params", {}),
+        "run": (meta.get("config") or {}).get("name"),
         "attack": label,
         "kind": "transfer" if surrogate and outcome.attack != CLEAN else outcome.kind,
         "params": outcome.params,
@@ -177,7 +181,7 @@ def run_attack(
     eps_parsed = parse_eps(eps)
     if n_examples < 0 or batch_size < 1:
         raise AdvkdError("--n-examples must be >= 0 and --batch-size >= 1")
-    dev = pick_device(device)
+    dev = setup(pick_device(device))
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(runs_dir)
     model, meta = load_checkpoint(ckpt, device=dev)
     crafter, surrogate_info = None, None
@@ -203,5 +207,6 @@ def run_attack(
         make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags, surrogate=surrogate_info)
         for a, o in outcomes.items()
     ]
-    append_records(Path(runs_dir) / RESULTS_FILE, records)
+    if is_main():
+        append_records(Path(runs_dir) / RESULTS_FILE, records)
     return AttackReport(ckpt, meta, outcomes, surrogate, flags, records)

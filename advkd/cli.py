@@ -17,6 +17,7 @@ import typer
 from advkd import __version__
 from advkd.config import SELECT_METRICS, TrainConfig, list_presets, resolve_config
 from advkd.data import DATASETS
+from advkd.distributed import is_main, teardown
 from advkd.errors import AdvkdError
 from advkd.methods import METHODS, list_methods
 from advkd.progress import Reporter
@@ -106,11 +107,14 @@ def _method_help(teacher_free: bool | None) -> str:
 
 
 def _train(kind: str, g: Globals, *, preset, set_items, flags: dict[str, Any], resume: bool, download: bool) -> None:
+    from advkd.distributed import setup
     from advkd.train import pick_device, run
 
     cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=set_items, flags=flags)
-    device = pick_device(g.device)
+    device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
     summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=resume, download=download, reporter=Reporter())
+    if not is_main():
+        return
     if summary.already_complete:
         typer.echo(f"{summary.path} is already complete; nothing to do")
     best = summary.best_metrics
@@ -230,6 +234,8 @@ def attack(
 
 
 def _show(report, output: OutputFormat) -> None:
+    if not is_main():
+        return
     if output.value == "json":
         typer.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
     else:
@@ -284,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     except click_exceptions.ClickException as e:
         print(f"advkd: error: {_one_line(e.format_message())} (see advkd --help)", file=sys.stderr)
         return 2
-    except (click_exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("advkd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        return 0
+    teardown()  # leave the torchrun process group together (no-op otherwise)
     return rv if isinstance(rv, int) else 0

@@ -1,10 +1,13 @@
-"""torchrun detection and the one helper that reduces training statistics across ranks.
+"""torchrun support: process-group setup, rank helpers, and the reductions training relies on.
 
 Every statistic that steers training (balancer losses and entropies, class-wise counts) goes
 through :func:`all_reduce_sum` so all ranks take identical decisions. Without torchrun these
-are no-ops, so single-process code pays nothing.
+are no-ops, so single-process code pays nothing. Only rank 0 writes files and logs.
 """
 from __future__ import annotations
+
+import os
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -26,8 +29,92 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the torchrun process group (NCCL on CUDA, gloo on CPU); return this rank's device.
+
+    A no-op outside torchrun. On CUDA each rank takes ``cuda:LOCAL_RANK``.
+    """
+    if not launched_by_torchrun() or is_distributed():
+        return device
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return device
+
+
+def teardown() -> None:
+    """Leave the process group together (a rank leaving early can abort the others' shutdown)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over ranks (in place, also returned); identity when not distributed."""
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` from rank ``src`` on every rank (errors and decisions taken on rank 0)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def on_main(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only and hand its result to every rank.
+
+    A user error raised there is raised on every rank, so no rank waits forever for the others.
+    """
+    from advkd.errors import AdvkdError
+
+    result, error = None, None
+    if is_main():
+        try:
+            result = fn()
+        except AdvkdError as e:
+            error = str(e)
+    result, error = broadcast_object((result, error))
+    if error is not None:
+        raise AdvkdError(error)
+    return result
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) before evaluating or saving."""
+    if is_distributed():
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def shard(n: int) -> tuple[int, int]:
+    """This rank's contiguous [start, stop) share of n items (the first n % world get one more)."""
+    w, r = world_size(), rank()
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    return start, start + base + (1 if r < extra else 0)

@@ -22,7 +22,8 @@ from torch import nn
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
-from advkd.data import TensorData, eval_batches, to_float
+from advkd.data import TensorData, to_float
+from advkd.distributed import all_reduce_sum, shard, world_size
 from advkd.epsilon import Eps, parse_eps
 from advkd.progress import Reporter
 
@@ -72,26 +73,33 @@ def _build(attack_id: str, eps: Eps, params: dict[str, Any]):
 
 @torch.no_grad()
 def predict(model: nn.Module, data: TensorData, batch_size: int, device) -> torch.Tensor:
-    """Predicted labels for every example, in order (CPU tensor)."""
-    out = torch.empty(len(data), dtype=torch.long)
-    for x, _, idx in eval_batches(data, batch_size, device=device):
-        out[idx.cpu()] = model(x).argmax(1).cpu()
-    return out
+    """Predicted labels for every example, in order (CPU tensor); sharded across ranks."""
+    start, stop = shard(len(data))
+    out = torch.zeros(len(data), dtype=torch.long)
+    for b in range(start, stop, batch_size):
+        e = min(b + batch_size, stop)
+        out[b:e] = model(to_float(data.images[b:e].to(device))).argmax(1).cpu() + 1
+    return all_reduce_sum(out) - 1
 
 
 def _attack_points(attack, model, crafter, data: TensorData, idx: torch.Tensor, batch_size: int, device, task) -> torch.Tensor:
-    """Robust flags (bool, len(idx)) of the points ``idx`` under ``attack`` crafted on ``crafter``."""
-    flags = torch.zeros(len(idx), dtype=torch.bool)
-    chunk = len(idx) if getattr(attack, "whole_set", False) else batch_size
-    for start in range(0, len(idx), max(chunk, 1)):
-        sel = idx[start : start + chunk]
+    """Robust flags (bool, len(idx)) of the points ``idx`` under ``attack`` crafted on ``crafter``.
+
+    Under torchrun each rank attacks a contiguous share of ``idx``; flags are summed across ranks.
+    """
+    start, stop = shard(len(idx))
+    flags = torch.zeros(len(idx), dtype=torch.long)
+    chunk = (stop - start) if getattr(attack, "whole_set", False) else batch_size
+    for b in range(start, stop, max(chunk, 1)):
+        e = min(b + chunk, stop)
+        sel = idx[b:e]
         x = to_float(data.images[sel].to(device))
         y = data.labels[sel].to(device)
         x_adv = attack(crafter, x, y)
         with torch.no_grad():
-            flags[start : start + len(sel)] = (model(x_adv).argmax(1) == y).cpu()
-        task.advance(len(sel))
-    return flags
+            flags[b:e] = (model(x_adv).argmax(1) == y).long().cpu()
+        task.advance(e - b)
+    return all_reduce_sum(flags).bool()
 
 
 def _stage_accuracies(attack, n: int) -> dict[str, Any]:
@@ -133,7 +141,7 @@ def evaluate(
         for attack_id, attack in built.items():
             t0 = time.perf_counter()
             correct = torch.zeros(len(data), dtype=torch.bool)
-            with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(idx)) as task:
+            with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(idx) // world_size()) as task:
                 correct[idx] = _attack_points(attack, model, surrogate or model, data, idx, batch_size, device, task)
                 task.fields["acc"] = 100.0 * float(correct.float().mean()) if len(data) else 0.0
             extra = _stage_accuracies(attack, len(data))

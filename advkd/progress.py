@@ -45,9 +45,18 @@ class Reporter:
 
     def __init__(self, *, enabled: bool = True, console: Console | None = None, force_plain: bool = False) -> None:
         self.console = console or Console(stderr=True)
-        self.enabled = enabled and is_main()
-        self.rich = self.enabled and self.console.is_terminal and not force_plain
+        self._enabled = enabled
+        self._force_plain = force_plain
         self._progress: Progress | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Checked at use time: torchrun may start after the reporter was made."""
+        return self._enabled and is_main()
+
+    @property
+    def rich(self) -> bool:
+        return self.enabled and self.console.is_terminal and not self._force_plain
 
     def log(self, message: str) -> None:
         if not self.enabled:

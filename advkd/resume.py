@@ -32,7 +32,7 @@ class ResumeState:
     optimizer: dict[str, Any]
     tensors: dict[str, torch.Tensor]
 
-    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: "Method") -> None:
+    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: "Method", *, rank: int = 0) -> None:
         """Restore everything into freshly built objects, so training continues bit-for-bit."""
         model_state = {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
         unwrap(model).load_state_dict(model_state, strict=True)
@@ -45,13 +45,29 @@ class ResumeState:
             opt_state.setdefault(int(idx), {}).update(scalars)
         optimizer.load_state_dict({"state": opt_state, "param_groups": self.optimizer["param_groups"]})
         method.load_state_dict(self.method_state)
-        torch.set_rng_state(self.tensors["rng.cpu"])
-        cuda_states = [self.tensors[k] for k in sorted(k for k in self.tensors if k.startswith("rng.cuda."))]
+        prefix = f"rng.{rank}."
+        if f"{prefix}cpu" not in self.tensors:
+            raise AdvkdError(f"the resume state has no RNG state for rank {rank}: resume with the number of processes the run started with")
+        torch.set_rng_state(self.tensors[f"{prefix}cpu"])
+        cuda_states = [self.tensors[k] for k in sorted(k for k in self.tensors if k.startswith(f"{prefix}cuda."))]
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def save_resume(path: Path, setup: Any, optimizer: torch.optim.Optimizer, epoch: int, best_value: float | None, best_epoch: int) -> None:
+def rng_states() -> dict[str, torch.Tensor]:
+    """This process's RNG states (CPU and every CUDA device)."""
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda.{i:02d}"] = s
+    return out
+
+
+def save_resume(
+    path: Path, setup: Any, optimizer: torch.optim.Optimizer, epoch: int, best_value: float | None, best_epoch: int,
+    rng: list[dict[str, torch.Tensor]],
+) -> None:
+    """``rng``: the RNG states of every rank, in rank order."""
     tensors = {f"model.{k}": v for k, v in unwrap(setup.model).state_dict().items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
@@ -61,10 +77,9 @@ def save_resume(path: Path, setup: Any, optimizer: torch.optim.Optimizer, epoch:
                 tensors[f"optim.{idx}.{name}"] = value
             else:
                 scalars.setdefault(str(idx), {})[name] = value
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i:02d}"] = s
+    for r, states in enumerate(rng):
+        for name, value in states.items():
+            tensors[f"rng.{r}.{name}"] = value
     meta = {
         "format": "pt",
         "advkd_format": STATE_FORMAT,

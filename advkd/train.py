@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 import advkd
 from advkd.checkpoint import atomic_write_text, save_checkpoint
@@ -30,7 +31,9 @@ from advkd.methods import METHODS, Method, build, check_roles
 from advkd.models import build_model, canonical_arch
 from advkd.progress import Reporter
 from advkd.results import environment, now_iso
-from advkd.resume import ResumeState, load_resume, save_resume
+from advkd.checkpoint import unwrap
+from advkd.distributed import all_gather_object, all_reduce_sum, barrier, is_distributed, is_main, on_main, rank, sync_buffers, world_size
+from advkd.resume import ResumeState, load_resume, rng_states, save_resume
 from advkd.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
 from advkd.teachers import Teacher, resolve_teacher
 
@@ -58,6 +61,8 @@ class Summary:
     best_metrics: dict[str, Any] = field(default_factory=dict)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     already_complete: bool = False
+    model: nn.Module | None = None  # the trained network (plain module, on its device)
+    method_state: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -164,7 +169,16 @@ def config_yaml(cfg: TrainConfig) -> str:
 
 
 def open_run_dir(setup: Setup, *, resume: bool) -> tuple[ResumeState | None, bool]:
-    """Create the run dir, or find the state to resume. Returns (state, created_now)."""
+    """Create the run dir (rank 0), or find the state to resume (every rank reads it).
+
+    Returns (state, created_now). Under torchrun a refusal on rank 0 is raised on every rank.
+    """
+    status = on_main(lambda: _open_run_dir(setup, resume=resume))
+    resuming, created = status
+    return (load_resume(setup.path / RESUME, setup) if resuming else None), created
+
+
+def _open_run_dir(setup: Setup, *, resume: bool) -> tuple[bool, bool]:
     path = setup.path
     state_file = path / RESUME
     if path.exists() and (state_file.exists() or (path / LAST).exists()):
@@ -176,13 +190,13 @@ def open_run_dir(setup: Setup, *, resume: bool) -> tuple[ResumeState | None, boo
         if diff:
             k = diff[0]
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
-        return load_resume(state_file, setup), False
+        return True, False
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
     atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
     (path / METRICS).unlink(missing_ok=True)
-    return None, created
+    return False, created
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -208,7 +222,7 @@ def evaluates(cfg: TrainConfig, epoch: int) -> bool:
 def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
     cfg = setup.cfg
     attacks = [CLEAN] + ([cfg.eval_attack] if cfg.eval_attack else [])
-    out = evaluate(setup.model, setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device, reporter=reporter)
+    out = evaluate(unwrap(setup.model), setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device, reporter=reporter)
     metrics = {"clean_acc": out[CLEAN].accuracy}
     if cfg.eval_attack:
         metrics["robust_acc"] = out[cfg.eval_attack].accuracy
@@ -217,15 +231,18 @@ def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
 
 
 def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter) -> dict[str, float]:
+    """One epoch. The inner maximisation runs on the plain module (input gradients only); the
+    outer loss runs through DistributedDataParallel under torchrun, which averages gradients."""
     model, method = setup.model, setup.method
+    plain = unwrap(model)
     model.train()
     totals: dict[str, float] = {}
     seen = 0
     with reporter.task(f"epoch {epoch + 1}/{setup.cfg.epochs}", total=len(batches)) as task:
         for step, (x, y) in enumerate(batches.epoch(epoch)):
-            x_adv = method.perturb(model, x, y)
+            x_adv = method.perturb(plain, x, y)
             loss, logs = method.loss(model, x, x_adv, y)
-            if not torch.isfinite(loss):
+            if not _finite_everywhere(loss):
                 raise AdvkdError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower the lr (--set lr=...) "
                     f"or check the method settings; completed epochs are kept in {setup.path}"
@@ -238,25 +255,41 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             task.advance(1, loss=logs.get("loss", loss.item()))
-    return {f"train_{k}" if not k.startswith("train_") else k: v / max(seen, 1) for k, v in totals.items()}
+    keys = sorted(totals)
+    sums = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [float(seen)], dtype=torch.float64))
+    means = {k: float(v) / max(float(sums[-1]), 1.0) for k, v in zip(keys, sums[:-1])}
+    return {f"train_{k}" if not k.startswith("train_") else k: v for k, v in means.items()}
+
+
+def _finite_everywhere(loss: torch.Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks stop together otherwise)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0])
+    return all_reduce_sum(bad).item() == 0
 
 
 def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
-    cfg, model, method = setup.cfg, setup.model, setup.method
-    optimizer = make_optimizer(cfg, model)
-    batches = TrainBatches(setup.train_data, cfg.batch_size, seed=cfg.seed, augment=cfg.augment, device=setup.device)
+    cfg, method = setup.cfg, setup.method
+    optimizer = make_optimizer(cfg, setup.model)
+    world = world_size()
+    if cfg.batch_size % world:
+        raise AdvkdError(f"batch size {cfg.batch_size} is not divisible by the {world} torchrun processes; pick a multiple")
+    batches = TrainBatches(
+        setup.train_data, cfg.batch_size // world, seed=cfg.seed, augment=cfg.augment, device=setup.device, rank=rank(), world_size=world
+    )
     rows = read_metrics(setup.path / METRICS)
     start, best_value, best_epoch = 0, None, -1
     if state is not None:
-        state.apply(model, optimizer, method)
+        state.apply(setup.model, optimizer, method, rank=rank())
         start, best_value, best_epoch = state.epoch + 1, state.best_value, state.best_epoch
         rows = [r for r in rows if r["epoch"] <= state.epoch]
         write_metrics(setup.path / METRICS, rows)
         if start >= cfg.epochs:
-            return Summary(setup.path, 0, best_epoch, _row(rows, best_epoch), rows[-1] if rows else {}, already_complete=True)
+            return Summary(setup.path, 0, best_epoch, _row(rows, best_epoch), rows[-1] if rows else {}, True, unwrap(setup.model), method.state_dict())
         reporter.log(f"resuming {setup.path} after epoch {state.epoch + 1}")
     else:
-        torch.manual_seed(cfg.seed + 1)  # the training noise stream, independent of model init
+        torch.manual_seed(cfg.seed + 1 + rank())  # the training noise stream: per rank, independent of model init
+    if is_distributed():
+        setup.model = DistributedDataParallel(setup.model, device_ids=[setup.device] if setup.device.type == "cuda" else None)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)
@@ -265,6 +298,7 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         method.start_epoch(epoch, lr / cfg.lr)
         row: dict[str, Any] = {"epoch": epoch, "lr": lr}
         row.update(train_epoch(setup, batches, optimizer, epoch, reporter))
+        sync_buffers(unwrap(setup.model))
         method.end_epoch(epoch, lr_at(cfg, epoch + 1) / cfg.lr)
         row.update({f"method_{k}": v for k, v in method.epoch_metrics().items()})
         if evaluates(cfg, epoch):
@@ -274,12 +308,15 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         if value is not None and (best_value is None or value > best_value):  # strict: first epoch reaching the max
             best_value, best_epoch = value, epoch
         rows.append(row)
-        _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch)
+        rng = all_gather_object(rng_states())
+        if is_main():
+            _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch, rng)
+        barrier()
         reporter.log(_epoch_line(cfg, row, best_epoch))
-    return Summary(setup.path, cfg.epochs - start, best_epoch, _row(rows, best_epoch), rows[-1])
+    return Summary(setup.path, cfg.epochs - start, best_epoch, _row(rows, best_epoch), rows[-1], False, unwrap(setup.model), method.state_dict())
 
 
-def _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch) -> None:
+def _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch, rng) -> None:
     """Write metrics and checkpoints, then the resume state last: it is the commit point."""
     path, cfg = setup.path, setup.cfg
     write_metrics(path / METRICS, rows)
@@ -289,7 +326,7 @@ def _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch) ->
         save_checkpoint(path / BEST, setup.model, meta)
     if cfg.save_every and (epoch + 1) % cfg.save_every == 0:
         save_checkpoint(path / f"epoch-{epoch + 1:03d}.safetensors", setup.model, meta)
-    save_resume(path / RESUME, setup, optimizer, epoch, best_value, best_epoch)
+    save_resume(path / RESUME, setup, optimizer, epoch, best_value, best_epoch, rng)
 
 
 def _row(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
@@ -328,6 +365,6 @@ def run(
     try:
         return fit(setup, state, reporter)
     except BaseException:
-        if created and not (setup.path / RESUME).exists():
+        if created and is_main() and not (setup.path / RESUME).exists():
             shutil.rmtree(setup.path, ignore_errors=True)
         raise

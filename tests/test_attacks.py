@@ -28,6 +28,8 @@ from advkd.errors import AdvkdError
 EPS = 8 / 255
 C, SHAPE = 10, (3, 8, 8)
 LINF_ATTACKS = [n for n in list_attacks() if ATTACKS.get(n).threat_model == "Linf"]
+# settings that keep the registry-wide tests fast (the expensive defaults are tested elsewhere)
+CHEAP = {"cw2": {"steps": 20}, "spsa": {"iterations": 3, "samples_schedule": "20@0"}}
 
 
 def _tiny_net() -> nn.Sequential:
@@ -94,7 +96,7 @@ def test_linf_attacks_stay_in_ball_and_range(data_model, name):
     model, x, y = data_model
     torch.manual_seed(0)
     x_in = x.clone()
-    x_adv = build(name)(model, x, y)
+    x_adv = build(name, **CHEAP.get(name, {}))(model, x, y)
     assert torch.equal(x, x_in)  # input not mutated
     assert not x_adv.requires_grad
     assert (x_adv - x).abs().max().item() <= EPS + 1e-6
@@ -265,8 +267,7 @@ def test_attack_restores_mixed_modes_and_runs_in_eval(data_model, name):
     stats = (m[2].running_mean.clone(), m[2].running_var.clone(), m[2].num_batches_tracked.clone())
     seen = []
     m.register_forward_pre_hook(lambda mod, inp: seen.append(mod[2].training))
-    params = {"steps": 20} if name == "cw2" else {}
-    build(name, **params)(m, x[:64], y[:64])
+    build(name, **CHEAP.get(name, {}))(m, x[:64], y[:64])
     assert _modes(m) == before
     assert seen and not any(seen)  # every forward of the attack ran in eval mode
     assert torch.equal(m[2].running_mean, stats[0])
@@ -288,7 +289,7 @@ def test_attack_restores_modes_when_the_model_raises(data_model, name):
             raise RuntimeError("boom")
 
     m.register_forward_pre_hook(boom)
-    params = {"abort_early": False} if name == "cw2" else {}
+    params = {"cw2": {"abort_early": False}, "jsma": {"mode": "untargeted"}}.get(name, CHEAP.get(name, {}))
     if name == "fgsm":  # one forward only: fail at the first
         count[0] = 1
     with pytest.raises(RuntimeError, match="boom"):
@@ -314,9 +315,8 @@ def test_training_mode_restores_on_exception():
 @pytest.mark.parametrize("name", list_attacks())
 def test_attacks_accumulate_no_parameter_gradients(data_model, name):
     model, x, y = data_model
-    params = {"steps": 20} if name == "cw2" else {}
     with torch.no_grad():  # also works when called from a no_grad evaluation loop
-        build(name, **params)(model, x[:32], y[:32])
+        build(name, **CHEAP.get(name, {}))(model, x[:32], y[:32])
     assert _no_grads(model)
 
 

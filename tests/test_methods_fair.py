@@ -440,7 +440,7 @@ def test_score_perturb_and_loss_by_hand(batch):
     assert logs["loss_robust"] == pytest.approx(((pa - p) ** 2).sum(1).mean().item(), rel=1e-5)
 
 
-def test_score_clips_the_whole_per_sample_loss(batch):
+def test_score_clipping_acts_on_the_whole_per_sample_loss(batch):
     x, y = batch
     s = linear_net(0)
     m = build("score", num_classes=C, clip_loss=1.0, trades_lambda=50.0)  # c_clip = 1.25 > every natural LSE here
@@ -501,6 +501,23 @@ def test_batchnorm_updates_and_mode_restored(batch, name, teacher, params, expec
     assert s.training
     m.loss(s, x, x_adv, y)
     assert int(s[1].num_batches_tracked) == expected
+
+
+@pytest.mark.parametrize("name,teacher", [("fair-rslad", True), ("absld", True), ("score", False)])
+def test_adversarial_forward_runs_before_the_clean_one(batch, name, teacher):
+    x, y = batch
+    s = bn_net(0)
+    s.train()
+    m = build(name, {"teacher": bn_net(1)} if teacher else {}, num_classes=C, steps=1)
+    x_adv = m.perturb(s, x, y)
+    start = copy.deepcopy(s)
+    m.loss(s, x, x_adv, y)
+    with torch.no_grad():
+        adv_first, clean_first = copy.deepcopy(start), copy.deepcopy(start)
+        adv_first(x_adv), adv_first(x)
+        clean_first(x), clean_first(x_adv)
+    assert torch.allclose(s[1].running_mean, adv_first[1].running_mean)
+    assert not torch.allclose(s[1].running_mean, clean_first[1].running_mean)
 
 
 @pytest.mark.parametrize("name", ["fair-ard", "fair-rslad", "absld"])

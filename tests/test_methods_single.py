@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -176,13 +177,16 @@ def test_adaiad_inner_problem_is_adaads(batch):
     assert torch.equal(a, b)
 
 
-def adaiad_by_hand(s, t, x, x_adv, y, *, alpha, tau, beta, introspect):
+def adaiad_by_hand(s, t, x, x_adv, y, *, alpha, tau, beta, introspect, detach_target=False):
     p_t = sm(t(x_adv) / tau)  # teacher on the ADVERSARIAL point
     distill = kl_rows(p_t, s(x_adv) / tau).mean()
     loss = alpha * tau**2 * distill + (1 - alpha) * F.cross_entropy(s(x), y)
     if introspect:
         w = sm(t(x_adv))[torch.arange(len(y)), y].detach() ** beta
-        loss = loss + alpha * ((1 - w) * kl_rows(sm(s(x)), s(x_adv))).mean()
+        target = sm(s(x))
+        if detach_target:
+            target = target.detach()
+        loss = loss + alpha * ((1 - w) * kl_rows(target, s(x_adv))).mean()
     return loss
 
 
@@ -265,17 +269,19 @@ def test_iad_default_alpha_one_is_the_pure_distillation_term(batch):
     assert torch.allclose(loss, iad_by_hand(s, t, x, x_adv, y, alpha=1.0, tau=1.0, beta=0.1, introspect=True), atol=1e-6)
 
 
-def test_introspection_target_is_not_detached(batch):
+@pytest.mark.parametrize("name", ["iad", "adaiad"])
+def test_introspection_target_is_not_detached(batch, name):
     x, y = batch
     s, t = linear_net(0), linear_net(1)
-    m = build("iad", {"teacher": t}, begin=0, beta=0.5)
+    m = build(name, {"teacher": t}, begin=0, beta=0.5, temperature=1.0)
     m.start_epoch(0, 1.0)
     x_adv = (x + 0.03).clamp(0, 1)
     loss, _ = m.loss(s, x, x_adv, y)
     got = torch.autograd.grad(loss, s[1].weight)[0]
+    by_hand = iad_by_hand if name == "iad" else adaiad_by_hand
     hp = dict(alpha=1.0, tau=1.0, beta=0.5, introspect=True)
-    kept = torch.autograd.grad(iad_by_hand(s, t, x, x_adv, y, **hp), s[1].weight)[0]
-    detached = torch.autograd.grad(iad_by_hand(s, t, x, x_adv, y, detach_target=True, **hp), s[1].weight)[0]
+    kept = torch.autograd.grad(by_hand(s, t, x, x_adv, y, **hp), s[1].weight)[0]
+    detached = torch.autograd.grad(by_hand(s, t, x, x_adv, y, detach_target=True, **hp), s[1].weight)[0]
     assert torch.allclose(got, kept, atol=1e-6)
     assert not torch.allclose(got, detached, atol=1e-6)
 
@@ -371,7 +377,7 @@ def test_no_gradient_flows_through_w(batch, name):
     s, t = linear_net(0), linear_net(1)
     m = build(name, {"teacher": t}, begin=0, beta=0.5, temperature=1.0)
     m.start_epoch(0, 1.0)
-    x_adv = (x + 0.03).clamp(0, 1).requires_grad_(True)
+    x_adv = (x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(8))).clamp(0, 1).requires_grad_(True)
     loss, _ = m.loss(s, x, x_adv, y)
     (g,) = torch.autograd.grad(loss, x_adv)
     # a differentiable w (the bug) would add d w / d x' through the teacher
@@ -382,8 +388,8 @@ def test_no_gradient_flows_through_w(batch, name):
     (g_live,) = torch.autograd.grad(live, x_adv)
     const = kl_rows(target, s(x_adv)).mean() + ((1 - w_live.detach()) * kl_rows(sm(s(x)), s(x_adv))).mean()
     (g_const,) = torch.autograd.grad(const, x_adv)
-    assert torch.allclose(g, g_const, atol=1e-6)
-    assert not torch.allclose(g, g_live, atol=1e-6)
+    assert torch.allclose(g, g_const, atol=1e-7)
+    assert (g - g_live).abs().max() > 100 * (g - g_const).abs().max() + 1e-6
 
 
 # ----------------------------------------------------------------------------- BatchNorm updates
@@ -514,12 +520,18 @@ FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-
 
 
 @pytest.fixture(scope="module")
-def teachers(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
+def teachers():
+    # a private directory: pytest's rotation of old basetemp dirs can delete tmp_path_factory
+    # folders while several pytest sessions run at once
+    with tempfile.TemporaryDirectory(prefix="advkd-single-") as tmp:
+        yield from _pretrain(Path(tmp) / "runs")
+
+
+def _pretrain(runs: Path):
     assert main(["--runs-dir", str(runs), "pretrain-teacher", "--arch", "tinycnn", "--method", "trades", *FAST]) == 0
     assert main(["--runs-dir", str(runs), "pretrain-teacher", "--arch", "tinycnn", "--method", "natural", *FAST[:-2]]) == 0
     found = {p.parent.name: p for p in runs.glob("pretrain-teacher/synthetic/*/best.safetensors")}
-    return runs, found["tinycnn-trades-s0"], found["tinycnn-natural-s0"]
+    yield runs, found["tinycnn-trades-s0"], found["tinycnn-natural-s0"]
 
 
 @pytest.mark.parametrize(

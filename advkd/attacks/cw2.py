@@ -37,7 +37,7 @@ def _from_tanh_space(w: Tensor) -> Tensor:
     return (torch.tanh(w) + 1) / 2
 
 
-@register_attack("cw2", aliases=("cw-l2", "cwl2"))
+@register_attack("cw2", kind="white-box", aliases=("cw-l2", "cwl2"))
 class CW2(Attack):
     """C&W-L2 — Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", S&P 2017.
 

@@ -23,7 +23,7 @@ class FGSMParams:
     )
 
 
-@register_attack("fgsm")
+@register_attack("fgsm", kind="white-box")
 class FGSM(Attack):
     """FGSM — Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015.
 
@@ -61,7 +61,7 @@ class PGDParams:
     kappa: float = param(50.0, "CW confidence (used only with loss=cw)")
 
 
-@register_attack("pgd", threat_model="Linf|L2")
+@register_attack("pgd", kind="white-box", threat_model="Linf|L2")
 class PGD(Attack):
     """PGD — Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018.
 
@@ -119,7 +119,7 @@ class _PresetPGD(PGD):
         return self._finish({**dataclasses.asdict(PGDParams()), **self.fixed, **dataclasses.asdict(self.hparams)})
 
 
-@register_attack("pgd10", aliases=("pgd-10",))
+@register_attack("pgd10", kind="white-box", aliases=("pgd-10",))
 class PGD10(_PresetPGD):
     """PGD-10 — Madry et al. 2018, as evaluated in the AdaAD paper (Table 2) and its per-epoch monitor.
 
@@ -143,7 +143,7 @@ class InitOnlyParams:
     init: Literal["uniform", "gaussian", "zero"] = param("uniform", "random start (UNCONFIRMED in the paper)")
 
 
-@register_attack("pgd20-sat")
+@register_attack("pgd20-sat", kind="white-box")
 class PGD20SAT(_PresetPGD):
     """PGD-20 "SAT" — Madry et al. 2018, as reported in the B-MTARD paper (§4.1).
 
@@ -156,7 +156,7 @@ class PGD20SAT(_PresetPGD):
     fixed = {"steps": 20, "step_size": 2 / 255, "clamp_init": True}
 
 
-@register_attack("pgd20-trades")
+@register_attack("pgd20-trades", kind="white-box")
 class PGD20TRADES(_PresetPGD):
     """PGD-20 "TRADES" — the TRADES evaluation (Zhang et al., ICML 2019) used in the B-MTARD paper.
 
@@ -176,7 +176,7 @@ class CWInfParams:
     init: Literal["uniform", "gaussian", "zero"] = param("uniform", "random start (UNCONFIRMED in the paper)")
 
 
-@register_attack("cwinf", aliases=("cw-inf",))
+@register_attack("cwinf", kind="white-box", aliases=("cw-inf",))
 class CWInf(_PresetPGD):
     """CW-inf — PGD on the Carlini-Wagner margin loss (Carlini & Wagner, S&P 2017), B-MTARD paper §4.1.
 
