@@ -6,6 +6,7 @@ sanity flags, and render a table or JSON.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,21 @@ def attack_list(suite: str | None, attacks: str | None, *, default_suite: str = 
         if canonical not in out:
             out.append(canonical)
     return [CLEAN] + [a for a in out if a != CLEAN]
+
+
+def parse_attack_set(items: list[str] | None, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set aa.version=plus --set square.n_queries=1000`` -> {attack: {param: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        attack, dot, param = key.strip().partition(".")
+        if not sep or not dot or not param:
+            raise AdvkdError(f"--set {item!r} is not ATTACK.PARAM=VALUE; e.g. --set aa.version=plus")
+        attack = ATTACKS.canonical(attack)
+        if attack not in ids:
+            raise AdvkdError(f"--set {item!r} names attack {attack}, which is not among the attacks run ({', '.join(ids)})")
+        out.setdefault(attack, {})[param.strip()] = value.strip()
+    return out
 
 
 def record_attack_id(attack: str, transfer: bool) -> str:
@@ -173,11 +189,13 @@ def run_attack(
     seed: int,
     reporter: Reporter,
     surrogate: Path | None = None,
+    set_items: list[str] | None = None,
 ) -> AttackReport:
     """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records."""
     from advkd.train import pick_device
 
     ids = attack_list(suite, attacks, default_suite="transfer" if surrogate else "quick")
+    attack_params = parse_attack_set(set_items, ids)
     eps_parsed = parse_eps(eps)
     if n_examples < 0 or batch_size < 1:
         raise AdvkdError("--n-examples must be >= 0 and --batch-size >= 1")
@@ -194,7 +212,13 @@ def run_attack(
     what = f"transfer from {surrogate}" if surrogate else "white-box"
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     t0 = time.perf_counter()
-    outcomes = evaluate(model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter)
+    state_dir = Path(runs_dir) / "attack-state" / f"{sha256_file(ckpt)[:16]}-{len(data)}-{eps_parsed.value:.6f}"
+    outcomes = evaluate(
+        model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
+        attack_params=attack_params, state_dir=state_dir,
+    )
+    if is_main():
+        shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
     reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
     sha = sha256_file(ckpt)
     transfer = surrogate is not None

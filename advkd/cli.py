@@ -67,6 +67,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run with
 SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", help="Also keep epoch-NNN.safetensors every N epochs.")]
 SelectOpt = Annotated[Optional[Select], typer.Option("--select", help="Metric that picks best.safetensors.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset into --data-dir if it is missing (needs network).")]
+AttackSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Attack parameter: ATTACK.PARAM=VALUE (aa.version=plus, square.n_queries=1000, cwinf.step_size=2/255). Repeatable.")]
 DatasetOpt = Annotated[Dataset, typer.Option("--dataset", help="Dataset.")]
 
 
@@ -218,6 +219,7 @@ def attack(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
+    set_items: AttackSetOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -228,7 +230,7 @@ def attack(
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
     report = run_attack(
         checkpoint, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
-        data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(),
+        data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=set_items,
     )
     _show(report, output)
 
@@ -257,6 +259,7 @@ def transfer_attack(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
+    set_items: AttackSetOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -268,8 +271,89 @@ def transfer_attack(
     report = run_attack(
         target, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
         data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), surrogate=surrogate,
+        set_items=set_items,
     )
     _show(report, output)
+
+
+# ----------------------------------------------------------------------------- landscape
+
+
+@app.command(help="Weight-loss landscape (AdaAD Fig. 3): adversarial loss along filter-normalised random directions "
+             "in weight space, adversarial examples regenerated on every perturbed model. Writes a PNG and its data as JSON.")
+def landscape(
+    ctx: typer.Context,
+    checkpoints: Annotated[list[Path], typer.Argument(help="One or more checkpoints (same dataset).")],
+    directions: Annotated[int, typer.Option("--directions", help="Random directions per checkpoint.")] = 10,
+    points: Annotated[int, typer.Option("--points", help="Grid points along each direction (odd: alpha 0 is on the grid).")] = 21,
+    radius: Annotated[float, typer.Option("--radius", help="Grid from -radius to +radius (UNCONFIRMED default 1).")] = 1.0,
+    n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="First N test images.")] = 1000,
+    attack_id: Annotated[str, typer.Option("--attack", help="Attack regenerated on each perturbed model ('clean' for the plain loss).")] = "pgd10",
+    eps: Annotated[str, typer.Option("--eps", help="Attack budget.")] = "8/255",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
+    bn_bias: Annotated[str, typer.Option("--bn-bias", help="1-D parameters (BN, biases) in the direction: zero or copy.")] = "zero",
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default <runs-dir>/landscape/landscape.png, where report fig3 looks).")] = None,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    from rich.table import Table
+
+    from advkd.landscape import landscape as run_landscape
+    from advkd.landscape import plot_landscape
+    from advkd.train import pick_device
+
+    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    if bn_bias not in ("zero", "copy"):
+        raise AdvkdError(f"--bn-bias must be zero or copy, got {bn_bias!r}")
+    results = run_landscape(
+        checkpoints, data_dir=g.data_dir, n_examples=n_examples, directions=directions, points=points, radius=radius,
+        attack=attack_id, eps=eps, batch_size=batch_size, device=pick_device(g.device), seed=g.seed, bn_bias=bn_bias, reporter=Reporter(),
+    )
+    out = out or Path(g.runs_dir) / "landscape" / "landscape.png"
+    plot_landscape(results, out)
+    table = Table(title=f"weight-loss landscape -> {out}", title_justify="left")
+    table.add_column("checkpoint")
+    table.add_column("adv. loss at 0", justify="right")
+    table.add_column("sharpness", justify="right")
+    for r in results:
+        mid = len(r.alphas) // 2
+        table.add_row(r.label, f"{r.losses[0][mid]:.4f}", f"{r.sharpness:.4f}")
+    from rich.console import Console
+
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+ReportFormat = Enum("ReportFormat", {f: f for f in ("rich", "markdown", "csv", "json", "latex", "png")}, type=str)  # type: ignore[misc]
+
+
+def _report_help() -> str:
+    from advkd.report import list_ids
+
+    return "\n\n".join(f"{i}: {d}" for i, d in list_ids())
+
+
+@app.command(help="The papers' tables and figures with our numbers beside the published ones. ID is 'list' or one of:\n\n" + _report_help())
+def report(
+    ctx: typer.Context,
+    table_id: Annotated[str, typer.Argument(metavar="ID", help="Table or figure id (see below), or 'list'.")],
+    output: Annotated[ReportFormat, typer.Option("--format", help="Output format (png: figures only).")] = ReportFormat("rich"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout (needed for png).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="Run dir for the training-dynamics figures (default: the newest bmtard run).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print the commands that would fill the table's empty cells, in dependency order.")] = False,
+    preset: Annotated[str, typer.Option("--preset", help="Scale of the plan: mini or paper.")] = "mini",
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    from advkd.reporting import run_report
+
+    g = _globals(ctx, runs_dir=runs_dir)
+    text = run_report(table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset)
+    if text is not None:
+        typer.echo(text)
 
 
 # ----------------------------------------------------------------------------- entry point

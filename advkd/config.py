@@ -65,6 +65,7 @@ class TrainConfig:
     save_every: int = 0  # also keep epoch-NNN.safetensors every N epochs (0 = never)
     seed: int = 0
     name: str = ""
+    variant: str = ""  # the --set method.* overrides, for the default run name (e.g. "tau_adv_init2")
     method_params: dict[str, Any] = field(default_factory=dict)  # method.* hyper-parameters
     arch_map: dict[str, str] = field(default_factory=dict)  # paper arch -> stand-in (mini presets)
 
@@ -309,9 +310,17 @@ def resolve_config(
     cfg = apply_overrides(cfg, set_train, where="--set")
     cfg = apply_overrides(cfg, given, where="flags")
     method_params.update(set_method)
-    cfg = dataclasses.replace(cfg, method_params=method_params)
+    cfg = dataclasses.replace(cfg, method_params=method_params, variant=variant_name(set_method))
     cfg.validate()
     return cfg
+
+
+def variant_name(params: dict[str, Any]) -> str:
+    """``{"tau_adv_init": 2, "ebb": False}`` -> ``"ebbfalse-tau_adv_init2"``: a readable, stable suffix."""
+    def text(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    return "-".join(f"{k}{text(v)}".replace("/", "_") for k, v in sorted(params.items()))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -12,8 +12,10 @@ itself (AutoAttack, with its resumable state) sees all its points at once. With 
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
 from advkd.data import TensorData, to_float
-from advkd.distributed import all_reduce_sum, shard, world_size
+from advkd.distributed import all_reduce_sum, rank, shard, world_size
 from advkd.epsilon import Eps, parse_eps
 from advkd.progress import Reporter
 
@@ -65,10 +67,17 @@ def attack_kind(attack_id: str) -> str:
     return ATTACKS.entry(attack_id).meta.get("kind", "white-box")
 
 
-def _build(attack_id: str, eps: Eps, params: dict[str, Any]):
-    """Bounded attacks get the evaluation eps; unbounded ones (cw2, jsma) take none."""
-    bounded = ATTACKS.get(attack_id).default_eps is not None
-    return build_attack(attack_id, eps=eps if bounded else None, **params)
+def _build(attack_id: str, eps: Eps, params: dict[str, Any], state_dir: Path | None):
+    """Bounded attacks get the evaluation eps; unbounded ones (cw2, jsma) take none.
+
+    Attacks that can resume (AutoAttack) get a per-attack, per-rank state folder.
+    """
+    cls = ATTACKS.get(attack_id)
+    extra: dict[str, Any] = {}
+    if state_dir is not None and "state_dir" in inspect.signature(cls.__init__).parameters:
+        extra["state_dir"] = str(Path(state_dir) / attack_id / f"rank{rank()}")
+    bounded = cls.default_eps is not None
+    return build_attack(attack_id, eps=eps if bounded else None, **params, **extra)
 
 
 @torch.no_grad()
@@ -107,7 +116,7 @@ def _stage_accuracies(attack, n: int) -> dict[str, Any]:
     stages = getattr(attack, "stage_flags", None)
     if not stages:
         return {}
-    return {"stages": {stage: 100.0 * int(flags.sum()) / max(n, 1) for stage, flags in stages.items()}}
+    return {"stages": {stage: 100.0 * int(flags.sum()) / max(n, 1) for stage, flags in stages.items() if stage != CLEAN}}
 
 
 def evaluate(
@@ -121,15 +130,18 @@ def evaluate(
     reporter: Reporter | None = None,
     attack_params: dict[str, dict[str, Any]] | None = None,
     surrogate: nn.Module | None = None,
+    state_dir: Path | None = None,
 ) -> dict[str, Outcome]:
     """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``.
 
     ``"clean"`` is always evaluated first; the other attacks only attack its correct points.
     Returns attack id -> Outcome, clean included. ``surrogate``: transfer evaluation.
+    ``state_dir``: where resumable attacks keep their progress (an interrupted AutoAttack run
+    continues from its last finished stage when called again with the same folder).
     """
     eps = parse_eps(eps)
     reporter = reporter or Reporter(enabled=False)
-    built = {a: _build(a, eps, (attack_params or {}).get(a, {})) for a in attacks if a != CLEAN}
+    built = {a: _build(a, eps, (attack_params or {}).get(a, {}), state_dir) for a in attacks if a != CLEAN}
     modules = [m for m in (model, surrogate) if m is not None]
     out: dict[str, Outcome] = {}
     was_training = model.training

@@ -67,12 +67,15 @@ def safe_name(text: str) -> str:
 def default_name(cfg: Any, teacher_archs: dict[str, str]) -> str:
     """Deterministic, so re-running a command with --resume finds its own run.
 
-    ``<arch>-<method>[-<teacher archs>][-<preset>]-s<seed>``, with the paper arch names.
+    ``<arch>-<method>[-<teacher archs>][-<preset>][-<--set method.* overrides>]-s<seed>``, with
+    the paper arch names (teacher archs in role order: clean, robust, single).
     """
     parts = [cfg.paper_arch or cfg.arch, cfg.method]
     parts += [teacher_archs[r] for r in sorted(teacher_archs)]
     if cfg.preset:
         parts.append(cfg.preset)
+    if getattr(cfg, "variant", ""):
+        parts.append(cfg.variant)
     parts.append(f"s{cfg.seed}")
     return safe_name("-".join(parts))
 

@@ -62,3 +62,33 @@ def test_bad_preset_yaml_is_one_clear_error(tmp_path):
         load_preset(str(unknown))
     with pytest.raises(AdvkdError, match="unknown preset"):
         load_preset("nope")
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_preset_method_params_are_valid_for_every_method_and_dataset(preset):
+    """Every method x dataset (x mobilenetv2) resolves and its preset params type-check."""
+    from advkd.methods import METHODS, list_methods, params_for
+
+    for method in list_methods():
+        for dataset in ("cifar10", "cifar100", "tinyimagenet"):
+            for arch in ("resnet18", "mobilenetv2"):
+                cfg = resolve_config(TrainConfig(method=method), preset=preset, set_items=None, flags={"method": method, "dataset": dataset, "arch": arch})
+                params_for(method, cfg.method_params)
+                if preset in ("bmtard-paper", "mini") and METHODS.get(method).roles:
+                    assert set(METHODS.get(method).roles) <= set(cfg.preset_teachers), (preset, method)
+
+
+def test_bmtard_preset_rules_by_dataset_and_student():
+    def resolve(**flags):
+        return resolve_config(TrainConfig(), preset="bmtard-paper", set_items=None, flags=flags)
+
+    tiny = resolve(method="bmtard", dataset="tinyimagenet", arch="preactresnet18")
+    assert (tiny.batch_size, tiny.epochs, tiny.milestones) == (32, 100, [75, 90])
+    assert tiny.preset_teachers["clean_teacher"] == "preactresnet34"
+    assert resolve(method="bmtard", dataset="cifar10", arch="mobilenetv2").method_params["tau_adv_init"] == 2.0
+    assert "tau_adv_init" not in resolve(method="bmtard", dataset="cifar10", arch="resnet18").method_params
+    assert resolve(method="ard", dataset="cifar100", arch="resnet18").method_params["temperature"] == 5.0
+    assert resolve(method="score", dataset="tinyimagenet", arch="resnet18").lr == 0.01
+    # an explicit --set beats a rule
+    cfg = resolve_config(TrainConfig(), preset="bmtard-paper", set_items=["method.tau_adv_init=5"], flags={"method": "bmtard", "arch": "mobilenetv2"})
+    assert cfg.method_params["tau_adv_init"] == 5

@@ -138,6 +138,7 @@ class _StagedAutoAttack(Attack):
     Params = AAParams
     threat_model = "Linf"
     component: ClassVar[str | None] = None  # set by the single-stage ids
+    whole_set: ClassVar[bool] = True  # evaluation hands over every point at once; batching is internal
 
     def __init__(self, eps: Any = None, *, state_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(eps, **params)

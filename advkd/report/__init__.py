@@ -13,6 +13,7 @@ The paper numbers are the packaged ``advkd/paper_tables/results.csv`` (see its R
 """
 from __future__ import annotations
 
+from advkd.report.figures import FIGURES, default_landscape_json, render_figure
 from advkd.report.knowledge import knowledge_records, knowledge_scale
 from advkd.report.layouts import IDS, TABLE9_MESSAGE, TableId, canonical_id, list_ids, lookup
 from advkd.report.match import CellSpec, matches, spec_for
@@ -24,7 +25,7 @@ FIGURE_IDS = tuple(t.id for t in IDS if t.is_figure)
 TABLE_IDS = tuple(t.id for t in IDS if not t.is_figure)
 
 __all__ = [
-    "FIGURE_IDS", "FORMATS", "IDS", "MINI_WARNING", "TABLE9_MESSAGE", "TABLE_IDS", "Block", "Cell", "CellSpec",
+    "FIGURES", "FIGURE_IDS", "FORMATS", "default_landscape_json", "render_figure", "IDS", "MINI_WARNING", "TABLE9_MESSAGE", "TABLE_IDS", "Block", "Cell", "CellSpec",
     "Column", "PaperRow", "Row", "Table", "TableId", "build_table", "canonical_id", "cell_text", "csv_text",
     "knowledge_records", "knowledge_scale", "list_ids", "load_rows", "lookup", "matches", "render", "spec_for",
     "table_rows",

@@ -1,0 +1,191 @@
+"""``advkd report ID --plan``: the runnable commands that would fill a table's empty cells.
+
+For every empty cell the plan derives the jobs behind it — pretrain each teacher, train the
+student (or evaluate a teacher row directly), attack it with the table's suite, transfer-attack
+from the surrogate — dedupes them, drops the runs that are already complete, and prints them in
+dependency order (teachers, students, attacks, transfers). Every command uses ``--resume``, so
+piping the plan into a shell is safe to repeat. Run names are the CLI's deterministic defaults,
+which is how attack commands know the checkpoint paths before the runs exist.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from advkd.config import variant_name
+from advkd.errors import AdvkdError
+from advkd.report import build_table, canonical_id, lookup
+from advkd.results import RESULTS_FILE, read_records
+from advkd.runs import BEST, load_run, run_dir
+
+ROLE_ORDER = ("clean_teacher", "robust_teacher", "teacher")
+SUITE_BY_TABLE = {
+    "adaad-table1": "adaad", "adaad-table2": "adaad", "adaad-table3": "adaad", "adaad-table5": "adaad",
+    "bmtard-table2": "bmtard-white", "bmtard-table3": "bmtard-white", "bmtard-table4": "bmtard-white",
+    "bmtard-table5": "bmtard-black", "bmtard-table6": "bmtard-black", "bmtard-table7": "bmtard-white",
+    "bmtard-table8": "bmtard-white", "bmtard-table10": "bmtard-white", "bmtard-table11": "bmtard-white",
+}
+TRANSFER_SUITE = {"adaad": "adaad-transfer", "bmtard": "bmtard-transfer"}
+NOTE_PARAMS = {"init_temperature": ("tau_adv_init", "tau_nat_init"), "nlb_exponent": ("nlb_beta",)}
+TEACHER_FREE = ("natural", "pgd-at", "trades", "score")
+ARCH_ALIASES = {"wrn34-10-c": "wrn34-10"}  # B-MTARD Table XI's clean WRN-34-10-C: a naturally trained WRN-34-10
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: int  # 0 teachers, 1 students, 2 attacks, 3 transfers
+    key: str
+    command: str
+    run: Path | None = None  # the run dir the job creates (skipped when complete)
+
+
+def _presets(paper: str, preset: str) -> tuple[str, str]:
+    """(student preset, teacher preset) for a paper at a scale."""
+    if preset == "mini":
+        return "mini", "mini"
+    if preset == "paper":
+        return f"{paper}-paper", f"{paper}-teacher"
+    return preset, preset
+
+
+def _teacher_method(role: str, arch: str, paper: str, preset: str) -> str:
+    if role == "clean_teacher":
+        return "natural"
+    if paper == "adaad" and preset == "paper":
+        return "pgd-at"  # the AdaAD repo's own PGD-AT WRN-34-10 teacher (spec 4.1, open item 8)
+    return "trades"
+
+
+def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float]) -> str:
+    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [preset]
+    if params:
+        parts.append(variant_name(params))
+    return "-".join(parts + ["s0"])
+
+
+def _complete(path: Path) -> bool:
+    info = load_run(path)
+    return info is not None and info.complete
+
+
+def _q(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+class Planner:
+    def __init__(self, paper: str, preset: str, runs_dir: Path) -> None:
+        self.paper, self.runs_dir = paper, runs_dir
+        self.student_preset, self.teacher_preset = _presets(paper, preset)
+        self.scale = preset
+        self.jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        self.jobs.setdefault(job.key, job)
+
+    def teacher(self, role: str, arch: str, dataset: str) -> Path:
+        """Job that pretrains a teacher; returns its best checkpoint path."""
+        arch = ARCH_ALIASES.get(arch, arch)
+        method = _teacher_method(role, arch, self.paper, self.scale)
+        preset = self.student_preset if (method == "pgd-at" and arch in ("resnet18", "resnet34", "vgg16")) else self.teacher_preset
+        name = _name(arch, method, {}, preset, {})
+        path = run_dir(self.runs_dir, "pretrain-teacher", dataset, name)
+        cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", method, "--dataset", dataset, "--preset", preset, "--runs-dir", str(self.runs_dir), "--resume")
+        self.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
+        return path / BEST
+
+    def student(self, row, teachers: dict[str, str], params: dict[str, float]) -> Path:
+        paths = {role: self.teacher(role, arch, row.dataset) for role, arch in teachers.items()}
+        archs = {role: ARCH_ALIASES.get(a, a) for role, a in teachers.items()}
+        name = _name(row.student, row.method, archs, self.student_preset, params)
+        path = run_dir(self.runs_dir, "distill", row.dataset, name)
+        args = ["advkd", "distill", "--method", row.method, "--student", row.student, "--dataset", row.dataset, "--preset", self.student_preset]
+        for role in sorted(paths):
+            args += [f"--{role.replace('_', '-')}", str(paths[role])]
+        for key, value in sorted(params.items()):
+            args += ["--set", f"method.{key}={value}"]
+        args += ["--runs-dir", str(self.runs_dir), "--resume"]
+        self.add(Job(1, f"student:{row.dataset}:{name}", _q(*args), path))
+        return path / BEST
+
+    def attack(self, ckpt: Path, suite: str) -> None:
+        self.add(Job(2, f"attack:{ckpt}:{suite}", _q("advkd", "attack", str(ckpt), "--suite", suite, "--runs-dir", str(self.runs_dir))))
+
+    def transfer(self, surrogate: Path, target: Path) -> None:
+        suite = TRANSFER_SUITE[self.paper]
+        self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, "--runs-dir", str(self.runs_dir))))
+
+    def commands(self) -> list[str]:
+        jobs = sorted(self.jobs.values(), key=lambda j: j.stage)
+        return [j.command for j in jobs if j.run is None or not _complete(j.run)]
+
+
+def _params_from_note(note: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, targets in NOTE_PARAMS.items():
+        m = re.search(rf"{key}=([0-9.]+)", note)
+        if m and float(m.group(1)) != 1.0:
+            out.update({t: float(m.group(1)) for t in targets})
+    return out
+
+
+def _teachers_of(row) -> dict[str, str]:
+    if row.clean_teacher or row.robust_teacher:
+        if row.method in ("bmtard", "mtard", "lmtn"):
+            return {"clean_teacher": row.clean_teacher, "robust_teacher": row.robust_teacher}
+        return {"teacher": row.robust_teacher} if row.robust_teacher else {}
+    return {"teacher": row.teacher} if row.teacher else {}
+
+
+def plan_commands(table_id: str, *, preset: str, runs_dir: Path) -> str:
+    """Shell lines (comments start with '#') that fill every empty cell of ``table_id``."""
+    tid = lookup(table_id)
+    if tid.is_figure:
+        raise AdvkdError(f"--plan covers the tables; {tid.id} is a figure (its runs are those of the tables it draws from)")
+    csv_id = canonical_id(table_id)
+    paper = csv_id.split("-")[0]
+    table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
+    planner = Planner(paper, preset, runs_dir)
+    notes: list[str] = []
+    for cell in table.iter_cells():
+        if cell.ours is not None:
+            continue
+        row = cell.csv
+        if row.metric == "knowledge_scale":
+            notes.append("# B-MTARD Table I is computed from a finished bmtard run: run the bmtard-table3 plan, then `advkd report bmtard-table1`")
+            continue
+        if row.method == "teacher":
+            role = "clean_teacher" if row.clean_teacher else "robust_teacher"
+            arch = row.clean_teacher or row.robust_teacher or row.teacher
+            planner.attack(planner.teacher(role, arch, row.dataset), SUITE_BY_TABLE.get(csv_id, "adaad"))
+            continue
+        teachers = _teachers_of(row)
+        if csv_id == "adaad-table4":  # the CSV's teacher column holds the transfer surrogate
+            ckpt = planner.student(row, {"teacher": _adaad_table4_teacher(row.dataset)} if row.method not in TEACHER_FREE else {}, {})
+            planner.transfer(_surrogate(planner, row.teacher, row.dataset), ckpt)
+            continue
+        ckpt = planner.student(row, teachers, _params_from_note(row.note))
+        if row.attack.startswith("transfer-"):
+            planner.transfer(planner.teacher("robust_teacher", row.robust_teacher or "wrn34-10", row.dataset), ckpt)
+        else:
+            planner.attack(ckpt, SUITE_BY_TABLE.get(csv_id, "adaad"))
+    lines = [f"# advkd plan for {tid.id} at {preset} scale: {len(planner.jobs)} jobs, {len(planner.commands())} still to run"]
+    lines += sorted(set(notes))
+    lines += planner.commands()
+    return "\n".join(lines)
+
+
+def _surrogate(planner: Planner, arch: str, dataset: str) -> Path:
+    """AdaAD Table 4 surrogates: ResNet-34 / VGG-16 trained by PGD-AT (spec single-teacher 3.2)."""
+    preset = planner.student_preset
+    name = _name(arch, "pgd-at", {}, preset, {})
+    path = run_dir(planner.runs_dir, "pretrain-teacher", dataset, name)
+    cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", "pgd-at", "--dataset", dataset, "--preset", preset, "--runs-dir", str(planner.runs_dir), "--resume")
+    planner.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
+    return path / BEST
+
+
+def _adaad_table4_teacher(dataset: str) -> str:
+    """The distillation teacher of AdaAD Table 4's students is UNCONFIRMED: WRN-34-20 (spec open item 11)."""
+    return "wrn34-20"

@@ -1,0 +1,62 @@
+"""``advkd report``: route an id to a table (text formats), a figure (png) or the id list."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from advkd.checkpoint import atomic_write_text
+from advkd.errors import AdvkdError
+from advkd.report import FIGURE_IDS, build_table, canonical_id, list_ids, lookup, render
+from advkd.results import RESULTS_FILE, read_records
+
+
+def _list() -> RichTable:
+    table = RichTable(title="advkd report ids", title_justify="left")
+    table.add_column("id")
+    table.add_column("what")
+    for i, d in list_ids():
+        table.add_row(i, d)
+    return table
+
+
+def run_report(
+    table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini"
+) -> str | None:
+    """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file."""
+    console = Console()
+    if table_id == "list":
+        console.print(_list())
+        return None
+    if plan:
+        from advkd.plan import plan_commands
+
+        text = plan_commands(table_id, preset=preset, runs_dir=runs_dir)
+        return _emit(text, out)
+    tid = lookup(table_id)
+    if tid.id in FIGURE_IDS or fmt == "png":
+        if tid.id not in FIGURE_IDS:
+            raise AdvkdError(f"{tid.id} is a table; --format png is for figures ({', '.join(FIGURE_IDS)})")
+        if out is None:
+            raise AdvkdError(f"{tid.id} is a figure: pass --format png --out FILE.png")
+        from advkd.report.figures import render_figure
+
+        render_figure(tid.id, runs_dir=runs_dir, out=out, run=run)
+        console.print(f"wrote {out} and {out.with_suffix('.json')}")
+        return None
+    table = build_table(canonical_id(table_id), read_records(runs_dir / RESULTS_FILE))
+    rendered = render(table, fmt)
+    if fmt == "rich":
+        if out is not None:
+            raise AdvkdError("--out needs a text format: markdown, csv, json or latex")
+        console.print(rendered)
+        return None
+    return _emit(rendered, out)
+
+
+def _emit(text: str, out: Path | None) -> str | None:
+    if out is None:
+        return text
+    atomic_write_text(out, text)
+    return None

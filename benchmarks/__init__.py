@@ -1,0 +1,1 @@
+"""Timing harness behind ``make bench``: ``python -m benchmarks.bench``."""
