@@ -10,7 +10,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install test test-slow demo lint clean-demo
+.PHONY: install test test-slow demo lint clean-demo reproduce-mini bench
 
 $(BIN)/advkd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ demo: install
 	$(ADVKD) pretrain-teacher --arch wrn34-10 --method trades --dataset cifar10 --preset mini --resume --download
 	$(ADVKD) distill --method rslad --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
 	$(ADVKD) attack $(DEMO_STUDENT) --suite quick --n-examples 1000
+	$(ADVKD) report table2
+
+# AdaAD Table 2, ResNet-18 rows, WRN-34-10 teacher, at mini scale: plan, run, show (see README).
+reproduce-mini: install
+	$(ADVKD) report table2 --plan --preset mini --only student=resnet18 --only teacher=wrn34-10 --n-examples 200 > $(ADVKD_RUNS_DIR)/reproduce-mini.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-mini.sh
+	$(ADVKD) report table2
+
+bench: install
+	$(BIN)/python -m benchmarks.bench
 
 clean-demo:
 	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0

@@ -345,13 +345,17 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout (needed for png).")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Run dir for the training-dynamics figures (default: the newest bmtard run).")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Print the commands that would fill the table's empty cells, in dependency order.")] = False,
-    preset: Annotated[str, typer.Option("--preset", help="Scale of the plan: mini or paper.")] = "mini",
+    preset: Annotated[str, typer.Option("--preset", help="Scale of the plan: mini, paper, or a preset name / YAML path.")] = "mini",
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Plan only these cells: COLUMN=VALUE (student=resnet18, teacher=wrn34-10, dataset=cifar10, method=adaad). Repeatable.")] = None,
+    n_examples: Annotated[Optional[int], typer.Option("--n-examples", help="Plan: attack the first N test images (default: each command's default, 1000).")] = None,
     runs_dir: RunsDirOpt = None,
 ) -> None:
     from advkd.reporting import run_report
 
     g = _globals(ctx, runs_dir=runs_dir)
-    text = run_report(table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset)
+    text = run_report(
+        table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
+    )
     if text is not None:
         typer.echo(text)
 

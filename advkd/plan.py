@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from advkd.config import variant_name
+from advkd.config import load_preset, variant_name
 from advkd.errors import AdvkdError
 from advkd.report import build_table, canonical_id, lookup
 from advkd.results import RESULTS_FILE, read_records
@@ -59,7 +59,8 @@ def _teacher_method(role: str, arch: str, paper: str, preset: str) -> str:
 
 
 def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float]) -> str:
-    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [preset]
+    """The CLI's default run name (``advkd.runs.default_name``) for these settings."""
+    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [load_preset(preset).name]
     if params:
         parts.append(variant_name(params))
     return "-".join(parts + ["s0"])
@@ -75,8 +76,9 @@ def _q(*args: str) -> str:
 
 
 class Planner:
-    def __init__(self, paper: str, preset: str, runs_dir: Path) -> None:
+    def __init__(self, paper: str, preset: str, runs_dir: Path, n_examples: int | None = None) -> None:
         self.paper, self.runs_dir = paper, runs_dir
+        self.eval_args = ["--n-examples", str(n_examples)] if n_examples else []
         self.student_preset, self.teacher_preset = _presets(paper, preset)
         self.scale = preset
         self.jobs: dict[str, Job] = {}
@@ -110,11 +112,11 @@ class Planner:
         return path / BEST
 
     def attack(self, ckpt: Path, suite: str) -> None:
-        self.add(Job(2, f"attack:{ckpt}:{suite}", _q("advkd", "attack", str(ckpt), "--suite", suite, "--runs-dir", str(self.runs_dir))))
+        self.add(Job(2, f"attack:{ckpt}:{suite}", _q("advkd", "attack", str(ckpt), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
 
     def transfer(self, surrogate: Path, target: Path) -> None:
         suite = TRANSFER_SUITE[self.paper]
-        self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, "--runs-dir", str(self.runs_dir))))
+        self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
 
     def commands(self) -> list[str]:
         jobs = sorted(self.jobs.values(), key=lambda j: j.stage)
@@ -138,20 +140,35 @@ def _teachers_of(row) -> dict[str, str]:
     return {"teacher": row.teacher} if row.teacher else {}
 
 
-def plan_commands(table_id: str, *, preset: str, runs_dir: Path) -> str:
-    """Shell lines (comments start with '#') that fill every empty cell of ``table_id``."""
+def _keep(row, only: dict[str, str]) -> bool:
+    """Cell filter: ``{"student": "resnet18", "teacher": "wrn34-10"}``; a teacher filter also keeps
+    the teacher-free baselines printed in that teacher's block."""
+    for key, want in only.items():
+        have = getattr(row, key, None)
+        if have is None:
+            raise AdvkdError(f"--only {key}=...: unknown column; valid: dataset, student, teacher, clean_teacher, robust_teacher, method, attack")
+        if have != want and not (key == "teacher" and not have and f"block teacher {want}" in row.note):
+            return False
+    return True
+
+
+def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None) -> str:
+    """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
+
+    ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
+    """
     tid = lookup(table_id)
     if tid.is_figure:
         raise AdvkdError(f"--plan covers the tables; {tid.id} is a figure (its runs are those of the tables it draws from)")
     csv_id = canonical_id(table_id)
     paper = csv_id.split("-")[0]
     table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
-    planner = Planner(paper, preset, runs_dir)
+    planner = Planner(paper, preset, runs_dir, n_examples)
     notes: list[str] = []
     for cell in table.iter_cells():
-        if cell.ours is not None:
-            continue
         row = cell.csv
+        if cell.ours is not None or not _keep(row, only or {}):
+            continue
         if row.metric == "knowledge_scale":
             notes.append("# B-MTARD Table I is computed from a finished bmtard run: run the bmtard-table3 plan, then `advkd report bmtard-table1`")
             continue

@@ -22,7 +22,8 @@ def _list() -> RichTable:
 
 
 def run_report(
-    table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini"
+    table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
+    only: list[str] | None = None, n_examples: int | None = None,
 ) -> str | None:
     """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file."""
     console = Console()
@@ -32,7 +33,13 @@ def run_report(
     if plan:
         from advkd.plan import plan_commands
 
-        text = plan_commands(table_id, preset=preset, runs_dir=runs_dir)
+        filters = {}
+        for item in only or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise AdvkdError(f"--only {item!r} is not COLUMN=VALUE; e.g. --only student=resnet18")
+            filters[key.strip()] = value.strip()
+        text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples)
         return _emit(text, out)
     tid = lookup(table_id)
     if tid.id in FIGURE_IDS or fmt == "png":

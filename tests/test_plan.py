@@ -1,0 +1,92 @@
+"""`advkd report ID --plan`: the printed commands, run through a shell, fill the cells they cover."""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advkd.cli import main
+from advkd.report import build_table, canonical_id
+from advkd.results import read_records
+
+TINY_PRESET = """
+description: test scale - every architecture is tinycnn, one tiny epoch
+scale: mini
+arch_map: {resnet18: tinycnn, resnet56: tinycnn, wrn34-10: tinycnn}
+train: {epochs: 1, batch_size: 16, train_subset: 32, eval_examples: 16, eval_batch_size: 16, milestones: [], select: last}
+rules:
+  - when: {dataset: cifar10}
+    teachers: {clean_teacher: resnet56, robust_teacher: wrn34-10, teacher: wrn34-10}
+"""
+
+
+def fake_cifar10(root: Path, n: int = 40) -> None:
+    """A tiny CIFAR-10 folder in the pickle layout (random images), so the plan's cifar10 commands run."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n).tolist())}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+
+
+def test_plan_for_an_empty_runs_dir_runs_and_fills_its_cells(tmp_path, capsys, monkeypatch):
+    fake_cifar10(tmp_path / "data")
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET)
+    runs = tmp_path / "runs"
+    assert main(["report", "bmtard-table10", "--plan", "--preset", str(preset), "--runs-dir", str(runs)]) == 0
+    plan = capsys.readouterr().out
+    commands = [line for line in plan.splitlines() if line and not line.startswith("#")]
+    assert commands[0].startswith("advkd pretrain-teacher") and commands[-1].startswith("advkd attack")
+    assert sum(c.startswith("advkd distill") for c in commands) == 2  # bmtard and lmtn
+    env = {**os.environ, "ADVKD_DATA_DIR": str(tmp_path / "data"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # the suite's AutoAttack is slow even on tinycnn: keep the plan's commands, shrink the evaluation
+    script = "\n".join(c + (" --n-examples 8" if c.startswith("advkd attack") else "") for c in commands)
+    proc = subprocess.run(["bash", "-e", "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = build_table(canonical_id("bmtard-table10"), read_records(runs / "results.jsonl"))
+    cells = list(table.iter_cells())
+    assert cells and all(c.ours is not None for c in cells), [c.csv.method + c.csv.attack for c in cells if c.ours is None]
+    # nothing left to do: a second plan lists no commands
+    assert main(["report", "bmtard-table10", "--plan", "--preset", str(preset), "--runs-dir", str(runs)]) == 0
+    again = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")]
+    assert again == []
+
+
+@pytest.mark.parametrize("table", ["table2", "table4", "table5", "bmtard-table3", "bmtard-table5", "bmtard-table7", "bmtard-table11"])
+def test_plans_are_ordered_and_name_real_checkpoints(tmp_path, capsys, table):
+    assert main(["report", table, "--plan", "--preset", "mini", "--runs-dir", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")]
+    verbs = ["pretrain-teacher", "distill", "attack", "transfer-attack"]
+    order = [verbs.index(line.split()[1]) for line in lines]
+    assert order == sorted(order), "teachers, then students, then attacks, then transfers"
+    assert len(set(lines)) == len(lines), "no duplicate commands"
+    for line in lines:  # every checkpoint an attack names is produced by an earlier line
+        words = line.split()
+        for path in [w for w in words if w.endswith("best.safetensors")]:
+            run = path.rsplit("/", 2)[1]
+            assert any(f"{run}" in _expected_name(l) for l in lines[: lines.index(line)]) or words[1] in ("pretrain-teacher", "distill"), (line, run)
+
+
+def _expected_name(line: str) -> str:
+    """The run name a pretrain-teacher / distill line creates, as the CLI's default names it."""
+    from advkd.config import TrainConfig, resolve_config
+    from advkd.runs import default_name
+
+    w = line.split()
+    if w[1] not in ("pretrain-teacher", "distill"):
+        return ""
+    opts = dict(zip(w[2::2], w[3::2]))
+    arch = opts.get("--arch") or opts["--student"]
+    sets = [v for k, v in zip(w[2::2], w[3::2]) if k == "--set"]
+    cfg = resolve_config(TrainConfig(), preset=opts["--preset"], set_items=sets, flags={"method": opts["--method"], "arch": arch, "dataset": opts["--dataset"]})
+    teachers = {r: Path(opts[f"--{r.replace('_', '-')}"]).parent.name.split("-")[0] for r in ("teacher", "clean_teacher", "robust_teacher") if f"--{r.replace('_', '-')}" in opts}
+    teachers = {r: "-".join(Path(opts[f"--{r.replace('_', '-')}"]).parent.name.split("-")[:2]) if a.startswith("wrn") else a for r, a in teachers.items()}
+    return default_name(cfg, teachers)
