@@ -19,9 +19,9 @@ from rich.table import Table
 from advkd.attacks import ATTACKS
 from advkd.checkpoint import load_checkpoint, sha256_file
 from advkd.data import load_split
+from advkd.distributed import is_main, setup
 from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
-from advkd.distributed import is_main, setup
 from advkd.evaluate import CLEAN, Outcome, evaluate, w_robust, worst_case
 from advkd.progress import Reporter
 from advkd.results import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records

@@ -14,10 +14,10 @@ import math
 import os
 import pickle
 import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -110,7 +110,7 @@ class TensorData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def head(self, n: int | None) -> "TensorData":
+    def head(self, n: int | None) -> TensorData:
         """The first ``n`` examples in stored order (``None``: all), so subsets are reproducible."""
         if n is None:
             return self
@@ -121,7 +121,7 @@ class TensorData:
             raise AdvkdError(f"asked for {n} examples but the split has only {len(self)}")
         return TensorData(self.images[:n], self.labels[:n])
 
-    def to(self, device: torch.device | str) -> "TensorData":
+    def to(self, device: torch.device | str) -> TensorData:
         return TensorData(self.images.to(device), self.labels.to(device))
 
 

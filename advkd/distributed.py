@@ -7,7 +7,8 @@ are no-ops, so single-process code pays nothing. Only rank 0 writes files and lo
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -22,7 +22,7 @@ class Eps:
         return self.value
 
 
-def parse_eps(spec: "str | float | int | Eps", *, what: str = "eps") -> Eps:
+def parse_eps(spec: str | float | int | Eps, *, what: str = "eps") -> Eps:
     """Parse ``"8/255"``, ``"0.031"`` or a number; reject anything outside [0, 1]."""
     if isinstance(spec, Eps):
         return spec

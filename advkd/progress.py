@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,7 +25,7 @@ def _fmt(fields: dict[str, Any]) -> str:
 class Task:
     """One running task; ``advance`` moves it and updates the fields shown beside the bar."""
 
-    def __init__(self, reporter: "Reporter", description: str, total: int) -> None:
+    def __init__(self, reporter: Reporter, description: str, total: int) -> None:
         self.reporter = reporter
         self.description = description
         self.total = total

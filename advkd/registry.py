@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from advkd.errors import AdvkdError
 

@@ -32,7 +32,7 @@ class ResumeState:
     optimizer: dict[str, Any]
     tensors: dict[str, torch.Tensor]
 
-    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: "Method", *, rank: int = 0) -> None:
+    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: Method, *, rank: int = 0) -> None:
         """Restore everything into freshly built objects, so training continues bit-for-bit."""
         model_state = {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
         unwrap(model).load_state_dict(model_state, strict=True)

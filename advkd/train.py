@@ -22,17 +22,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import advkd
-from advkd.checkpoint import atomic_write_text, save_checkpoint
+from advkd.checkpoint import atomic_write_text, save_checkpoint, unwrap
 from advkd.config import TrainConfig, config_to_dict
 from advkd.data import TensorData, TrainBatches, dataset_info, load_split
+from advkd.distributed import all_gather_object, all_reduce_sum, barrier, is_distributed, is_main, on_main, rank, sync_buffers, world_size
 from advkd.errors import AdvkdError
 from advkd.evaluate import CLEAN, evaluate, w_robust
 from advkd.methods import METHODS, Method, build, check_roles
 from advkd.models import build_model, canonical_arch
 from advkd.progress import Reporter
 from advkd.results import environment, now_iso
-from advkd.checkpoint import unwrap
-from advkd.distributed import all_gather_object, all_reduce_sum, barrier, is_distributed, is_main, on_main, rank, sync_buffers, world_size
 from advkd.resume import ResumeState, load_resume, rng_states, save_resume
 from advkd.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
 from advkd.teachers import Teacher, resolve_teacher

@@ -487,3 +487,42 @@ def test_agrees_with_torchattacks(data_model):
     a, b = ta_fgsm(x, y), build("fgsm", eps="8/255")(model, x, y)
     assert torch.equal(a, b)
     assert _no_grads(model)
+
+
+def test_random_start_pgd_and_cwinf_agree_with_torchattacks_within_half_a_point(data_model, monkeypatch):
+    """Accuracy under our pgd20-sat and cwinf vs torchattacks' PGD loop on the same model and data.
+
+    torchattacks has no CW-Linf; its PGD loop is run with an independently written CW margin loss
+    (kappa 50) swapped in for its cross-entropy, with cwinf's step and budget.
+    """
+    torchattacks = pytest.importorskip("torchattacks")
+    import torchattacks.attacks.pgd as ta_pgd_module
+
+    model, x, y = data_model
+
+    def accuracy(x_adv):
+        with torch.no_grad():
+            return 100.0 * (model(x_adv).argmax(1) == y).float().mean().item()
+
+    torch.manual_seed(0)
+    ta = accuracy(torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=20, random_start=True)(x, y))
+    torch.manual_seed(0)
+    ours = accuracy(build("pgd20-sat")(model, x, y))
+    assert abs(ta - ours) <= 0.5
+
+    class CWMargin(nn.Module):
+        def forward(self, logits, labels):
+            onehot = torch.nn.functional.one_hot(labels, logits.shape[1]).bool()
+            correct = logits[onehot]
+            wrong = logits.masked_fill(onehot, float("-inf")).max(1).values
+            return -(correct - wrong + 50.0).clamp(min=0).sum()
+
+    class NN:
+        CrossEntropyLoss = CWMargin
+
+    monkeypatch.setattr(ta_pgd_module, "nn", NN)
+    torch.manual_seed(1)
+    ta = accuracy(torchattacks.PGD(model, eps=8 / 255, alpha=0.031 / 4, steps=30, random_start=True)(x, y))
+    torch.manual_seed(1)
+    ours = accuracy(build("cwinf")(model, x, y))
+    assert abs(ta - ours) <= 0.5

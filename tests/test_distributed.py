@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from advkd.config import TrainConfig
 from advkd.data import load_split
 from advkd.evaluate import evaluate
 from advkd.progress import Reporter
-from advkd.config import TrainConfig
 from advkd.train import run
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

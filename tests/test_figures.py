@@ -333,3 +333,23 @@ def test_figure_ids_match_the_report_and_unknown_ids_fail(tmp_path):
         render_figure("table2", runs_dir=tmp_path, out=tmp_path / "x.png")
     with pytest.raises(AdvkdError, match="unknown figure"):
         render_figure("fig9", runs_dir=tmp_path, out=tmp_path / "x.png")
+
+
+def test_landscape_command_writes_png_json_and_table(tmp_path, capsys):
+    """`advkd landscape` end to end on a tiny synthetic checkpoint."""
+    from advkd.cli import main
+
+    runs = tmp_path / "runs"
+    fast = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "32", "--n-examples", "16", "--batch-size", "16"]
+    assert main(["--runs-dir", str(runs), "pretrain-teacher", "--arch", "tinycnn", "--method", "natural", *fast]) == 0
+    ckpt = next(runs.glob("pretrain-teacher/synthetic/*/best.safetensors"))
+    capsys.readouterr()
+    code = main(["--runs-dir", str(runs), "landscape", str(ckpt), "--directions", "2", "--points", "3", "--n-examples", "8", "--attack", "fgsm"])
+    assert code == 0
+    png = runs / "landscape" / "landscape.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import json
+
+    data = json.loads(png.with_suffix(".json").read_text())
+    assert "sharpness" in capsys.readouterr().out
+    assert data

@@ -72,7 +72,7 @@ def test_plans_are_ordered_and_name_real_checkpoints(tmp_path, capsys, table):
         words = line.split()
         for path in [w for w in words if w.endswith("best.safetensors")]:
             run = path.rsplit("/", 2)[1]
-            assert any(f"{run}" in _expected_name(l) for l in lines[: lines.index(line)]) or words[1] in ("pretrain-teacher", "distill"), (line, run)
+            assert any(run in _expected_name(earlier) for earlier in lines[: lines.index(line)]) or words[1] in ("pretrain-teacher", "distill"), (line, run)
 
 
 def _expected_name(line: str) -> str:

@@ -142,3 +142,20 @@ def test_preset_layering_order():
     assert cfg.lr == 0.05  # --set beats preset
     assert cfg.method_params == {"steps": 3}
     assert cfg.preset == "adaad-paper" and cfg.scale == "paper"
+
+
+def test_bmtard_resume_restores_temperatures_and_weights_exactly(tmp_path):
+    """A B-MTARD run interrupted after epoch 1 and resumed equals the uninterrupted run,
+    weights and balancer state (temperatures, loss weights, initial losses) alike."""
+    clean = run(tiny_cfg(epochs=1, method="natural", method_params={}, name="clean"), runs_dir=tmp_path / "t", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    robust = run(tiny_cfg(epochs=1, name="robust"), runs_dir=tmp_path / "t", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    teachers = {"clean_teacher": str(clean.path / "best.safetensors"), "robust_teacher": str(robust.path / "best.safetensors")}
+    params = {"steps": 2, "tau_rate": 0.05}  # a large rate so the temperatures visibly move
+    full = run(tiny_cfg(kind="distill", method="bmtard", teachers=teachers, method_params=params), runs_dir=tmp_path / "a", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    run(tiny_cfg(kind="distill", method="bmtard", teachers=teachers, method_params=params, epochs=1), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    resumed = run(tiny_cfg(kind="distill", method="bmtard", teachers=teachers, method_params=params), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
+    assert resumed.method_state == full.method_state
+    assert full.method_state["loss_adv_0"] is not None
+    assert full.method_state["tau_adv"] != 1.0 or full.method_state["tau_nat"] != 1.0
+    a, b = weights(full.path / "last.safetensors"), weights(resumed.path / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from advkd.attacks import gradient as _gradient  # noqa: F401  (registers the gradient attacks)
-from advkd.attacks import cw2 as _cw2  # noqa: F401,I001  (registers cw2, listed after them)
 from advkd.attacks import autoattack as _autoattack  # noqa: F401,I001  (aa, apgd-ce, apgd-t, fab-t, aa-square)
-from advkd.attacks import square as _square  # noqa: F401,I001  (square, 100-query score-based)
-from advkd.attacks import rays as _rays  # noqa: F401,I001  (rays, decision-based)
+from advkd.attacks import cw2 as _cw2  # noqa: F401,I001  (registers cw2, listed after them)
+from advkd.attacks import gradient as _gradient  # noqa: F401  (registers the gradient attacks)
 from advkd.attacks import jsma as _jsma  # noqa: F401,I001  (jsma, L0)
+from advkd.attacks import rays as _rays  # noqa: F401,I001  (rays, decision-based)
 from advkd.attacks import spsa as _spsa  # noqa: F401,I001  (spsa, gradient estimation)
+from advkd.attacks import square as _square  # noqa: F401,I001  (square, 100-query score-based)
 from advkd.attacks.engine import (
     ATTACKS,
     Attack,
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-def build(attack_id: str, eps: "str | float | Eps | None" = None, **params: Any) -> Attack:
+def build(attack_id: str, eps: str | float | Eps | None = None, **params: Any) -> Attack:
     """Instantiate the attack ``attack_id`` (aliases accepted).
 
     ``eps=None`` takes the attack's default (8/255 for the bounded ones; the unbounded ``cw2``

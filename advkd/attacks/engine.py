@@ -22,8 +22,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import typing
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -177,7 +178,7 @@ def projected_gradient(
 # Named attacks: registry, typed parameters, base class
 # --------------------------------------------------------------------------------------------
 
-ATTACKS: Registry[type["Attack"]] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def register_attack(name: str, *, aliases: tuple[str, ...] = (), **meta: Any) -> Callable[[type], type]:
@@ -270,7 +271,7 @@ class Attack(abc.ABC):
     threat_model: str = "Linf"  # class default; PGD sets it per instance from its norm
     default_eps: ClassVar[str | None] = "8/255"  # None: the attack is unbounded and takes no eps
 
-    def __init__(self, eps: "str | float | Eps | None" = None, **params: Any) -> None:
+    def __init__(self, eps: str | float | Eps | None = None, **params: Any) -> None:
         name = self.id or type(self).__name__
         if self.default_eps is None:
             if eps is not None:

@@ -8,8 +8,8 @@ they want with :func:`training_mode`, which puts every submodule back exactly as
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from torch import nn
 

@@ -17,7 +17,7 @@ from torch import nn
 from advkd.attacks.modes import training_mode
 from advkd.methods import register
 from advkd.methods.base import InnerParams, Method, side_forward
-from advkd.methods.iad import reliability_weights
+from advkd.methods.iad import introspective_tail
 from advkd.methods.losses import kl_div, tempered_probs
 
 
@@ -174,15 +174,5 @@ class AdaIAD(Method):
         distill = kl_div(logits_adv / tau, tempered_probs(teacher_adv, tau), "batchmean")
         loss = self.p.alpha * tau * tau * distill
         logs = {"loss_distill": distill.item()}
-        if introspect:
-            w = reliability_weights(teacher_adv, y, self.p.beta)
-            intro = ((1 - w) * kl_div(logits_adv, F.softmax(logits_nat, dim=1), "none")).mean()
-            loss = loss + self.p.alpha * intro
-            logs["loss_introspect"] = intro.item()
-            logs["reliability"] = w.mean().item()
-        if self.p.alpha != 1:
-            ce = F.cross_entropy(logits_nat, y)
-            loss = loss + (1 - self.p.alpha) * ce
-            logs["loss_ce"] = ce.item()
-        logs["loss"] = loss.item()
+        loss = introspective_tail(loss, logs, teacher_adv if introspect else None, logits_adv, logits_nat, y, self.p)
         return loss, logs

@@ -11,7 +11,6 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from advkd.attacks.modes import training_mode
 from advkd.methods import register
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import tempered_probs
@@ -59,8 +58,7 @@ class AKD(Method):
     Params = AKDParams
 
     def perturb(self, student, x, y):
-        with training_mode(student, train=self.p.attack_bn == "train"):
-            return self.attack(lambda xa: F.cross_entropy(student(xa), y), x)
+        return self.student_ce_attack(student, x, y, train=self.p.attack_bn == "train")
 
     def loss(self, student, x, x_adv, y):
         logits_adv = student(x_adv)

@@ -7,15 +7,19 @@ are frozen here (eval mode, ``requires_grad_(False)``) so no method can train th
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.engine import projected_gradient
+from advkd.attacks.modes import training_mode
 from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
+
 
 @dataclass
 class InnerParams:
@@ -101,6 +105,21 @@ class Method(abc.ABC):
             init_std=self.p.init_std,
             clamp_init=self.p.clamp_init,
         )
+
+    def student_ce_attack(self, student: nn.Module, x: torch.Tensor, y: torch.Tensor, *, train: bool = False) -> torch.Tensor:
+        """The common inner maximisation: CE-PGD on the student alone (mean reduction; a sign step
+        ignores the scale), the student in eval mode unless ``train`` (PGD-AT, MTARD family, AKD)."""
+        with training_mode(student, train=train):
+            return self.attack(lambda xa: F.cross_entropy(student(xa), y), x)
+
+    @property
+    def kl_scale(self) -> float:
+        """``kl_scale`` setting, where 0 means the reference's automatic choice: x10 on CIFAR-100
+        (RSLAD and MTARD code keep the element-mean KL on the CIFAR-10 scale), 1 elsewhere."""
+        setting = float(getattr(self.p, "kl_scale", 1.0))
+        if setting > 0:
+            return setting
+        return 10.0 if self.dataset == "cifar100" else 1.0
 
     @torch.no_grad()
     def teacher_logits(self, role: str, x: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,30 @@ def reliability_weights(teacher_logits: torch.Tensor, y: torch.Tensor, beta: flo
     return p_true.pow(beta).detach()
 
 
+def introspective_tail(
+    loss: torch.Tensor, logs: dict, teacher_adv: torch.Tensor | None, logits_adv: torch.Tensor,
+    logits_nat: torch.Tensor | None, y: torch.Tensor, p,
+) -> torch.Tensor:
+    """IAD's terms after the teacher term, shared by IAD-I and AdaIAD (spec 2.5, 2.9).
+
+    With ``teacher_adv`` (after warm-up): + alpha * (1/B) sum_i (1 - w_i) KL(S(x_i) || S(x'_i)),
+    w_i = p_T(x')_{y_i}^beta detached, the clean target NOT detached, no temperature. Then
+    + (1 - alpha) * CE(S(x), y) when alpha != 1. Fills ``logs`` and returns the total loss.
+    """
+    if teacher_adv is not None:
+        w = reliability_weights(teacher_adv, y, p.beta)
+        intro = ((1 - w) * kl_div(logits_adv, F.softmax(logits_nat, dim=1), "none")).mean()
+        loss = loss + p.alpha * intro
+        logs["loss_introspect"] = intro.item()
+        logs["reliability"] = w.mean().item()
+    if p.alpha != 1:
+        ce = F.cross_entropy(logits_nat, y)
+        loss = loss + (1 - p.alpha) * ce
+        logs["loss_ce"] = ce.item()
+    logs["loss"] = loss.item()
+    return loss
+
+
 def ard_inner(method: Method, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """ARD/IAD inner maximisation: PGD on CE(S(x'), y) with SUM reduction (spec 2.4, 2.5).
 
@@ -115,17 +139,7 @@ class IAD(Method):
         if self.p.bn_side_forward:
             for _ in range(reference_clean - int(need_clean)):
                 side_forward(student, x)
-        if introspect:
-            w = reliability_weights(self.teacher_logits("teacher", x_adv), y, self.p.beta)
-            intro = ((1 - w) * kl_div(logits_adv, F.softmax(logits_nat, dim=1), "none")).mean()
-            loss = loss + self.p.alpha * intro
-            logs["loss_introspect"] = intro.item()
-            logs["reliability"] = w.mean().item()
-        if self.p.alpha != 1:
-            ce = F.cross_entropy(logits_nat, y)
-            loss = loss + (1 - self.p.alpha) * ce
-            logs["loss_ce"] = ce.item()
-        logs["loss"] = loss.item()
+        loss = introspective_tail(loss, logs, self.teacher_logits("teacher", x_adv) if introspect else None, logits_adv, logits_nat, y, self.p)
         return loss, logs
 
 

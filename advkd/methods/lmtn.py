@@ -6,7 +6,6 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from advkd.attacks.modes import training_mode
 from advkd.errors import AdvkdError
 from advkd.methods import register
 from advkd.methods.base import InnerParams, Method
@@ -68,15 +67,8 @@ class LMTN(Method):
         if self.p.temperature <= 0:
             raise AdvkdError(f"method.temperature must be > 0, got {self.p.temperature}")
 
-    @property
-    def kl_scale(self) -> float:
-        if self.p.kl_scale > 0:
-            return self.p.kl_scale
-        return 10.0 if self.dataset == "cifar100" else 1.0
-
     def perturb(self, student, x, y):
-        with training_mode(student, train=False):
-            return self.attack(lambda xa: F.cross_entropy(student(xa), y), x)
+        return self.student_ce_attack(student, x, y)
 
     def _target(self, u_nat, u_adv):
         """softmax((lambda_nat * T_nat(u_nat) + lambda_adv * T_adv(u_adv)) / tau), no gradient."""

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from advkd import distributed
-from advkd.attacks.modes import training_mode
 from advkd.errors import AdvkdError
 from advkd.methods import register
 from advkd.methods.base import InnerParams, Method
@@ -143,16 +142,9 @@ class BMTARD(Method):
         self.loss_adv_0: float | None = None
         self.loss_nat_0: float | None = None
 
-    @property
-    def kl_scale(self) -> float:
-        if self.p.kl_scale > 0:
-            return self.p.kl_scale
-        return 10.0 if self.dataset == "cifar100" else 1.0
-
     # ------------------------------------------------------------------ inner maximisation
     def perturb(self, student, x, y):
-        with training_mode(student, train=False):
-            return self.attack(lambda xa: F.cross_entropy(student(xa), y), x)
+        return self.student_ce_attack(student, x, y)
 
     # ------------------------------------------------------------------ outer objective
     def loss(self, student, x, x_adv, y):

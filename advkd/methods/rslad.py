@@ -43,12 +43,6 @@ class RSLAD(Method):
     roles = ("teacher",)
     Params = RSLADParams
 
-    @property
-    def kl_scale(self) -> float:
-        if self.p.kl_scale > 0:
-            return self.p.kl_scale
-        return 10.0 if self.dataset == "cifar100" else 1.0
-
     def perturb(self, student, x, y):
         target = F.softmax(self.teacher_logits("teacher", x), dim=1)
         with training_mode(student, train=False):

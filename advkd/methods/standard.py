@@ -65,8 +65,7 @@ class PGDAT(Method):
     Params = PGDATParams
 
     def perturb(self, student, x, y):
-        with training_mode(student, train=self.p.attack_bn == "train"):
-            return self.attack(lambda xa: F.cross_entropy(student(xa), y), x)
+        return self.student_ce_attack(student, x, y, train=self.p.attack_bn == "train")
 
     def loss(self, student, x, x_adv, y):
         logits_adv = student(x_adv)

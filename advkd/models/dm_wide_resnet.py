@@ -15,7 +15,7 @@ have no ``mean``/``std`` keys (they were plain tensors in [ECCV]) and must load 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ pixel space and records the statistics in the checkpoint (buffers ``normalize.me
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

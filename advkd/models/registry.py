@@ -5,7 +5,7 @@ package ``__init__`` (which imports them), avoiding an import cycle.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

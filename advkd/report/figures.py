@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from advkd.errors import AdvkdError
 from advkd.report.layouts import ARCHS, ATTACKS, DATASETS, METHODS, lookup

@@ -9,8 +9,8 @@ here: a layout only names which CSV fields (or which ``note`` settings) span eac
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from advkd.errors import AdvkdError
 from advkd.report.paper import PaperRow

@@ -1,9 +1,10 @@
 """A paper table filled with our numbers: the data structure every renderer reads."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from advkd.errors import AdvkdError
 from advkd.report import layouts
