@@ -30,13 +30,12 @@ import json
 import math
 import os
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from advkd.errors import AdvkdError
 from advkd.report.layouts import ARCHS, ATTACKS, DATASETS, METHODS, lookup
-from advkd.report.match import ABLATION_DEFAULTS, checkpoint_key, is_knowledge, paper_arch, rec_method, record_time
+from advkd.report.match import ABLATION_DEFAULTS, checkpoint_key, is_knowledge, paper_arch, param_value, rec_method, record_time
 from advkd.report.table import MINI_WARNING
 
 __all__ = ["FIGURES", "default_landscape_json", "figure_ids", "render_figure"]
@@ -135,26 +134,10 @@ def _records(runs_dir: Path) -> list[dict[str, Any]]:
     return [r for r in read_records(runs_dir / RESULTS) if isinstance(r, dict) and not is_knowledge(r)]
 
 
-def _value(v: Any) -> Any:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, (int, float)):
-        return float(v)
-    text = str(v).strip().lower()
-    if text in ("true", "yes", "on"):
-        return True
-    if text in ("false", "no", "off"):
-        return False
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        return text
-
-
 def _eps_value(v: Any) -> float | None:
     if v is None or v == "":
         return None
-    x = _value(v)
+    x = param_value(v)
     return x if isinstance(x, float) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
@@ -327,14 +310,14 @@ def _variant(rec: dict[str, Any]) -> str | None:
     for k, d in defaults.items():
         if k in ("ebb", "nlb"):
             continue
-        v = _value(params.get(k, d))
+        v = param_value(params.get(k, d))
         if not (isinstance(v, float) and math.isclose(v, float(d), rel_tol=1e-9, abs_tol=1e-9)):
             return None
     if _eps_value(params.get("eps")) is not None and abs(_eps_value(params.get("eps")) - EPS) > EPS_TOL:
         return None
     flags = []
     for k in ("ebb", "nlb"):
-        v = _value(params.get(k, defaults[k]))
+        v = param_value(params.get(k, defaults[k]))
         if not isinstance(v, bool):
             return None
         flags.append(v)

@@ -127,7 +127,7 @@ def spec_for(tid: TableId, row: PaperRow) -> CellSpec:
     for name, value in row.note_params().items():
         if name in NOTE_PARAMS:
             for key in NOTE_PARAMS[name][0]:
-                params[key] = (_as_value(value),)
+                params[key] = (param_value(value),)
     if (row.method == "bmtard" and row.dataset == "cifar10" and row.student == "mobilenetv2"
             and tid.csv_id in ("bmtard-table4", "bmtard-table6")):
         # Paper: initial temperatures 2 for MobileNet-v2 on CIFAR-10 (symbol lost; UNCONFIRMED): accept 1 or 2.
@@ -178,7 +178,8 @@ def paper_arch(d: dict[str, Any] | None, scale: Any) -> str:
     return "" if scale == "mini" else str(d.get("arch") or "")
 
 
-def _as_value(v: Any) -> Any:
+def param_value(v: Any) -> Any:
+    """A method parameter as recorded (bool, number or fraction text) -> bool, float or text."""
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)):
@@ -195,7 +196,7 @@ def _as_value(v: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
-    a, b = _as_value(a), _as_value(b)
+    a, b = param_value(a), param_value(b)
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, float) and isinstance(b, float):
@@ -206,7 +207,7 @@ def _same(a: Any, b: Any) -> bool:
 def _eps_ok(value: Any) -> bool:
     if value is None or value == "":
         return True
-    v = _as_value(value)
+    v = param_value(value)
     return isinstance(v, float) and abs(v - EPS) <= EPS_TOL
 
 
