@@ -349,12 +349,14 @@ def report(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Plan only these cells: COLUMN=VALUE (student=resnet18, teacher=wrn34-10, dataset=cifar10, method=adaad). Repeatable.")] = None,
     n_examples: Annotated[Optional[int], typer.Option("--n-examples", help="Plan: attack the first N test images (default: each command's default, 1000).")] = None,
     runs_dir: RunsDirOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     from advkd.reporting import run_report
 
-    g = _globals(ctx, runs_dir=runs_dir)
+    g = _globals(ctx, runs_dir=runs_dir, data_dir=data_dir)
     text = run_report(
         table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
+        data_dir=g.data_dir,
     )
     if text is not None:
         typer.echo(text)

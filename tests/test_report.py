@@ -420,3 +420,33 @@ def test_knowledge_records_fill_table1():
     cell = got[("bmtard-table1", "", "clean/resnet56", "", "after")]
     assert cell.ours == pytest.approx(knowledge_scale(clean, 3.0)) and cell.paper == "1.2480"
     assert "1.2480" in render(build_table("bmtard-table1", recs), "markdown")
+
+
+def test_table1_is_computed_from_a_finished_bmtard_run(tmp_path):
+    """B-MTARD Table I: four knowledge-scale records from the run's teachers and final temperatures."""
+    import math
+
+    import torch as _torch
+
+    from advkd.config import TrainConfig
+    from advkd.knowledge_run import ensure_knowledge_records
+    from advkd.progress import Reporter
+    from advkd.results import read_records
+    from advkd.train import run
+
+    def cfg(**kw):
+        base = dict(arch="tinycnn", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, eval_examples=32, seed=1)
+        return TrainConfig(**{**base, **kw})
+
+    quiet, cpu = Reporter(enabled=False), _torch.device("cpu")
+    clean = run(cfg(kind="pretrain-teacher", method="natural", name="clean"), runs_dir=tmp_path, data_dir=tmp_path, device=cpu, reporter=quiet)
+    robust = run(cfg(kind="pretrain-teacher", method="trades", name="robust", method_params={"steps": 2}), runs_dir=tmp_path, data_dir=tmp_path, device=cpu, reporter=quiet)
+    teachers = {"clean_teacher": str(clean.path / "best.safetensors"), "robust_teacher": str(robust.path / "best.safetensors")}
+    done = run(cfg(kind="distill", method="bmtard", teachers=teachers, method_params={"steps": 2, "tau_rate": 0.2}), runs_dir=tmp_path, data_dir=tmp_path, device=cpu, reporter=quiet)
+    ensure_knowledge_records(tmp_path, data_dir=tmp_path, dataset="synthetic")
+    ensure_knowledge_records(tmp_path, data_dir=tmp_path, dataset="synthetic")  # idempotent
+    recs = [r for r in read_records(tmp_path / "results.jsonl") if r.get("kind") == "knowledge_scale"]
+    assert len(recs) == 4
+    after = {r["role"]: r["temperature"] for r in recs if r["balance"] == "after"}
+    assert after == {"clean_teacher": done.method_state["tau_nat"], "robust_teacher": done.method_state["tau_adv"]}
+    assert all(0 <= r["value"] <= math.log(10) + 1e-6 for r in recs)
