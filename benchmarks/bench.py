@@ -76,13 +76,27 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(fns: list[Callable[[], Any]], *, warmup: int, repeats: int, device: torch.device) -> list[list[float]]:
-    """Warm each fn up, then time them in turn ``repeats`` times: a, b, a, b, ... Seconds per call."""
+def spread(times: list[float]) -> float:
+    return max(times) / min(times)
+
+
+def alternate(
+    fns: list[Callable[[], Any]], *, warmup: int, repeats: int, device: torch.device, max_repeats: int | None = None,
+    noisy: float = 1.3,
+) -> list[list[float]]:
+    """Warm each fn up, then time them in turn: a, b, a, b, ... Seconds per call.
+
+    After ``repeats`` rounds, while any series spreads by more than ``noisy`` (max / min) -- a
+    sign that another process took the CPU -- more rounds run, up to ``max_repeats`` in all.
+    """
     for _ in range(warmup):
         for fn in fns:
             fn()
     times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
+    limit = max(repeats, max_repeats or repeats)
+    for r in range(limit):
+        if r >= repeats and all(spread(t) <= noisy for t in times):
+            break
         for i, fn in enumerate(fns):
             times[i].append(timed(fn, device))
     return times
@@ -162,6 +176,7 @@ class Setup:
     clean_teacher: str
     batch: int
     repeats: int
+    max_repeats: int
     warmup: int
     epoch: int
     seed: int
@@ -212,24 +227,27 @@ def bench_method(name: str, setup: Setup, all_teachers: dict[str, torch.nn.Modul
     def floor_step() -> None:
         run_floor(floor, student=student_floor, teachers=teachers, x=x, y=y, x_start=x_start, steps=steps, optimizer=opt_floor)
 
-    # untimed first calls (warm-up) with forward counting
+    # First (untimed, warm-up) call of each: forward counting and peak memory.
     with PassCounter(student, teachers) as method_passes:
-        step()
+        peak, mem_how = peak_memory(step, device)
     with PassCounter(student_floor, teachers) as floor_passes:
-        floor_step()
+        floor_peak, _ = peak_memory(floor_step, device)
     expected = floor.expected_passes(steps)
     if floor_passes.counts != expected:  # a bug in floors.py, not in advkd
         raise RuntimeError(f"{name}: the floor ran {floor_passes.counts}, its description says {expected}")
 
     t0 = time.perf_counter()
-    step_times, floor_times = alternate([step, floor_step], warmup=max(setup.warmup - 1, 0), repeats=setup.repeats, device=device)
+    step_times, floor_times = alternate(
+        [step, floor_step], warmup=setup.warmup - 1, repeats=setup.repeats, max_repeats=setup.max_repeats, device=device
+    )
     step_s, floor_s = statistics.median(step_times), statistics.median(floor_times)
-    peak, mem_how = peak_memory(step, device)
-    floor_peak, _ = peak_memory(floor_step, device)
     extra = {k: v - expected.get(k, 0) for k, v in method_passes.counts.items() if v > expected.get(k, 0)}
     missing = {k: v - method_passes.counts.get(k, 0) for k, v in expected.items() if v > method_passes.counts.get(k, 0)}
     overhead = step_s / floor_s
-    log(f"{name:<11} step {step_s:7.3f} s  floor {floor_s:7.3f} s  overhead {overhead:5.2f}  ({time.perf_counter() - t0:.0f} s)")
+    log(
+        f"{name:<11} step {step_s:7.3f} s  floor {floor_s:7.3f} s  overhead {overhead:5.2f} "
+        f"(min-based {min(step_times) / min(floor_times):4.2f}, {len(step_times)} pairs, {time.perf_counter() - t0:.0f} s)"
+    )
     return {
         "roles": list(roles),
         "inner_steps": steps,
@@ -239,6 +257,7 @@ def bench_method(name: str, setup: Setup, all_teachers: dict[str, torch.nn.Modul
         "floor_ips": setup.batch / floor_s,
         "overhead": overhead,
         "overhead_pairwise_median": statistics.median(s / f for s, f in zip(step_times, floor_times)),
+        "overhead_min": min(step_times) / min(floor_times),
         "step_s": step_times,
         "floor_s": floor_times,
         "peak_memory_bytes": peak,
@@ -307,18 +326,22 @@ def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None]) -> dic
         def run_ta(a=pair["torchattacks"], store=adv_t) -> None:
             store["x"] = a(x, y)
 
-        t_a, t_t = alternate([run_advkd, run_ta], warmup=setup.warmup, repeats=setup.repeats, device=device)
+        t_a, t_t = alternate(
+            [run_advkd, run_ta], warmup=setup.warmup, repeats=setup.repeats, max_repeats=setup.max_repeats, device=device
+        )
         a_s, t_s = statistics.median(t_a), statistics.median(t_t)
         with torch.no_grad():
             acc_a = (model(adv_a["x"]).argmax(1) == y).float().mean().item()
             acc_t = (model(adv_t["x"]).argmax(1) == y).float().mean().item()
         ratio = t_s / a_s
-        log(f"eval {pair['attack']:<10} advkd {a_s:6.3f} s  torchattacks {t_s:6.3f} s  ratio {ratio:4.2f}")
+        log(f"eval {pair['attack']:<10} advkd {a_s:6.3f} s  torchattacks {t_s:6.3f} s  ratio {ratio:4.2f} "
+            f"(min-based {min(t_t) / min(t_a):4.2f}, {len(t_a)} pairs)")
         out["attacks"][pair["attack"]] = {
             "advkd_ips": setup.batch / a_s,
             "torchattacks_ips": setup.batch / t_s,
             "ratio": ratio,
             "ratio_pairwise_median": statistics.median(t / a for a, t in zip(t_a, t_t)),
+            "ratio_min": min(t_t) / min(t_a),
             "advkd_s": t_a,
             "torchattacks_s": t_t,
             "advkd_robust_acc": acc_a,
@@ -351,6 +374,16 @@ def load_avg() -> list[float] | None:
         return None
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:,.1f}"
 
@@ -360,11 +393,11 @@ def render(result: dict[str, Any], console: Console) -> None:
     title = (
         f"advkd training steps: student {meta['student']}, teachers {meta['teacher']}"
         f"{'' if meta['clean_teacher'] == meta['teacher'] else ' / clean ' + meta['clean_teacher']}, "
-        f"batch {meta['batch']}, {meta['device']} x{meta['threads']} threads, median of {meta['repeats']}"
+        f"batch {meta['batch']}, {meta['device']} x{meta['threads']} threads, medians of {meta['repeats']}-{meta['max_repeats']} alternated runs"
     )
     t = Table(title=title, title_justify="left")
     for col, just in [("method", "left"), ("step img/s", "right"), ("floor img/s", "right"), ("overhead", "right"),
-                      ("peak MiB", "right"), ("floor peak MiB", "right"), ("passes", "left"), ("floor", "left")]:
+                      ("(min-based)", "right"), ("peak MiB", "right"), ("floor peak MiB", "right"), ("passes", "left"), ("floor", "left")]:
         t.add_column(col, justify=just)
     for name, r in result["methods"].items():
         over = r["overhead"]
@@ -372,19 +405,19 @@ def render(result: dict[str, Any], console: Console) -> None:
         passes = "= floor" if r["passes"]["match"] else "extra " + ", ".join(f"{k} +{v}" for k, v in r["passes"]["extra"].items())
         if r["passes"]["missing"]:
             passes += " missing " + ", ".join(f"{k} -{v}" for k, v in r["passes"]["missing"].items())
-        t.add_row(name, f"{r['step_ips']:.1f}", f"{r['floor_ips']:.1f}", f"[{style}]{over:.2f}[/]",
+        t.add_row(name, f"{r['step_ips']:.1f}", f"{r['floor_ips']:.1f}", f"[{style}]{over:.2f}[/]", f"{r['overhead_min']:.2f}",
                   mib(r["peak_memory_bytes"]), mib(r["floor_peak_memory_bytes"]), passes, r["floor"])
     console.print(t)
     ev = result.get("evaluation", {})
     if "attacks" in ev:
         e = Table(title=f"evaluation attacks on {ev['model']} ({ev['init']}), batch {meta['batch']}", title_justify="left")
         for col, just in [("attack", "left"), ("advkd img/s", "right"), ("torchattacks img/s", "right"), ("ratio", "right"),
-                          ("robust acc advkd / ta", "right"), ("torchattacks side", "left")]:
+                          ("(min-based)", "right"), ("robust acc advkd / ta", "right"), ("torchattacks side", "left")]:
             e.add_column(col, justify=just)
         for name, r in ev["attacks"].items():
             style = "green" if r["ratio"] >= EVAL_RATIO_TARGET else "red"
             spec = r["torchattacks_spec"] + ("" if r["faithful"] else "  [yellow](CE stand-in)[/]")
-            e.add_row(name, f"{r['advkd_ips']:.1f}", f"{r['torchattacks_ips']:.1f}", f"[{style}]{r['ratio']:.2f}x[/]",
+            e.add_row(name, f"{r['advkd_ips']:.1f}", f"{r['torchattacks_ips']:.1f}", f"[{style}]{r['ratio']:.2f}x[/]", f"{r['ratio_min']:.2f}x",
                       f"{r['advkd_robust_acc']:.3f} / {r['torchattacks_robust_acc']:.3f}", spec)
         console.print(e)
     elif ev:
@@ -403,12 +436,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"Student `{meta['student']}`, teachers `{meta['teacher']}`"
         + ("" if meta["clean_teacher"] == meta["teacher"] else f" (clean teacher `{meta['clean_teacher']}`)")
         + f", batch {meta['batch']}, {meta['dtype']}, `{meta['device']}` ({meta['cpu_count']} cores, {meta['threads']} threads), "
-        f"torch {meta['torch']}, median of {meta['repeats']} alternated repeats, {meta['date']}, "
+        f"torch {meta['torch']}, medians of {meta['repeats']}-{meta['max_repeats']} alternated runs, {meta['date']}, "
         f"git {str(meta.get('git_sha') or '?')[:10]}{' (dirty)' if meta.get('git_dirty') else ''}, "
         f"load average before/after {meta['load_avg_before']} / {meta['load_avg_after']}.",
         "",
-        "| method | step img/s | floor img/s | overhead | peak MiB (step / floor) | passes vs floor | floor |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| method | step img/s | floor img/s | overhead | min-based | peak MiB (step / floor) | passes vs floor | floor |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, r in result["methods"].items():
         flag = "" if r["overhead"] <= OVERHEAD_TARGET else " **>1.10**"
@@ -416,7 +449,7 @@ def markdown(result: dict[str, Any]) -> str:
             [f"+{v} {k}" for k, v in r["passes"]["extra"].items()] + [f"-{v} {k}" for k, v in r["passes"]["missing"].items()]
         )
         lines.append(
-            f"| {name} | {r['step_ips']:.1f} | {r['floor_ips']:.1f} | {r['overhead']:.2f}{flag} | "
+            f"| {name} | {r['step_ips']:.1f} | {r['floor_ips']:.1f} | {r['overhead']:.2f}{flag} | {r['overhead_min']:.2f} | "
             f"{mib(r['peak_memory_bytes'])} / {mib(r['floor_peak_memory_bytes'])} | {passes} | {r['floor']} |"
         )
     ev = result.get("evaluation", {})
@@ -425,12 +458,12 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Evaluation attacks on `{ev['model']}` ({ev['init']}), same batch:",
             "",
-            "| attack | advkd img/s | torchattacks img/s | advkd / torchattacks | torchattacks side |",
-            "|---|---:|---:|---:|---|",
+            "| attack | advkd img/s | torchattacks img/s | advkd / torchattacks | min-based | torchattacks side |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for name, r in ev["attacks"].items():
             side = f"`{r['torchattacks_spec']}`" + ("" if r["faithful"] else " (CE stand-in: no CW-Linf in torchattacks)")
-            lines.append(f"| {name} | {r['advkd_ips']:.1f} | {r['torchattacks_ips']:.1f} | {r['ratio']:.2f}x | {side} |")
+            lines.append(f"| {name} | {r['advkd_ips']:.1f} | {r['torchattacks_ips']:.1f} | {r['ratio']:.2f}x | {r['ratio_min']:.2f}x | {side} |")
     return "\n".join(lines)
 
 
@@ -454,7 +487,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-model", default=None, help="model of the evaluation benchmark (default: --student)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 128; quick: 32)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 3; quick: 2)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls of each function before timing (default 1)")
+    p.add_argument("--max-repeats", type=int, default=None,
+                   help="extra rounds run while a series spreads by more than 30%% (noisy machine), up to this many (default 2 x repeats)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed calls of each function before timing (default 1; for methods the first is the memory/pass-count call)")
     p.add_argument("--epoch", type=int, default=0, help="0-indexed epoch the methods are in (IAD-style warm-up ends at 'begin')")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0)
@@ -467,6 +503,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.clean_teacher = args.clean_teacher or args.teacher
+    if args.max_repeats is None:
+        args.max_repeats = 2 * args.repeats
     args.eval_model = args.eval_model or args.student
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1:
         p.error("--batch, --repeats and --warmup must be >= 1")
@@ -475,7 +513,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     fail = lambda msg: (err.print(f"error: {msg}"), 2)[1]  # noqa: E731
     if args.markdown:
         try:
@@ -508,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    setup = Setup(device, args.student, args.teacher, args.clean_teacher, args.batch, args.repeats, args.warmup,
-                  args.epoch, args.seed, x, y)
+    setup = Setup(device, args.student, args.teacher, args.clean_teacher, args.batch, args.repeats, args.max_repeats,
+                  args.warmup, args.epoch, args.seed, x, y)
     t_start = time.perf_counter()
     log = lambda msg: err.print(msg)  # noqa: E731
     teachers = make_teachers(setup)
@@ -523,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
@@ -533,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "clean_teacher": args.clean_teacher,
         "eval_model": args.eval_model,
         "repeats": args.repeats,
+        "max_repeats": args.max_repeats,
         "warmup": args.warmup,
         "epoch": args.epoch,
         "quick": args.quick,

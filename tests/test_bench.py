@@ -54,7 +54,7 @@ def test_quick_run_writes_the_documented_json(tmp_path, capsys):
             assert isinstance(r[key], (int, float)), (name, key)
         assert r["step_ips"] > 0 and r["floor_ips"] > 0 and r["overhead"] > 0
         assert r["peak_memory_bytes"] >= 0
-        assert len(r["step_s"]) == len(r["floor_s"]) == 1
+        assert len(r["step_s"]) == len(r["floor_s"]) >= 1  # more rounds run when the machine is noisy
         assert set(r["passes"]) >= {"method", "floor", "match"}
 
     attacks = data["evaluation"]["attacks"]
