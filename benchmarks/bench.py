@@ -32,8 +32,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # silence the CPU profiler's "no GPU" log line
 
@@ -53,7 +54,7 @@ EVAL_RATIO_TARGET = 1.2
 LOAD_LIMIT = 2.5
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "benchmarks/results/latest.json"
-FULL = {"student": "resnet8", "teacher": "resnet20", "batch": 128, "repeats": 3}
+FULL = {"student": "resnet8", "teacher": "resnet20", "batch": 128, "repeats": 5}
 QUICK = {"student": "tinycnn", "teacher": "tinycnn", "batch": 32, "repeats": 2}
 
 # Optimiser of both the method step and the floor (advkd's train loop uses SGD with momentum).
@@ -486,7 +487,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--clean-teacher", default=None, help="clean-teacher architecture of two-teacher methods (default: --teacher)")
     p.add_argument("--eval-model", default=None, help="model of the evaluation benchmark (default: --student)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 128; quick: 32)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 3; quick: 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 5; quick: 2)")
     p.add_argument("--max-repeats", type=int, default=None,
                    help="extra rounds run while a series spreads by more than 30%% (noisy machine), up to this many (default 2 x repeats)")
     p.add_argument("--warmup", type=int, default=1,
@@ -578,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "optimizer": {"name": "SGD", **SGD},
         "dtype": "float32",
+        # allocator / threading settings change CPU results a lot (see README "CPU allocator")
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_")) or k == "LD_PRELOAD"},
         "memory_method": mem_methods[0] if len(mem_methods) == 1 else mem_methods,
         "student_param_bytes": model_bytes(build_model(args.student, num_classes=10)),
         "load_avg_before": load_before,

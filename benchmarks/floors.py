@@ -24,6 +24,12 @@ arithmetic (sign, step, project, clip: a few element-wise ops per step), the los
 (B x C arithmetic), ``.item()`` logging, balancer state updates and train/eval switching.
 The floor's outer loss is a plain cross-entropy on each gradient-carrying output; the floor ends
 with the same ``zero_grad / backward / SGD step`` as the method step.
+
+Order: the floor runs its no-grad teacher forwards *before* the gradient-carrying student
+forwards, the order with the lowest peak memory (a teacher forward's temporaries never coexist
+with the student's autograd graph). A method that computes its teacher targets after ``S(x*)``
+does the same arithmetic but needs more memory, and on CPU pays for it in page faults
+(fresh pages from the allocator); that shows up as overhead and as a higher peak.
 """
 from __future__ import annotations
 
