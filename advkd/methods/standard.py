@@ -114,8 +114,9 @@ class TRADES(Method):
         logits = student(x)
         natural = F.cross_entropy(logits, y)
         logits_adv = student(x_adv)
-        target_logits = student(x) if self.p.bn_side_forward else logits
-        robust = kl_div(logits_adv, F.softmax(target_logits, dim=1), "batchmean")
+        if self.p.bn_side_forward:  # the reference's second S(x): same output in train mode, only BN moves
+            side_forward(student, x)
+        robust = kl_div(logits_adv, F.softmax(logits, dim=1), "batchmean")
         loss = natural + self.p.beta * robust
         return loss, {"loss": loss.item(), "loss_natural": natural.item(), "loss_robust": robust.item(), "train_acc": _acc(logits, y)}
 
