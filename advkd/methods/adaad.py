@@ -90,17 +90,20 @@ class AdaAD(Method):
 
     def loss(self, student, x, x_adv, y):
         red = self.reduction
+        # x* is fixed after perturb, so T(x*) is a constant target: one no-grad forward per batch,
+        # taken before the student's graph exists
+        target_adv = F.softmax(self.teacher_logits("teacher", x_adv), dim=1)
+        target_nat = F.softmax(self.teacher_logits("teacher", x), dim=1) if self.p.alpha != 1 else None
         if self.p.alpha != 1:
             logits_nat = student(x)
         elif self.p.bn_side_forward:
             side_forward(student, x)
         logits_adv = student(x_adv)
-        # x* is fixed after perturb, so T(x*) is a constant target: one no-grad forward per batch
-        adv = kl_div(logits_adv, F.softmax(self.teacher_logits("teacher", x_adv), dim=1), red)
+        adv = kl_div(logits_adv, target_adv, red)
         loss = self.p.alpha * adv
         logs = {"loss_adv": adv.item()}
         if self.p.alpha != 1:
-            nat = kl_div(logits_nat, F.softmax(self.teacher_logits("teacher", x), dim=1), red)
+            nat = kl_div(logits_nat, target_nat, red)
             loss = loss + (1 - self.p.alpha) * nat
             logs["loss_nat"] = nat.item()
         logs["loss"] = loss.item()
@@ -162,6 +165,7 @@ class AdaIAD(Method):
         tau = self.p.temperature
         introspect = self.epoch >= self.p.begin
         need_clean = introspect or self.p.alpha != 1
+        teacher_adv = self.teacher_logits("teacher", x_adv)  # no-grad, before the student graph
         # reference clean forwards: one before S(x*), then (introspection target) and the CE one after it
         logits_nat = student(x) if need_clean else None
         if self.p.bn_side_forward and not need_clean:
@@ -170,7 +174,6 @@ class AdaIAD(Method):
         if self.p.bn_side_forward:
             for _ in range(1 + int(introspect)):
                 side_forward(student, x)
-        teacher_adv = self.teacher_logits("teacher", x_adv)
         distill = kl_div(logits_adv / tau, tempered_probs(teacher_adv, tau), "batchmean")
         loss = self.p.alpha * tau * tau * distill
         logs = {"loss_distill": distill.item()}

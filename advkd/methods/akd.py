@@ -61,8 +61,8 @@ class AKD(Method):
         return self.student_ce_attack(student, x, y, train=self.p.attack_bn == "train")
 
     def loss(self, student, x, x_adv, y):
+        teacher = tempered_probs(self.teacher_logits("teacher", x_adv), self.p.temperature)  # before the student graph
         logits_adv = student(x_adv)
-        teacher = tempered_probs(self.teacher_logits("teacher", x_adv), self.p.temperature)
         onehot = F.one_hot(y, num_classes=logits_adv.shape[1]).to(teacher.dtype)
         target = self.p.beta * teacher + (1 - self.p.beta) * onehot
         loss = -(target * F.log_softmax(logits_adv, dim=1)).sum(dim=1).mean()

@@ -52,8 +52,8 @@ class ARD(Method):
 
     def loss(self, student, x, x_adv, y):
         tau = self.p.temperature
+        teacher = tempered_probs(self.teacher_logits("teacher", x), tau)  # before the student graph
         logits_adv = student(x_adv)
-        teacher = tempered_probs(self.teacher_logits("teacher", x), tau)
         distill = kl_div(logits_adv / tau, teacher, self.p.reduction)
         loss = self.p.alpha * tau * tau * distill
         logs = {"loss_distill": distill.item()}

@@ -211,9 +211,9 @@ class FairARD(ClassWeighted):
 
     def loss(self, student, x, x_adv, y):
         tau = self.p.temperature
+        teacher = tempered_probs(self.teacher_logits("teacher", x), tau)  # no-grad target first
         logits_adv = student(x_adv)
         w = self.sample_weights(y, logits_adv.dtype)
-        teacher = tempered_probs(self.teacher_logits("teacher", x), tau)
         kl = kl_div(logits_adv / tau, teacher, "none") / self.num_classes  # per sample, mean over classes
         distill = (w * kl).mean()
         loss = self.p.alpha * tau * tau * distill

@@ -126,8 +126,9 @@ class IAD(Method):
     def loss(self, student, x, x_adv, y):
         tau = self.p.temperature
         introspect = self.epoch >= self.p.begin
+        teacher_clean = tempered_probs(self.teacher_logits("teacher", x), tau)  # no-grad targets first
+        teacher_adv = self.teacher_logits("teacher", x_adv) if introspect else None
         logits_adv = student(x_adv)
-        teacher_clean = tempered_probs(self.teacher_logits("teacher", x), tau)
         distill = kl_div(logits_adv / tau, teacher_clean, "batchmean")
         loss = self.p.alpha * tau * tau * distill
         logs = {"loss_distill": distill.item()}
@@ -139,7 +140,7 @@ class IAD(Method):
         if self.p.bn_side_forward:
             for _ in range(reference_clean - int(need_clean)):
                 side_forward(student, x)
-        loss = introspective_tail(loss, logs, self.teacher_logits("teacher", x_adv) if introspect else None, logits_adv, logits_nat, y, self.p)
+        loss = introspective_tail(loss, logs, teacher_adv, logits_adv, logits_nat, y, self.p)
         return loss, logs
 
 
@@ -192,9 +193,9 @@ class IAD2(Method):
     def loss(self, student, x, x_adv, y):
         tau, a1, a2 = self.p.temperature, self.p.alpha1, self.p.alpha2
         introspect = self.epoch >= self.p.begin
-        logits_adv = student(x_adv)
-        robust_logits = self.teacher_logits("robust_teacher", x_adv)
+        robust_logits = self.teacher_logits("robust_teacher", x_adv)  # no-grad targets first
         clean_logits = self.teacher_logits("clean_teacher", x_adv)
+        logits_adv = student(x_adv)
         robust_kl = kl_div(logits_adv / tau, tempered_probs(robust_logits, tau), "none")
         clean_kl = kl_div(logits_adv / tau, tempered_probs(clean_logits, tau), "batchmean")
         ce = F.cross_entropy(logits_adv, y)

@@ -76,15 +76,15 @@ class LMTN(Method):
         return F.softmax(z / self.p.temperature, dim=1)
 
     def loss(self, student, x, x_adv, y):
-        logits_adv = student(x_adv)  # train mode: BN updated on x' first, then on x (as B-MTARD)
-        logits_nat = student(x)
-        mode = self.p.teacher_input
+        mode = self.p.teacher_input  # teacher targets first (no-grad; see MTARD.loss)
         if mode == "same":
             q_adv, q_nat = self._target(x_adv, x_adv), self._target(x, x)
         elif mode == "clean":
             q_adv = q_nat = self._target(x, x)
         else:  # split
             q_adv = q_nat = self._target(x, x_adv)
+        logits_adv = student(x_adv)  # train mode: BN updated on x' first, then on x (as B-MTARD)
+        logits_nat = student(x)
         scale = self.kl_scale
         loss_adv = scale * klm(logits_adv, q_adv)
         loss_nat = scale * klm(logits_nat, q_nat)

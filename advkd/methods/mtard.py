@@ -148,10 +148,12 @@ class BMTARD(Method):
 
     # ------------------------------------------------------------------ outer objective
     def loss(self, student, x, x_adv, y):
-        logits_adv = student(x_adv)  # train mode: BN updated on x' first ...
-        logits_nat = student(x)  # ... then on x (spec 3.6 steps 3-4)
+        # Teacher targets first: frozen no-grad forwards, so the order changes no number, and none
+        # of their activations coexist with the student's autograd graph (lower peak memory).
         q_adv = F.softmax(self.teacher_logits("robust_teacher", x_adv) / self.tau_adv, dim=1)
         q_nat = F.softmax(self.teacher_logits("clean_teacher", x) / self.tau_nat, dim=1)
+        logits_adv = student(x_adv)  # train mode: BN updated on x' first ...
+        logits_nat = student(x)  # ... then on x (spec 3.6 steps 3-4)
         scale = self.kl_scale
         loss_adv = scale * klm(logits_adv, q_adv)
         loss_nat = scale * klm(logits_nat, q_nat)
