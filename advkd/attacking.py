@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from advkd.accel import FastPaths, resolve_fast_paths
 from advkd.attacks import ATTACKS
 from advkd.checkpoint import load_checkpoint, sha256_file
 from advkd.data import load_split
@@ -131,8 +132,9 @@ class AttackReport:
 
 def make_record(
     ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, label: str, n: int, batch_size: int, seed: int,
-    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None,
+    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths | None = None,
 ) -> dict[str, Any]:
+    fast = fast or FastPaths(fold_bn=False)
     eps = outcome.eps
     record = {
         "checkpoint": str(ckpt),
@@ -153,7 +155,8 @@ def make_record(
         "robust_flags": pack_flags(outcome.correct),
         "batch_size": batch_size,
         "attack_seed": seed,
-        "precision": "fp32",
+        "precision": fast.precision,
+        "fast_paths": fast.as_record(),
         "seconds": outcome.seconds,
         "sanity_flags": flags,
         "versions": env["versions"],
@@ -190,8 +193,13 @@ def run_attack(
     reporter: Reporter,
     surrogate: Path | None = None,
     set_items: list[str] | None = None,
+    fast_flags: dict[str, bool | None] | None = None,
 ) -> AttackReport:
-    """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records."""
+    """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records.
+
+    ``fast_flags``: amp / channels_last / fold_bn as given on the command line (None = default;
+    evaluation runs in fp32 unless ``amp`` is set, and every record says which precision it used).
+    """
     from advkd.train import pick_device
 
     ids = attack_list(suite, attacks, default_suite="transfer" if surrogate else "quick")
@@ -200,6 +208,7 @@ def run_attack(
     if n_examples < 0 or batch_size < 1:
         raise AdvkdError("--n-examples must be >= 0 and --batch-size >= 1")
     dev = setup(pick_device(device))
+    fast = resolve_fast_paths(dev, amp_default=False, **(fast_flags or {}))
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(runs_dir)
     model, meta = load_checkpoint(ckpt, device=dev)
     crafter, surrogate_info = None, None
@@ -215,7 +224,7 @@ def run_attack(
     state_dir = Path(runs_dir) / "attack-state" / f"{sha256_file(ckpt)[:16]}-{len(data)}-{eps_parsed.value:.6f}"
     outcomes = evaluate(
         model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
-        attack_params=attack_params, state_dir=state_dir,
+        attack_params=attack_params, state_dir=state_dir, fast=fast,
     )
     if is_main():
         shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
@@ -228,7 +237,8 @@ def run_attack(
     flags = sanity_flags(accs, model_was_training=bool(outcomes[CLEAN].extra.get("model_was_training")))
     env = environment(dev)
     records = [
-        make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags, surrogate=surrogate_info)
+        make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags,
+                    surrogate=surrogate_info, fast=fast)
         for a, o in outcomes.items()
     ]
     if is_main():

@@ -24,7 +24,7 @@ from torch import nn
 from advkd.errors import AdvkdError
 
 FORMAT = "advkd-checkpoint-v1"
-JSON_KEYS = ("teachers", "metrics", "config", "arch_map")
+JSON_KEYS = ("teachers", "metrics", "config", "arch_map", "fast_paths")
 PREFIXES = ("module.", "_orig_mod.", "model.")
 
 

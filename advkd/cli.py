@@ -69,6 +69,13 @@ SelectOpt = Annotated[Optional[Select], typer.Option("--select", help="Metric th
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset into --data-dir if it is missing (needs network).")]
 AttackSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Attack parameter: ATTACK.PARAM=VALUE (aa.version=plus, square.n_queries=1000, cwinf.step_size=2/255). Repeatable.")]
 DatasetOpt = Annotated[Dataset, typer.Option("--dataset", help="Dataset.")]
+# speed switches (advkd.accel): None = the device's default
+AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: on for CUDA, off for CPU).", show_default=False)]
+EvalAmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the attacked model (default off: fp32; each record names its precision).", show_default=False)]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for CUDA, off for CPU).", show_default=False)]
+CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the student and teachers (default: on for CUDA, off for CPU).", show_default=False)]
+DataOnDeviceOpt = Annotated[Optional[bool], typer.Option("--data-on-device/--data-on-host", help="Keep the uint8 training set on the device and augment there (default), or on the host with pinned async copies.", show_default=False)]
+FoldBnOpt = Annotated[Optional[bool], typer.Option("--fold-bn/--no-fold-bn", help="Evaluate a copy of the model with eval-mode BatchNorm folded into the preceding convolutions (default on: same function, fewer passes).", show_default=False)]
 
 
 def _print_version(value: bool) -> None:
@@ -107,13 +114,15 @@ def _method_help(teacher_free: bool | None) -> str:
 # ----------------------------------------------------------------------------- training commands
 
 
-def _train(kind: str, g: Globals, *, preset, set_items, flags: dict[str, Any], resume: bool, download: bool) -> None:
+def _train(kind: str, g: Globals, *, preset, set_items, flags: dict[str, Any], resume: bool, download: bool, fast_flags: dict[str, Any]) -> None:
+    from advkd.accel import resolve_fast_paths
     from advkd.distributed import setup
     from advkd.train import pick_device, run
 
     cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=set_items, flags=flags)
     device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
-    summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=resume, download=download, reporter=Reporter())
+    fast = resolve_fast_paths(device, **fast_flags)
+    summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=resume, download=download, reporter=Reporter(), fast=fast)
     if not is_main():
         return
     if summary.already_complete:
@@ -149,17 +158,22 @@ def pretrain_teacher(
     save_every: SaveEveryOpt = None,
     select: SelectOpt = None,
     download: DownloadOpt = False,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_models: CompileOpt = None,
+    data_on_device: DataOnDeviceOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
 ) -> None:
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    fast_flags = {"amp": amp, "channels_last": channels_last, "compile": compile_models, "data_on_device": data_on_device}
     flags = _train_flags(
         method=method, arch=arch, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, train_subset=train_subset,
         eval_examples=n_examples, name=name, save_every=save_every, select=select, seed=g.seed,
     )
-    _train("pretrain-teacher", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download)
+    _train("pretrain-teacher", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download, fast_flags=fast_flags)
 
 
 @app.command(help="Distill a student from one or two teachers (or train a teacher-free baseline student).\n\nMethods:\n\n" + _method_help(None))
@@ -183,18 +197,23 @@ def distill(
     save_every: SaveEveryOpt = None,
     select: SelectOpt = None,
     download: DownloadOpt = False,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_models: CompileOpt = None,
+    data_on_device: DataOnDeviceOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
 ) -> None:
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    fast_flags = {"amp": amp, "channels_last": channels_last, "compile": compile_models, "data_on_device": data_on_device}
     teachers = {r: s for r, s in (("teacher", teacher), ("clean_teacher", clean_teacher), ("robust_teacher", robust_teacher)) if s}
     flags = _train_flags(
         method=method, arch=student, dataset=dataset, teachers=teachers, epochs=epochs, batch_size=batch_size, lr=lr,
         train_subset=train_subset, eval_examples=n_examples, name=name, save_every=save_every, select=select, seed=g.seed,
     )
-    _train("distill", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download)
+    _train("distill", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download, fast_flags=fast_flags)
 
 
 # ----------------------------------------------------------------------------- attack
@@ -220,6 +239,9 @@ def attack(
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
     set_items: AttackSetOpt = None,
+    amp: EvalAmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    fold_bn: FoldBnOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -228,9 +250,11 @@ def attack(
     from advkd.attacking import run_attack
 
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    fast_flags = {"amp": amp, "channels_last": channels_last, "fold_bn": fold_bn}
     report = run_attack(
         checkpoint, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
         data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=set_items,
+        fast_flags=fast_flags,
     )
     _show(report, output)
 
@@ -260,6 +284,9 @@ def transfer_attack(
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
     set_items: AttackSetOpt = None,
+    amp: EvalAmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    fold_bn: FoldBnOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -268,10 +295,11 @@ def transfer_attack(
     from advkd.attacking import run_attack
 
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
+    fast_flags = {"amp": amp, "channels_last": channels_last, "fold_bn": fold_bn}
     report = run_attack(
         target, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
         data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), surrogate=surrogate,
-        set_items=set_items,
+        set_items=set_items, fast_flags=fast_flags,
     )
     _show(report, output)
 
@@ -371,6 +399,9 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback."""
+    from advkd.accel import tune_malloc
+
+    tune_malloc()  # before the first large allocation
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="advkd", standalone_mode=False)

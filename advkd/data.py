@@ -480,7 +480,7 @@ class TrainBatches:
 
     def __init__(self, data: TensorData, batch_size: int, *, seed: int, augment: bool = True,
                  device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, resident: bool = True) -> None:
         if batch_size < 1:
             raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
         if world_size < 1 or not 0 <= rank < world_size:
@@ -488,8 +488,12 @@ class TrainBatches:
         if len(data) == 0:
             raise AdvkdError("cannot train on an empty dataset")
         self.device = torch.device(device)
-        self.images = data.images.to(self.device)   # stays uint8; converted per batch
-        self.labels = data.labels.to(self.device)
+        # uint8 on the device and augmented there (resident); or kept on the host, each batch
+        # gathered into pinned memory and copied asynchronously, when the set should not occupy
+        # device memory
+        home = self.device if resident or self.device.type != "cuda" else torch.device("cpu")
+        self.images = data.images.to(home)   # stays uint8; converted per batch
+        self.labels = data.labels.to(home)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.augment = augment
@@ -520,17 +524,19 @@ class TrainBatches:
         """Yield ``(x float32 [0,1], y int64)`` on ``device`` for every batch of ``epoch``."""
         if int(epoch) < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
-        idx = self.indices(epoch).to(self.device)
+        idx = self.indices(epoch).to(self.images.device)
         gen = None
         if self.augment:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(_derive_seed("advkd-train-aug", self.seed, int(epoch), self.rank))
         for b in range(len(self)):
             sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.images[sel]
+            x, y = self.images[sel], self.labels[sel]
+            if x.device != self.device:
+                x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
             if gen is not None:
                 x = augment_crop_flip(x, generator=gen)
-            yield to_float(x), self.labels[sel]
+            yield to_float(x), y
 
 
 def eval_batches(data: TensorData, batch_size: int, *, device: torch.device | str = "cpu", rank: int = 0,

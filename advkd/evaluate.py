@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advkd.accel import FastPaths, autocast, eval_model, to_memory_format
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
@@ -81,17 +82,19 @@ def _build(attack_id: str, eps: Eps, params: dict[str, Any], state_dir: Path | N
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int, device) -> torch.Tensor:
+def predict(model: nn.Module, data: TensorData, batch_size: int, device, fast: FastPaths | None = None) -> torch.Tensor:
     """Predicted labels for every example, in order (CPU tensor); sharded across ranks."""
+    fast = fast or FastPaths(fold_bn=False)
     start, stop = shard(len(data))
     out = torch.zeros(len(data), dtype=torch.long)
     for b in range(start, stop, batch_size):
         e = min(b + batch_size, stop)
-        out[b:e] = model(to_float(data.images[b:e].to(device))).argmax(1).cpu() + 1
+        x = to_memory_format(to_float(data.images[b:e].to(device)), fast)
+        out[b:e] = model(x).argmax(1).cpu() + 1
     return all_reduce_sum(out) - 1
 
 
-def _attack_points(attack, model, crafter, data: TensorData, idx: torch.Tensor, batch_size: int, device, task) -> torch.Tensor:
+def _attack_points(attack, model, crafter, data: TensorData, idx: torch.Tensor, batch_size: int, device, task, fast: FastPaths) -> torch.Tensor:
     """Robust flags (bool, len(idx)) of the points ``idx`` under ``attack`` crafted on ``crafter``.
 
     Under torchrun each rank attacks a contiguous share of ``idx``; flags are summed across ranks.
@@ -102,7 +105,7 @@ def _attack_points(attack, model, crafter, data: TensorData, idx: torch.Tensor, 
     for b in range(start, stop, max(chunk, 1)):
         e = min(b + chunk, stop)
         sel = idx[b:e]
-        x = to_float(data.images[sel].to(device))
+        x = to_memory_format(to_float(data.images[sel].to(device)), fast)
         y = data.labels[sel].to(device)
         x_adv = attack(crafter, x, y)
         with torch.no_grad():
@@ -131,6 +134,7 @@ def evaluate(
     attack_params: dict[str, dict[str, Any]] | None = None,
     surrogate: nn.Module | None = None,
     state_dir: Path | None = None,
+    fast: FastPaths | None = None,
 ) -> dict[str, Outcome]:
     """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``.
 
@@ -138,23 +142,27 @@ def evaluate(
     Returns attack id -> Outcome, clean included. ``surrogate``: transfer evaluation.
     ``state_dir``: where resumable attacks keep their progress (an interrupted AutoAttack run
     continues from its last finished stage when called again with the same folder).
+    ``fast``: speed switches (default: BN folded into convs, fp32, no layout change).
     """
+    fast = fast or FastPaths()
     eps = parse_eps(eps)
     reporter = reporter or Reporter(enabled=False)
     built = {a: _build(a, eps, (attack_params or {}).get(a, {}), state_dir) for a in attacks if a != CLEAN}
     modules = [m for m in (model, surrogate) if m is not None]
     out: dict[str, Outcome] = {}
     was_training = model.training
-    with training_mode(*modules, train=False):
+    with training_mode(*modules, train=False), autocast(torch.device(device), fast.amp):
+        net = eval_model(model, fast)
+        crafter = eval_model(surrogate, fast) if surrogate is not None else net
         t0 = time.perf_counter()
-        clean = predict(model, data, batch_size, device) == data.labels.cpu()
+        clean = predict(net, data, batch_size, device, fast) == data.labels.cpu()
         out[CLEAN] = Outcome(CLEAN, clean, time.perf_counter() - t0, threat_model="none", kind="clean", extra={"model_was_training": was_training} if was_training else {})
         idx = torch.nonzero(clean).flatten()
         for attack_id, attack in built.items():
             t0 = time.perf_counter()
             correct = torch.zeros(len(data), dtype=torch.bool)
             with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(idx) // world_size()) as task:
-                correct[idx] = _attack_points(attack, model, surrogate or model, data, idx, batch_size, device, task)
+                correct[idx] = _attack_points(attack, net, crafter, data, idx, batch_size, device, task, fast)
                 task.fields["acc"] = 100.0 * float(correct.float().mean()) if len(data) else 0.0
             extra = _stage_accuracies(attack, len(data))
             out[attack_id] = Outcome(

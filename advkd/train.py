@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import advkd
+from advkd.accel import FastPaths, apply_to_model, autocast, to_memory_format
 from advkd.checkpoint import atomic_write_text, save_checkpoint, unwrap
 from advkd.config import TrainConfig, config_to_dict
 from advkd.data import TensorData, TrainBatches, dataset_info, load_split
@@ -50,6 +51,7 @@ class Setup:
     eval_data: TensorData
     num_classes: int
     path: Path
+    fast: FastPaths = field(default_factory=FastPaths)
 
 
 @dataclass
@@ -102,8 +104,10 @@ def prepare(
     data_dir: str | Path,
     device: torch.device,
     download: bool = False,
+    fast: FastPaths | None = None,
 ) -> Setup:
     """Validate the config, load data, build model, teachers and method. Writes nothing."""
+    fast = fast or FastPaths()
     if cfg.kind == "pretrain-teacher" and METHODS.get(cfg.method).roles:
         raise AdvkdError(f"method {cfg.method} distills from teachers; use advkd distill, or a teacher-free method (natural, pgd-at, trades)")
     roles = METHODS.get(cfg.method).roles
@@ -129,11 +133,13 @@ def prepare(
         cfg.method, {r: t.model for r, t in teachers.items()}, num_classes=info.num_classes, dataset=cfg.dataset, **cfg.method_params
     )
     torch.manual_seed(cfg.seed)  # seed before building the model so its init is reproducible
-    model = build_model(cfg.arch, num_classes=info.num_classes, normalize=cfg.normalize).to(device)
+    model = apply_to_model(build_model(cfg.arch, num_classes=info.num_classes, normalize=cfg.normalize).to(device), fast)
+    for t in teachers.values():
+        apply_to_model(t.model, fast)
     name = cfg.name or default_name(cfg, {r: t.paper_arch for r, t in teachers.items()})
     cfg = dataclasses.replace(cfg, name=name)
     path = run_dir(runs_dir, cfg.kind, cfg.dataset, name)
-    return Setup(cfg, device, model, method, teachers, train_data, eval_data, info.num_classes, path)
+    return Setup(cfg, device, model, method, teachers, train_data, eval_data, info.num_classes, path, fast)
 
 
 # ----------------------------------------------------------------------------- files
@@ -160,6 +166,7 @@ def checkpoint_meta(setup: Setup, epoch: int, metrics: dict[str, Any]) -> dict[s
         "advkd_version": advkd.__version__,
         "kind": cfg.kind,
         "name": cfg.name,
+        "fast_paths": setup.fast.as_record(),
     }
 
 
@@ -221,7 +228,10 @@ def evaluates(cfg: TrainConfig, epoch: int) -> bool:
 def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
     cfg = setup.cfg
     attacks = [CLEAN] + ([cfg.eval_attack] if cfg.eval_attack else [])
-    out = evaluate(unwrap(setup.model), setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device, reporter=reporter)
+    out = evaluate(
+        unwrap(setup.model), setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device,
+        reporter=reporter, fast=dataclasses.replace(setup.fast, amp=False),  # selection numbers in fp32
+    )
     metrics = {"clean_acc": out[CLEAN].accuracy}
     if cfg.eval_attack:
         metrics["robust_acc"] = out[cfg.eval_attack].accuracy
@@ -232,15 +242,17 @@ def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
 def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter) -> dict[str, float]:
     """One epoch. The inner maximisation runs on the plain module (input gradients only); the
     outer loss runs through DistributedDataParallel under torchrun, which averages gradients."""
-    model, method = setup.model, setup.method
+    model, method, fast = setup.model, setup.method, setup.fast
     plain = unwrap(model)
     model.train()
     totals: dict[str, float] = {}
     seen = 0
     with reporter.task(f"epoch {epoch + 1}/{setup.cfg.epochs}", total=len(batches)) as task:
         for step, (x, y) in enumerate(batches.epoch(epoch)):
-            x_adv = method.perturb(plain, x, y)
-            loss, logs = method.loss(model, x, x_adv, y)
+            x = to_memory_format(x, fast)
+            with autocast(setup.device, fast.amp):  # forwards only; backward runs outside autocast
+                x_adv = method.perturb(plain, x, y)
+                loss, logs = method.loss(model, x, x_adv, y)
             if not _finite_everywhere(loss):
                 raise AdvkdError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower the lr (--set lr=...) "
@@ -273,7 +285,8 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
     if cfg.batch_size % world:
         raise AdvkdError(f"batch size {cfg.batch_size} is not divisible by the {world} torchrun processes; pick a multiple")
     batches = TrainBatches(
-        setup.train_data, cfg.batch_size // world, seed=cfg.seed, augment=cfg.augment, device=setup.device, rank=rank(), world_size=world
+        setup.train_data, cfg.batch_size // world, seed=cfg.seed, augment=cfg.augment, device=setup.device, rank=rank(), world_size=world,
+        resident=setup.fast.data_on_device,
     )
     rows = read_metrics(setup.path / METRICS)
     start, best_value, best_epoch = 0, None, -1
@@ -355,10 +368,11 @@ def run(
     resume: bool = False,
     download: bool = False,
     reporter: Reporter | None = None,
+    fast: FastPaths | None = None,
 ) -> Summary:
     """prepare -> open run dir -> fit; a run dir that never completed an epoch is removed on failure."""
     reporter = reporter or Reporter()
-    setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download)
+    setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download, fast=fast)
     state, created = open_run_dir(setup, resume=resume)
     reporter.log(f"{setup.cfg.kind} {setup.cfg.method}: {setup.cfg.arch} on {setup.cfg.dataset} -> {setup.path}")
     try:

@@ -44,7 +44,7 @@ from rich.table import Table  # noqa: E402
 
 import advkd  # noqa: E402
 import advkd.methods as methods  # noqa: E402
-from advkd import attacks  # noqa: E402
+from advkd import accel, attacks  # noqa: E402
 from advkd.models import build_model  # noqa: E402
 from benchmarks.floors import PassCounter, attack_start, floor_for, run_floor  # noqa: E402
 
@@ -307,7 +307,7 @@ def eval_pairs(model: torch.nn.Module) -> list[dict[str, Any]]:
     ]
 
 
-def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None]) -> dict[str, Any]:
+def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None], *, fold_bn: bool = True) -> dict[str, Any]:
     try:
         import torchattacks  # noqa: F401
     except ImportError:
@@ -317,12 +317,14 @@ def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None]) -> dic
     model = build_model(eval_model, num_classes=10).to(device).eval()
     with torch.no_grad():
         clean_acc = (model(x).argmax(1) == y).float().mean().item()
-    out: dict[str, Any] = {"model": eval_model, "init": "random (fixed seed)", "clean_acc": clean_acc, "attacks": {}}
+    out: dict[str, Any] = {"model": eval_model, "init": "random (fixed seed)", "clean_acc": clean_acc, "fold_bn": fold_bn, "attacks": {}}
+    # advkd attacks what ``advkd attack`` attacks: the BN-folded copy (same function) by default
+    net = accel.eval_model(model, accel.FastPaths(fold_bn=fold_bn))
     for pair in eval_pairs(model):
         adv_a, adv_t = {}, {}
 
         def run_advkd(a=pair["advkd"], store=adv_a) -> None:
-            store["x"] = a(model, x, y)
+            store["x"] = a(net, x, y)
 
         def run_ta(a=pair["torchattacks"], store=adv_t) -> None:
             store["x"] = a(x, y)
@@ -496,6 +498,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation-attack benchmark")
+    p.add_argument("--no-fold-bn", action="store_true", help="evaluation: attack the unfolded model (as advkd attack --no-fold-bn)")
+    p.add_argument("--no-mallopt", action="store_true", help="leave glibc malloc at its defaults (the CLI tunes it; ADVKD_NO_MALLOPT=1)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result file (default {DEFAULT_OUT})")
     p.add_argument("--markdown", metavar="JSON", default=None, help="print the Markdown tables of an existing result file and exit")
     args = p.parse_args(argv)
@@ -541,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001
             return fail(f"model {arch!r}: {e}")
 
+    mallopt = False if args.no_mallopt else accel.tune_malloc()  # as the advkd CLI does at start
     load_before = load_avg()
     if load_before and load_before[0] > LOAD_LIMIT:
         err.print(f"[yellow]warning: 1-minute load average {load_before[0]} > {LOAD_LIMIT}: timings will be noisy[/]")
@@ -553,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda msg: err.print(msg)  # noqa: E731
     teachers = make_teachers(setup)
     results = {name: bench_method(name, setup, teachers, log) for name in names}
-    evaluation = {} if args.no_eval else bench_eval(setup, args.eval_model, log)
+    evaluation = {} if args.no_eval else bench_eval(setup, args.eval_model, log, fold_bn=not args.no_fold_bn)
     load_after = load_avg()
     mem_methods = sorted({r["memory_method"] for r in results.values()})
     meta = {
@@ -579,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "optimizer": {"name": "SGD", **SGD},
         "dtype": "float32",
+        "mallopt": mallopt,
         # allocator / threading settings change CPU results a lot (see README "CPU allocator")
         "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MALLOC_", "OMP_", "MKL_", "KMP_")) or k == "LD_PRELOAD"},
         "memory_method": mem_methods[0] if len(mem_methods) == 1 else mem_methods,
