@@ -97,7 +97,7 @@ class Planner:
         self.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
         return path / BEST
 
-    def student(self, row, teachers: dict[str, str], params: dict[str, float]) -> Path:
+    def student(self, row, teachers: dict[str, str], params: dict[str, float | str]) -> Path:
         paths = {role: self.teacher(role, arch, row.dataset) for role, arch in teachers.items()}
         archs = {role: ARCH_ALIASES.get(a, a) for role, a in teachers.items()}
         name = _name(row.student, row.method, archs, self.student_preset, params)
@@ -158,8 +158,13 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
     """
     tid = lookup(table_id)
+    if tid.id in FIGURE_PLANS:
+        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples)
     if tid.is_figure:
-        raise AdvkdError(f"--plan covers the tables; {tid.id} is a figure (its runs are those of the tables it draws from)")
+        raise AdvkdError(
+            f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
+            f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
+        )
     csv_id = canonical_id(table_id)
     paper = csv_id.split("-")[0]
     table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
@@ -206,3 +211,60 @@ def _surrogate(planner: Planner, arch: str, dataset: str) -> Path:
 def _adaad_table4_teacher(dataset: str) -> str:
     """The distillation teacher of AdaAD Table 4's students is UNCONFIRMED: WRN-34-20 (spec open item 11)."""
     return "wrn34-20"
+
+
+# ----------------------------------------------------------------------------- figures
+
+FIG2_EPS = (8, 16, 24, 32)  # /255; the grid between 8 and 32 is UNCONFIRMED (spec single-teacher 3.4)
+FIG2_TEACHERS = ("wrn34-10", "wrn34-20")  # panels (a) and (b)
+FIGURE_SOURCES = {
+    "fig3": "train the checkpoints with the table2 plan, then run advkd landscape on them",
+    "bmtard-fig3": "the bmtard-table10 plan (the EBB/NLB ablation runs)",
+    "bmtard-fig4": "one bmtard run, e.g. from the bmtard-table3 plan",
+    "bmtard-fig5": "one bmtard run, e.g. from the bmtard-table3 plan",
+    "bmtard-fig6": "one bmtard run, e.g. from the bmtard-table3 plan",
+}
+
+
+@dataclass(frozen=True)
+class _SweepRow:
+    """The fields of a table row that :meth:`Planner.student` reads."""
+
+    dataset: str
+    student: str
+    method: str
+
+
+def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None) -> str:
+    """AdaAD Fig. 2: ResNet-18 students trained at inner eps {8,16,24,32}/255 (step eps/4, 10 steps),
+    one sweep per teacher (WRN-34-10, WRN-34-20), each evaluated clean and by AutoAttack at 8/255.
+
+    Only the training eps changes; eps 8/255 is the main-table run itself. ``--only method=X``
+    sweeps another method instead of AdaAD (which baselines the paper swept is UNCONFIRMED);
+    ``--only teacher=ARCH`` keeps one panel.
+    """
+    unknown = sorted(set(only) - {"method", "teacher", "student", "dataset"})
+    if unknown:
+        raise AdvkdError(f"--only {unknown[0]}=...: fig2's plan filters method, teacher, student or dataset")
+    method = only.get("method", "adaad")
+    student = only.get("student", "resnet18")
+    dataset = only.get("dataset", "cifar10")
+    teachers = [t for t in FIG2_TEACHERS if only.get("teacher", t) == t] or [only["teacher"]]
+    planner = Planner("adaad", preset, runs_dir, n_examples)
+    attacked = {r.get("checkpoint") for r in read_records(runs_dir / RESULTS_FILE) if r.get("attack") == "aa"}
+    row = _SweepRow(dataset, student, method)
+    for teacher in teachers:
+        roles = {} if method in TEACHER_FREE else {"teacher": teacher}
+        for e in FIG2_EPS:
+            params = {} if e == 8 else {"eps": f"{e}/255", "step_size": f"{e // 4}/255"}
+            ckpt = planner.student(row, roles, params)
+            if str(ckpt) not in attacked:
+                planner.attack(ckpt, "aa")
+        if not roles:
+            break  # a teacher-free baseline has one sweep, not one per teacher
+    head = f"# advkd plan for fig2 at {preset} scale: {len(planner.jobs)} jobs, {len(planner.commands())} still to run"
+    note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (spec single-teacher 3.4); evaluation stays at 8/255"
+    return "\n".join([head, note, *planner.commands()])
+
+
+FIGURE_PLANS = {"fig2": plan_fig2}

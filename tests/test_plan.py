@@ -90,3 +90,36 @@ def _expected_name(line: str) -> str:
     teachers = {r: Path(opts[f"--{r.replace('_', '-')}"]).parent.name.split("-")[0] for r in ("teacher", "clean_teacher", "robust_teacher") if f"--{r.replace('_', '-')}" in opts}
     teachers = {r: "-".join(Path(opts[f"--{r.replace('_', '-')}"]).parent.name.split("-")[:2]) if a.startswith("wrn") else a for r, a in teachers.items()}
     return default_name(cfg, teachers)
+
+
+def test_fig2_plan_sweeps_the_training_eps_and_fills_the_figure(tmp_path, capsys, monkeypatch):
+    import json
+    import shlex
+
+    fake_cifar10(tmp_path / "data")
+    monkeypatch.setenv("ADVKD_DATA_DIR", str(tmp_path / "data"))
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET)
+    runs = tmp_path / "runs"
+    assert main(["report", "fig2", "--plan", "--preset", "mini", "--runs-dir", str(runs)]) == 0
+    full = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")]
+    distills = [c for c in full if c.startswith("advkd distill")]
+    assert len(distills) == 8 and sum("--teacher" in c and "wrn34-20" in c for c in distills) == 4  # both panels
+    assert sum("method.eps=32/255" in c and "method.step_size=8/255" in c for c in distills) == 2
+    assert sum("method.eps" not in c for c in distills) == 2  # eps 8/255 is the main-table run itself
+    assert all("--suite aa" in c for c in full if c.startswith("advkd attack"))
+
+    args = ["report", "fig2", "--plan", "--preset", str(preset), "--runs-dir", str(runs), "--only", "teacher=wrn34-10", "--n-examples", "8"]
+    assert main(args) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")]
+    assert len(commands) == 1 + 4 + 4
+    for command in commands:  # in-process (the table plan above goes through bash)
+        assert main(shlex.split(command)[1:]) == 0, command
+    out = tmp_path / "fig2.png"
+    assert main(["report", "fig2", "--format", "png", "--out", str(out), "--runs-dir", str(runs)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["robust_attack"] == "aa" and data["missing"] == []
+    assert [s["x"] for s in data["panels"][1]["series"]] == [[8, 16, 24, 32]]
+    capsys.readouterr()
+    assert main(args) == 0  # everything done: nothing left to run
+    assert [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")] == []
