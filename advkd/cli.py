@@ -5,8 +5,10 @@ stderr with exit code 2 — see :func:`main`.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -114,15 +116,69 @@ def _method_help(teacher_free: bool | None) -> str:
 # ----------------------------------------------------------------------------- training commands
 
 
-def _train(kind: str, g: Globals, *, preset, set_items, flags: dict[str, Any], resume: bool, download: bool, fast_flags: dict[str, Any]) -> None:
+def with_options(template: Callable[..., None]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the keyword options of ``template`` (collected in its ``**opts``).
+
+    Typer reads a command's options from its signature, so commands that share a block of
+    options share it through one template function instead of repeating the declarations.
+    """
+    shared = list(inspect.signature(template, eval_str=True).parameters.values())
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _training_options(
+    dataset: DatasetOpt = Dataset("cifar10"),
+    preset: PresetOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    lr: LrOpt = None,
+    train_subset: SubsetOpt = None,
+    n_examples: NExamplesOpt = None,
+    set_items: SetOpt = None,
+    name: NameOpt = None,
+    resume: ResumeOpt = False,
+    save_every: SaveEveryOpt = None,
+    select: SelectOpt = None,
+    download: DownloadOpt = False,
+    amp: AmpOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_models: CompileOpt = None,
+    data_on_device: DataOnDeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+) -> None:
+    """The options of ``pretrain-teacher`` and ``distill`` (template for :func:`with_options`)."""
+
+
+def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags: Any) -> None:
+    """Resolve the config and the speed switches, train, and print the best checkpoint."""
     from advkd.accel import resolve_fast_paths
     from advkd.distributed import setup
     from advkd.train import pick_device, run
 
-    cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=set_items, flags=flags)
+    g = _globals(ctx, **{k: opts[k] for k in ("data_dir", "runs_dir", "device", "seed")})
+    flags = {
+        **command_flags,
+        **{k: opts[k] for k in ("dataset", "epochs", "batch_size", "lr", "train_subset", "name", "save_every", "select")},
+        "eval_examples": opts["n_examples"],
+        "seed": g.seed,
+    }
+    flags = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
+    cfg = resolve_config(TrainConfig(kind=kind), preset=opts["preset"], set_items=opts["set_items"], flags=flags)
     device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
-    fast = resolve_fast_paths(device, **fast_flags)
-    summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=resume, download=download, reporter=Reporter(), fast=fast)
+    fast = resolve_fast_paths(
+        device, amp=opts["amp"], channels_last=opts["channels_last"], compile=opts["compile_models"], data_on_device=opts["data_on_device"]
+    )
+    summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=opts["resume"], download=opts["download"],
+                  reporter=Reporter(), fast=fast)
     if not is_main():
         return
     if summary.already_complete:
@@ -132,51 +188,22 @@ def _train(kind: str, g: Globals, *, preset, set_items, flags: dict[str, Any], r
     typer.echo(f"best checkpoint: {summary.path / 'best.safetensors'} (epoch {summary.best_epoch + 1}{': ' + shown if shown else ''})")
 
 
-def _train_flags(**flags: Any) -> dict[str, Any]:
-    out = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
-    return out
-
-
 @app.command(
     "pretrain-teacher",
     help="Train a teacher (or a teacher-free baseline) from scratch.\n\nMethods:\n\n" + _method_help(teacher_free=True),
 )
+@with_options(_training_options)
 def pretrain_teacher(
     ctx: typer.Context,
     arch: Annotated[str, typer.Option("--arch", help="Architecture (resnet18, wrn34-10, rn56, ...).")],
     method: Annotated[str, typer.Option("--method", help="Teacher-free method: " + ", ".join(list_methods(teacher_free=True)) + ".")] = "trades",
-    dataset: DatasetOpt = Dataset("cifar10"),
-    preset: PresetOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    train_subset: SubsetOpt = None,
-    n_examples: NExamplesOpt = None,
-    set_items: SetOpt = None,
-    name: NameOpt = None,
-    resume: ResumeOpt = False,
-    save_every: SaveEveryOpt = None,
-    select: SelectOpt = None,
-    download: DownloadOpt = False,
-    amp: AmpOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    compile_models: CompileOpt = None,
-    data_on_device: DataOnDeviceOpt = None,
-    data_dir: DataDirOpt = None,
-    runs_dir: RunsDirOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
+    **opts: Any,
 ) -> None:
-    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
-    fast_flags = {"amp": amp, "channels_last": channels_last, "compile": compile_models, "data_on_device": data_on_device}
-    flags = _train_flags(
-        method=method, arch=arch, dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, train_subset=train_subset,
-        eval_examples=n_examples, name=name, save_every=save_every, select=select, seed=g.seed,
-    )
-    _train("pretrain-teacher", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download, fast_flags=fast_flags)
+    _train("pretrain-teacher", ctx, opts, method=method, arch=arch)
 
 
 @app.command(help="Distill a student from one or two teachers (or train a teacher-free baseline student).\n\nMethods:\n\n" + _method_help(None))
+@with_options(_training_options)
 def distill(
     ctx: typer.Context,
     method: Annotated[str, typer.Option("--method", help="Method: " + ", ".join(list_methods()) + ".")],
@@ -184,36 +211,10 @@ def distill(
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher of single-teacher methods: checkpoint path, ARCH (teacher store), ARCH:weights.pt or robustbench:ID.")] = None,
     clean_teacher: Annotated[Optional[str], typer.Option("--clean-teacher", help="Clean teacher of two-teacher methods (same forms as --teacher).")] = None,
     robust_teacher: Annotated[Optional[str], typer.Option("--robust-teacher", help="Robust teacher of two-teacher methods (same forms as --teacher).")] = None,
-    dataset: DatasetOpt = Dataset("cifar10"),
-    preset: PresetOpt = None,
-    epochs: EpochsOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    train_subset: SubsetOpt = None,
-    n_examples: NExamplesOpt = None,
-    set_items: SetOpt = None,
-    name: NameOpt = None,
-    resume: ResumeOpt = False,
-    save_every: SaveEveryOpt = None,
-    select: SelectOpt = None,
-    download: DownloadOpt = False,
-    amp: AmpOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    compile_models: CompileOpt = None,
-    data_on_device: DataOnDeviceOpt = None,
-    data_dir: DataDirOpt = None,
-    runs_dir: RunsDirOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
+    **opts: Any,
 ) -> None:
-    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
-    fast_flags = {"amp": amp, "channels_last": channels_last, "compile": compile_models, "data_on_device": data_on_device}
     teachers = {r: s for r, s in (("teacher", teacher), ("clean_teacher", clean_teacher), ("robust_teacher", robust_teacher)) if s}
-    flags = _train_flags(
-        method=method, arch=student, dataset=dataset, teachers=teachers, epochs=epochs, batch_size=batch_size, lr=lr,
-        train_subset=train_subset, eval_examples=n_examples, name=name, save_every=save_every, select=select, seed=g.seed,
-    )
-    _train("distill", g, preset=preset, set_items=set_items, flags=flags, resume=resume, download=download, fast_flags=fast_flags)
+    _train("distill", ctx, opts, method=method, arch=student, teachers=teachers)
 
 
 # ----------------------------------------------------------------------------- attack
@@ -228,12 +229,7 @@ def _attack_help() -> str:
     return f"Attacks:\n\n{attacks}\n\nSuites:\n\n{suites}"
 
 
-@app.command(help="Robust accuracy of a checkpoint under attacks; appends one record per attack to <runs-dir>/results.jsonl.\n\n" + _attack_help())
-def attack(
-    ctx: typer.Context,
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint (.safetensors); default: the best checkpoint of the newest run.", show_default=False)] = None,
-    suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (see below).")] = None,
-    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. clean,fgsm,pgd10.")] = None,
+def _evaluation_options(
     n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
@@ -247,25 +243,37 @@ def attack(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
 ) -> None:
+    """The options of ``attack`` and ``transfer-attack`` (template for :func:`with_options`)."""
+
+
+def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any], **command_args: Any) -> None:
+    """Run the attacks, append the records, print the table (rank 0)."""
     from advkd.attacking import run_attack
 
-    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
-    fast_flags = {"amp": amp, "channels_last": channels_last, "fold_bn": fold_bn}
+    g = _globals(ctx, **{k: opts[k] for k in ("data_dir", "runs_dir", "device", "seed")})
     report = run_attack(
-        checkpoint, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
-        data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=set_items,
-        fast_flags=fast_flags,
+        checkpoint, n_examples=opts["n_examples"], batch_size=opts["batch_size"], eps=opts["eps"], data_dir=g.data_dir,
+        runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"],
+        fast_flags={k: opts[k] for k in ("amp", "channels_last", "fold_bn")}, **command_args,
     )
-    _show(report, output)
-
-
-def _show(report, output: OutputFormat) -> None:
     if not is_main():
         return
-    if output.value == "json":
+    if opts["output"].value == "json":
         typer.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
     else:
         report.print_table()
+
+
+@app.command(help="Robust accuracy of a checkpoint under attacks; appends one record per attack to <runs-dir>/results.jsonl.\n\n" + _attack_help())
+@with_options(_evaluation_options)
+def attack(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint (.safetensors); default: the best checkpoint of the newest run.", show_default=False)] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (see below).")] = None,
+    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. clean,fgsm,pgd10.")] = None,
+    **opts: Any,
+) -> None:
+    _evaluate(ctx, checkpoint, opts, suite=suite, attacks=attacks)
 
 
 @app.command(
@@ -273,35 +281,16 @@ def _show(report, output: OutputFormat) -> None:
     help="Craft adversarial examples on a surrogate checkpoint and measure a target checkpoint's accuracy on them "
     "(AdaAD Table 4; B-MTARD Tables V/VI). Records name both checkpoints; attack ids get a 'transfer-' prefix.",
 )
+@with_options(_evaluation_options)
 def transfer_attack(
     ctx: typer.Context,
     surrogate: Annotated[Path, typer.Option("--surrogate", help="Checkpoint the examples are crafted on.")],
     target: Annotated[Path, typer.Option("--target", help="Checkpoint whose accuracy is measured.")],
     suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite: transfer (default), adaad-transfer, bmtard-transfer.")] = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. fgsm,pgd10,jsma.")] = None,
-    n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
-    eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
-    output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
-    set_items: AttackSetOpt = None,
-    amp: EvalAmpOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    fold_bn: FoldBnOpt = None,
-    data_dir: DataDirOpt = None,
-    runs_dir: RunsDirOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
+    **opts: Any,
 ) -> None:
-    from advkd.attacking import run_attack
-
-    g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
-    fast_flags = {"amp": amp, "channels_last": channels_last, "fold_bn": fold_bn}
-    report = run_attack(
-        target, suite=suite, attacks=attacks, n_examples=n_examples, batch_size=batch_size, eps=eps,
-        data_dir=g.data_dir, runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), surrogate=surrogate,
-        set_items=set_items, fast_flags=fast_flags,
-    )
-    _show(report, output)
+    _evaluate(ctx, target, opts, suite=suite, attacks=attacks, surrogate=surrogate)
 
 
 # ----------------------------------------------------------------------------- landscape
