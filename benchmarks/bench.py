@@ -470,6 +470,37 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare_markdown(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """Before/after table of two result files (``--markdown AFTER --before BEFORE``)."""
+    def label(r: dict[str, Any]) -> str:
+        m = r["meta"]
+        return f"git {str(m.get('git_sha') or '?')[:7]}, load {m['load_avg_before'][0] if m.get('load_avg_before') else '?'}"
+
+    lines = [
+        f"Before: {label(before)}; after: {label(after)} (same nets, batch and machine).",
+        "",
+        "| method | step img/s before | after | speed-up | overhead before | after | peak MiB before | after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, a in after["methods"].items():
+        b = before["methods"].get(name)
+        if b is None:
+            continue
+        lines.append(
+            f"| {name} | {b['step_ips']:.1f} | {a['step_ips']:.1f} | {a['step_ips'] / b['step_ips']:.2f}x | "
+            f"{b['overhead']:.2f} | {a['overhead']:.2f} | {mib(b['peak_memory_bytes'])} | {mib(a['peak_memory_bytes'])} |"
+        )
+    ev_b, ev_a = before.get("evaluation", {}).get("attacks", {}), after.get("evaluation", {}).get("attacks", {})
+    if ev_a:
+        lines += ["", "| attack | advkd img/s before | after | speed-up | vs torchattacks before | after |", "|---|---:|---:|---:|---:|---:|"]
+        for name, a in ev_a.items():
+            b = ev_b.get(name)
+            if b:
+                lines.append(f"| {name} | {b['advkd_ips']:.1f} | {a['advkd_ips']:.1f} | {a['advkd_ips'] / b['advkd_ips']:.2f}x | "
+                             f"{b['ratio']:.2f}x | {a['ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -502,6 +533,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-mallopt", action="store_true", help="leave glibc malloc at its defaults (the CLI tunes it; ADVKD_NO_MALLOPT=1)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result file (default {DEFAULT_OUT})")
     p.add_argument("--markdown", metavar="JSON", default=None, help="print the Markdown tables of an existing result file and exit")
+    p.add_argument("--before", metavar="JSON", default=None, help="with --markdown: also print a before/after table against this older result file")
     args = p.parse_args(argv)
     base = QUICK if args.quick else FULL
     for key, value in base.items():
@@ -522,7 +554,10 @@ def main(argv: list[str] | None = None) -> int:
     fail = lambda msg: (err.print(f"error: {msg}"), 2)[1]  # noqa: E731
     if args.markdown:
         try:
-            print(markdown(json.loads(Path(args.markdown).read_text())))
+            after = json.loads(Path(args.markdown).read_text())
+            print(markdown(after))
+            if args.before:
+                print("\n" + compare_markdown(json.loads(Path(args.before).read_text()), after))
         except (OSError, ValueError, KeyError) as e:
             return fail(f"cannot render {args.markdown}: {e}")
         return 0
