@@ -1,4 +1,4 @@
-"""Tests of the attack engine and the named attacks, on a tiny undefended model trained here.
+"""Tests of the attack engine and the named attacks, on a tiny undefended model (tests/tiny_nets.py).
 
 The model is an MLP with a BatchNorm on 3x8x8 images of 10 separable classes (clean accuracy
 ~100% after ~1 s of CPU training) that an eps = 8/255 Linf attack breaks.
@@ -25,43 +25,19 @@ from advkd.attacks import (
 )
 from advkd.errors import AdvkdError
 
+from tiny_nets import CLASSIFIER_C, CLASSIFIER_SHAPE, tiny_net, trained_classifier
+
 EPS = 8 / 255
-C, SHAPE = 10, (3, 8, 8)
+C, SHAPE = CLASSIFIER_C, CLASSIFIER_SHAPE  # 10 classes of (3, 8, 8) images
 LINF_ATTACKS = [n for n in list_attacks() if ATTACKS.get(n).threat_model == "Linf"]
 # settings that keep the registry-wide tests fast (the expensive defaults are tested elsewhere)
 CHEAP = {"cw2": {"steps": 20}, "spsa": {"iterations": 3, "samples_schedule": "20@0"}}
 
 
-def _tiny_net() -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(192, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, C))
-
-
 @pytest.fixture(scope="module")
 def data_model():
     """(model in eval mode, x_test, y_test): clean accuracy ~1.0, no parameter grads."""
-    gen = torch.Generator().manual_seed(1)
-    protos = torch.randn(C, *SHAPE, generator=gen)
-
-    def make(n: int):
-        y = torch.randint(0, C, (n,), generator=gen)
-        x = (0.5 + 0.04 * protos[y] + 0.08 * torch.randn(n, *SHAPE, generator=gen)).clamp(0, 1)
-        return x, y
-
-    xtr, ytr = make(4000)
-    xte, yte = make(300)
-    torch.manual_seed(0)
-    model = _tiny_net()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(5):
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(xtr), 100):
-            idx = perm[i : i + 100]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    opt.zero_grad(set_to_none=True)
+    model, xte, yte = trained_classifier(n_test=300)
     for p in model.parameters():
         assert p.grad is None
     return model, xte, yte
@@ -298,7 +274,7 @@ def test_attack_restores_modes_when_the_model_raises(data_model, name):
 
 
 def test_training_mode_restores_on_exception():
-    m = _tiny_net()
+    m = tiny_net()
     m.train()
     m[2].eval()
     before = _modes(m)

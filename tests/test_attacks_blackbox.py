@@ -1,7 +1,7 @@
 """Tests of AutoAttack (and its components), Square, RayS, JSMA and the gradient-estimation attack.
 
 Same tiny undefended model as tests/test_attacks.py (an MLP with a BatchNorm on 3x8x8 images of
-10 separable classes, trained here in ~1 s), few examples, budgets cut where the defaults would
+10 separable classes, trained by tests/tiny_nets.py in ~1 s), few examples, budgets cut where the defaults would
 be slow; the default settings themselves are checked on params, not by running them.
 """
 from __future__ import annotations
@@ -21,45 +21,20 @@ from advkd.attacks.jsma import JSMA
 from advkd.attacks.spsa import format_samples_schedule, parse_samples_schedule, samples_at
 from advkd.errors import AdvkdError
 
+from tiny_nets import CLASSIFIER_C, CLASSIFIER_SHAPE, trained_classifier
+
 pyautoattack = pytest.importorskip("pyautoattack")
 
 EPS = 8 / 255
-C, SHAPE = 10, (3, 8, 8)
+C, SHAPE = CLASSIFIER_C, CLASSIFIER_SHAPE  # 10 classes of (3, 8, 8) images
 D = 3 * 8 * 8
 AA_N, AA_BS = 24, 8  # AutoAttack: 3 library batches, so batch composition matters
-
-
-def _tiny_net() -> nn.Sequential:
-    return nn.Sequential(nn.Flatten(), nn.Linear(D, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, C))
 
 
 @pytest.fixture(scope="module")
 def data_model():
     """(model in eval mode, x_test, y_test): clean accuracy ~1.0, no parameter grads."""
-    gen = torch.Generator().manual_seed(1)
-    protos = torch.randn(C, *SHAPE, generator=gen)
-
-    def make(n: int):
-        y = torch.randint(0, C, (n,), generator=gen)
-        x = (0.5 + 0.04 * protos[y] + 0.08 * torch.randn(n, *SHAPE, generator=gen)).clamp(0, 1)
-        return x, y
-
-    xtr, ytr = make(4000)
-    xte, yte = make(64)
-    torch.manual_seed(0)
-    model = _tiny_net()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(5):
-        perm = torch.randperm(len(xtr))
-        for i in range(0, len(xtr), 100):
-            idx = perm[i : i + 100]
-            loss = F.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    opt.zero_grad(set_to_none=True)
-    return model, xte, yte
+    return trained_classifier(n_test=64)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

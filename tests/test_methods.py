@@ -16,25 +16,7 @@ from advkd.errors import AdvkdError
 from advkd.methods import METHODS, build, list_methods
 from advkd.methods.losses import kl_div, klm
 
-C = 5
-
-
-def linear_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, C))
-
-
-def bn_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, C))
-
-
-@pytest.fixture
-def batch():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 3, 4, 4, generator=g)
-    y = torch.randint(0, C, (6,), generator=g)
-    return x, y
+from tiny_nets import C, bn_net, linear_net
 
 
 def manual_kl(p: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

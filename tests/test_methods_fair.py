@@ -17,29 +17,10 @@ from advkd.attacks.engine import random_start
 from advkd.cli import main
 from advkd.methods import build
 
-C = 5
+from tiny_nets import C, bn_net, linear_net, make_batch
+
 EPS = 8 / 255
 STEP = 2 / 255
-
-
-def linear_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, C))
-
-
-def bn_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, C))
-
-
-def make_batch(seed: int, n: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, 4, 4, generator=g), torch.randint(0, C, (n,), generator=g)
-
-
-@pytest.fixture
-def batch():
-    return make_batch(0)
 
 
 def softmax(z):

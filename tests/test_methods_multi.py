@@ -20,25 +20,13 @@ from advkd.cli import main
 from advkd.errors import AdvkdError
 from advkd.methods import build
 
-C = 5
+from tiny_nets import C, bn_net, linear_net
+
 BOTH = ("clean_teacher", "robust_teacher")
 
 
-def linear_net(seed: int, scale: float = 1.0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, C))
-    with torch.no_grad():
-        net[1].weight.mul_(scale)
-        net[1].bias.mul_(scale)
-    return net
-
-
-def bn_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, C))
-
-
 def make_batch(seed: int, n: int = 6):
+    """tiny_nets.make_batch's (x, y) plus x_adv = x + 8/255 * random signs, all from one seeded generator."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 3, 4, 4, generator=g)
     y = torch.randint(0, C, (n,), generator=g)
