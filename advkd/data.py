@@ -1,4 +1,4 @@
-"""Datasets as whole in-memory uint8 tensors, plus deterministic batching and augmentation.
+"""Datasets as whole in-memory uint8 tensors (batching and augmentation: :mod:`advkd.batches`).
 
 Small image datasets fit in memory (CIFAR train is 150 MB as uint8), so every split is loaded
 once into a :class:`TensorData` and batches are cut with index tensors. That avoids DataLoader
@@ -10,17 +10,17 @@ Nothing is read or generated at import time.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from advkd.batches import crop_gather, derive_seed
 from advkd.errors import AdvkdError
 from advkd.registry import Registry
 
@@ -30,10 +30,6 @@ __all__ = [
     "dataset_info",
     "TensorData",
     "load_split",
-    "to_float",
-    "augment_crop_flip",
-    "TrainBatches",
-    "eval_batches",
     "SYNTHETIC_TRAIN_SIZE",
     "SYNTHETIC_TEST_SIZE",
     "SYNTHETIC_NUM_CLASSES",
@@ -63,9 +59,7 @@ Loader = Callable[[str, Path, bool, int], "TensorData"]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
-# ---------------------------------------------------------------------------------------------
-# Containers and info
-# ---------------------------------------------------------------------------------------------
+# -------------------- Containers and info
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ def dataset_info(name: str) -> DatasetInfo:
 class TensorData:
     """A whole split in memory: uint8 images (N, C, H, W) and int64 labels (N,).
 
-    uint8 keeps memory 4x smaller than float; conversion happens per batch (:func:`to_float`).
+    uint8 keeps memory 4x smaller than float; conversion happens per batch (:func:`advkd.batches.to_float`).
     """
 
     images: torch.Tensor
@@ -137,9 +131,7 @@ def load_split(name: str, split: str, data_dir: str | Path, *, download: bool = 
     return loader(split, root, bool(download), int(seed))
 
 
-# ---------------------------------------------------------------------------------------------
-# Helpers shared by the file-backed loaders
-# ---------------------------------------------------------------------------------------------
+# -------------------- Helpers shared by the file-backed loaders
 
 
 def _not_found(title: str, path: Path) -> AdvkdError:
@@ -209,9 +201,7 @@ def _read_cifar_pickle(path: Path, label_key: str, num_classes: int, title: str)
     return images, torch.from_numpy(labels)
 
 
-# ---------------------------------------------------------------------------------------------
-# CIFAR-10 / CIFAR-100
-# ---------------------------------------------------------------------------------------------
+# -------------------- CIFAR-10 / CIFAR-100
 
 
 @DATASETS.register("cifar10", help="CIFAR-10: 50k/10k 32x32 RGB images, 10 classes", num_classes=10, image_size=32)
@@ -232,9 +222,7 @@ def _load_cifar100(split: str, data_dir: Path, download: bool, seed: int) -> Ten
     return TensorData(images, labels)
 
 
-# ---------------------------------------------------------------------------------------------
-# Tiny ImageNet (original tiny-imagenet-200 layout, decoded once and cached as safetensors)
-# ---------------------------------------------------------------------------------------------
+# -------------------- Tiny ImageNet (original tiny-imagenet-200 layout, decoded once and cached as safetensors)
 
 
 def _is_jpeg(p: Path) -> bool:
@@ -369,29 +357,7 @@ def _load_tinyimagenet(split: str, data_dir: Path, download: bool, seed: int) ->
     return data
 
 
-# ---------------------------------------------------------------------------------------------
-# Synthetic (no files; for smoke tests and CI)
-# ---------------------------------------------------------------------------------------------
-
-
-def _derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any tuple of parts (Python's hash() is salted per process)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def _crop_gather(padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int,
-                 flip: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-image (h, w) windows at offsets (oy, ox) of ``padded`` (N, C, Hp, Wp), optionally
-    mirrored left-right, with one gather instead of a Python loop over images."""
-    n, c, hp, wp = padded.shape
-    dev = padded.device
-    rows = oy.to(dev).view(n, 1) + torch.arange(h, device=dev).view(1, h)        # (N, h)
-    cols = ox.to(dev).view(n, 1) + torch.arange(w, device=dev).view(1, w)        # (N, w)
-    if flip is not None:
-        cols = torch.where(flip.to(dev).view(n, 1), cols.flip(1), cols)
-    idx = (rows.view(n, h, 1) * wp + cols.view(n, 1, w)).view(n, 1, h * w).expand(n, c, h * w)
-    return padded.reshape(n, c, hp * wp).gather(2, idx).view(n, c, h, w)
+# -------------------- Synthetic (no files; for smoke tests and CI)
 
 
 def _synthetic(split: str, seed: int) -> TensorData:
@@ -403,17 +369,17 @@ def _synthetic(split: str, seed: int) -> TensorData:
     big = s + 2 * shift
     protos = []
     for c in range(k):
-        g = torch.Generator().manual_seed(_derive_seed("advkd-synthetic-prototype", c))
+        g = torch.Generator().manual_seed(derive_seed("advkd-synthetic-prototype", c))
         low = torch.randn(1, 3, 5, 5, generator=g)
         protos.append(torch.nn.functional.interpolate(low, size=(big, big), mode="bicubic", align_corners=False))
     proto = torch.cat(protos)                                                   # (K, 3, big, big)
     proto = (proto - proto.mean()) / proto.std()
 
     n = SYNTHETIC_TRAIN_SIZE if split == "train" else SYNTHETIC_TEST_SIZE
-    g = torch.Generator().manual_seed(_derive_seed("advkd-synthetic-sample", int(seed), split))
+    g = torch.Generator().manual_seed(derive_seed("advkd-synthetic-sample", int(seed), split))
     labels = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
     offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=g)
-    x = _crop_gather(proto[labels], offsets[:, 0], offsets[:, 1], s, s)          # (N, 3, s, s)
+    x = crop_gather(proto[labels], offsets[:, 0], offsets[:, 1], s, s)          # (N, 3, s, s)
     contrast = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=g)
     brightness = 30.0 * torch.randn(n, 1, 1, 1, generator=g)
     noise = 40.0 * torch.randn(n, 3, s, s, generator=g)
@@ -425,138 +391,3 @@ def _synthetic(split: str, seed: int) -> TensorData:
                    num_classes=SYNTHETIC_NUM_CLASSES, image_size=SYNTHETIC_IMAGE_SIZE)
 def _load_synthetic(split: str, data_dir: Path, download: bool, seed: int) -> TensorData:
     return _synthetic(split, seed)
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversion and augmentation
-# ---------------------------------------------------------------------------------------------
-
-
-def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]: attacks and eps budgets work in [0, 1] pixel space."""
-    return images_uint8.to(torch.float32).div_(255.0)
-
-
-def augment_crop_flip(x: torch.Tensor, *, padding: int = 4,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """RandomCrop(H, padding) with zero padding + horizontal flip (p=0.5), independently per image.
-
-    Vectorised (one gather), so it costs nothing next to a forward pass on CPU or GPU. Random draws,
-    in this order: ``offsets = randint(0, 2*padding+1, (N, 2))`` (column 0: row offset, column 1:
-    column offset into the padded image), then ``flip = rand(N) < 0.5``. They come from ``generator``
-    on its own device (then moved to ``x``'s), or from the global RNG of ``x``'s device when None.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"expected (N, C, H, W), got shape {tuple(x.shape)}")
-    if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
-    n, c, h, w = x.shape
-    draw_dev = generator.device if generator is not None else x.device
-    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=draw_dev)
-    flip = torch.rand(n, generator=generator, device=draw_dev) < 0.5
-    if n == 0:
-        return x.clone()
-    if padding:
-        padded = x.new_zeros(n, c, h + 2 * padding, w + 2 * padding)
-        padded[:, :, padding:padding + h, padding:padding + w] = x
-    else:
-        padded = x
-    return _crop_gather(padded, offsets[:, 0], offsets[:, 1], h, w, flip)
-
-
-# ---------------------------------------------------------------------------------------------
-# Batching
-# ---------------------------------------------------------------------------------------------
-
-
-class TrainBatches:
-    """Deterministic shuffled batches: epoch ``e`` is a pure function of ``(seed, e, rank, world_size)``.
-
-    Like DistributedSampler under ``world_size > 1``: every rank draws the same global permutation,
-    pads it to a multiple of ``world_size`` by wrapping, and takes ``rank::world_size``, so all ranks
-    get the same number of batches (collectives stay in step). ``drop_last`` drops each rank's final
-    short batch.
-    """
-
-    def __init__(self, data: TensorData, batch_size: int, *, seed: int, augment: bool = True,
-                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False, resident: bool = True) -> None:
-        if batch_size < 1:
-            raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"bad rank {rank} for world size {world_size}")
-        if len(data) == 0:
-            raise AdvkdError("cannot train on an empty dataset")
-        self.device = torch.device(device)
-        # uint8 on the device and augmented there (resident); or kept on the host, each batch
-        # gathered into pinned memory and copied asynchronously, when the set should not occupy
-        # device memory
-        home = self.device if resident or self.device.type != "cuda" else torch.device("cpu")
-        self.images = data.images.to(home)   # stays uint8; converted per batch
-        self.labels = data.labels.to(home)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.augment = augment
-        self.rank = int(rank)
-        self.world_size = int(world_size)
-        self.drop_last = drop_last
-        self.num_samples = math.ceil(len(data) / self.world_size)   # per rank, after padding
-        self.total_size = self.num_samples * self.world_size
-        if drop_last and self.num_samples < self.batch_size:
-            raise AdvkdError(f"batch size {batch_size} exceeds the {self.num_samples} examples per rank "
-                             f"and drop_last is set, so an epoch would have no batches")
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
-
-    def indices(self, epoch: int) -> torch.Tensor:
-        """This rank's example indices for ``epoch``, in visiting order (CPU int64)."""
-        n = len(self.labels)
-        g = torch.Generator().manual_seed(_derive_seed("advkd-train-perm", self.seed, int(epoch)))
-        perm = torch.randperm(n, generator=g)
-        if self.total_size > n:
-            perm = perm.repeat(math.ceil(self.total_size / n))[: self.total_size]
-        return perm[self.rank:: self.world_size]
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(x float32 [0,1], y int64)`` on ``device`` for every batch of ``epoch``."""
-        if int(epoch) < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        idx = self.indices(epoch).to(self.images.device)
-        gen = None
-        if self.augment:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(_derive_seed("advkd-train-aug", self.seed, int(epoch), self.rank))
-        for b in range(len(self)):
-            sel = idx[b * self.batch_size:(b + 1) * self.batch_size]
-            x, y = self.images[sel], self.labels[sel]
-            if x.device != self.device:
-                x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-            if gen is not None:
-                x = augment_crop_flip(x, generator=gen)
-            yield to_float(x), y
-
-
-def eval_batches(data: TensorData, batch_size: int, *, device: torch.device | str = "cpu", rank: int = 0,
-                 world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(x float32 [0,1], y int64, global indices int64)`` on ``device`` in stored order.
-
-    Rank ``r`` gets the contiguous shard ``r`` of ``world_size`` near-equal shards (the first
-    ``N % world_size`` shards hold one extra example), with no padding, so the ranks together cover
-    every example exactly once and per-rank results concatenate in rank order.
-    """
-    if batch_size < 1:
-        raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"bad rank {rank} for world size {world_size}")
-    n = len(data)
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    stop = start + base + (1 if rank < extra else 0)
-    dev = torch.device(device)
-    for b in range(start, stop, batch_size):
-        e = min(b + batch_size, stop)
-        x = to_float(data.images[b:e].to(dev))
-        yield x, data.labels[b:e].to(dev), torch.arange(b, e, device=dev)

@@ -25,7 +25,8 @@ from advkd.accel import FastPaths, autocast, eval_model, to_memory_format
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
-from advkd.data import TensorData, to_float
+from advkd.batches import to_float
+from advkd.data import TensorData
 from advkd.distributed import all_reduce_sum, rank, shard, world_size
 from advkd.epsilon import Eps, parse_eps
 from advkd.progress import Reporter

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from advkd.batches import to_float
 from advkd.checkpoint import load_checkpoint, sha256_file
-from advkd.data import load_split, to_float
+from advkd.data import load_split
 from advkd.errors import AdvkdError
 from advkd.methods import build
 from advkd.report.knowledge import knowledge_records

@@ -41,8 +41,9 @@ from torch import Tensor, nn
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
+from advkd.batches import to_float
 from advkd.checkpoint import atomic_write_text, atomic_write_with, load_checkpoint, read_metadata, unwrap
-from advkd.data import TensorData, load_split, to_float
+from advkd.data import TensorData, load_split
 from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
 from advkd.progress import Reporter

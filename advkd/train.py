@@ -23,9 +23,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 import advkd
 from advkd.accel import FastPaths, apply_to_model, autocast, to_memory_format
+from advkd.batches import TrainBatches
 from advkd.checkpoint import atomic_write_text, save_checkpoint, unwrap
 from advkd.config import TrainConfig, config_to_dict
-from advkd.data import TensorData, TrainBatches, dataset_info, load_split
+from advkd.data import TensorData, dataset_info, load_split
 from advkd.distributed import all_gather_object, all_reduce_sum, barrier, is_distributed, is_main, on_main, rank, sync_buffers, world_size
 from advkd.errors import AdvkdError
 from advkd.evaluate import CLEAN, evaluate, w_robust

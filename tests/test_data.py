@@ -11,16 +11,8 @@ import pytest
 import torch
 
 from advkd import data as D
-from advkd.data import (
-    DATASETS,
-    TensorData,
-    TrainBatches,
-    augment_crop_flip,
-    dataset_info,
-    eval_batches,
-    load_split,
-    to_float,
-)
+from advkd.batches import TrainBatches, augment_crop_flip, eval_batches, to_float
+from advkd.data import DATASETS, TensorData, dataset_info, load_split
 from advkd.errors import AdvkdError
 
 # ---------------------------------------------------------------------------------------------
