@@ -315,10 +315,8 @@ def landscape(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
 ) -> None:
-    from rich.table import Table
-
     from advkd.landscape import landscape as run_landscape
-    from advkd.landscape import plot_landscape
+    from advkd.landscape import plot_landscape, summary_table
     from advkd.train import pick_device
 
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
@@ -330,16 +328,9 @@ def landscape(
     )
     out = out or Path(g.runs_dir) / "landscape" / "landscape.png"
     plot_landscape(results, out)
-    table = Table(title=f"weight-loss landscape -> {out}", title_justify="left")
-    table.add_column("checkpoint")
-    table.add_column("adv. loss at 0", justify="right")
-    table.add_column("sharpness", justify="right")
-    for r in results:
-        mid = len(r.alphas) // 2
-        table.add_row(r.label, f"{r.losses[0][mid]:.4f}", f"{r.sharpness:.4f}")
     from rich.console import Console
 
-    Console().print(table)
+    Console().print(summary_table(results, out))
 
 
 # ----------------------------------------------------------------------------- report

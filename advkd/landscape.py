@@ -339,6 +339,20 @@ def load_landscape(path: str | Path) -> list[LandscapeResult]:
         raise AdvkdError(f"{path} is not an advkd landscape JSON file ({e})") from None
 
 
+def summary_table(results: list[LandscapeResult], out_png: str | Path):
+    """The terminal summary: per checkpoint, the adversarial loss at the trained weights and the sharpness."""
+    from rich.table import Table
+
+    table = Table(title=f"weight-loss landscape -> {out_png}", title_justify="left")
+    table.add_column("checkpoint")
+    table.add_column("adv. loss at 0", justify="right")
+    table.add_column("sharpness", justify="right")
+    for r in results:
+        mid = len(r.alphas) // 2
+        table.add_row(r.label, f"{r.losses[0][mid]:.4f}", f"{r.sharpness:.4f}")
+    return table
+
+
 def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title: str | None = None) -> None:
     """One thin line per direction per checkpoint, one colour per checkpoint; PNG and JSON beside it."""
     if not results:
