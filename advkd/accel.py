@@ -111,17 +111,21 @@ def eval_model(model: nn.Module, paths: FastPaths) -> nn.Module:
     """The module evaluation should call: ``model`` itself, or (``fold_bn``, eval mode) a traced
     copy with conv->BN pairs folded. Pre-activation BNs (BN before its conv) stay as they are;
     a model torch.fx cannot trace is evaluated unfolded. ``model`` is never modified."""
-    if not paths.fold_bn or model.training:
-        return fp32_logits(model) if paths.amp else model
+    net = _folded(model) if paths.fold_bn and not model.training else model
+    return fp32_logits(net) if paths.amp else net
+
+
+def _folded(model: nn.Module) -> nn.Module:
+    """An eval-only traced copy of ``model`` with conv->BN pairs fused, or ``model`` if untraceable."""
     from torch.fx.experimental.optimization import fuse
 
     try:
         folded = fuse(model, inplace=False)
     except Exception:  # untraceable (data-dependent control flow): evaluate as is  # noqa: BLE001
-        return fp32_logits(model) if paths.amp else model
+        return model
     folded.eval()
     folded.requires_grad_(False)  # evaluation needs input gradients only
-    return fp32_logits(folded) if paths.amp else folded
+    return folded
 
 
 def to_memory_format(x: torch.Tensor, paths: FastPaths) -> torch.Tensor:

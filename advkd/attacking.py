@@ -132,9 +132,8 @@ class AttackReport:
 
 def make_record(
     ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, label: str, n: int, batch_size: int, seed: int,
-    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths | None = None,
+    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths,
 ) -> dict[str, Any]:
-    fast = fast or FastPaths(fold_bn=False)
     eps = outcome.eps
     record = {
         "checkpoint": str(ckpt),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from advkd.distributed import shard_bounds
 from advkd.errors import AdvkdError
 
 if TYPE_CHECKING:  # data.py imports this module; the dataset type is only needed for hints
@@ -165,10 +166,7 @@ def eval_batches(data: TensorData, batch_size: int, *, device: torch.device | st
         raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"bad rank {rank} for world size {world_size}")
-    n = len(data)
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    stop = start + base + (1 if rank < extra else 0)
+    start, stop = shard_bounds(len(data), rank, world_size)
     dev = torch.device(device)
     for b in range(start, stop, batch_size):
         e = min(b + batch_size, stop)

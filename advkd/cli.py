@@ -164,7 +164,7 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
     from advkd.distributed import setup
     from advkd.train import pick_device, run
 
-    g = _globals(ctx, **{k: opts[k] for k in ("data_dir", "runs_dir", "device", "seed")})
+    g = _globals(ctx, **opts)
     flags = {
         **command_flags,
         **{k: opts[k] for k in ("dataset", "epochs", "batch_size", "lr", "train_subset", "name", "save_every", "select")},
@@ -250,7 +250,7 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
     """Run the attacks, append the records, print the table (rank 0)."""
     from advkd.attacking import run_attack
 
-    g = _globals(ctx, **{k: opts[k] for k in ("data_dir", "runs_dir", "device", "seed")})
+    g = _globals(ctx, **opts)
     report = run_attack(
         checkpoint, n_examples=opts["n_examples"], batch_size=opts["batch_size"], eps=opts["eps"], data_dir=g.data_dir,
         runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"],

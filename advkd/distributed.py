@@ -113,9 +113,14 @@ def sync_buffers(model: torch.nn.Module) -> None:
             dist.broadcast(buf, src=0)
 
 
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous [start, stop) share of n items among ``world`` (the first
+    n % world get one more): together the shares cover every item once, in rank order."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
 def shard(n: int) -> tuple[int, int]:
-    """This rank's contiguous [start, stop) share of n items (the first n % world get one more)."""
-    w, r = world_size(), rank()
-    base, extra = divmod(n, w)
-    start = r * base + min(r, extra)
-    return start, start + base + (1 if r < extra else 0)
+    """This process's share of n items (:func:`shard_bounds` at the current rank)."""
+    return shard_bounds(n, rank(), world_size())

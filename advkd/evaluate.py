@@ -25,7 +25,7 @@ from advkd.accel import FastPaths, autocast, eval_model, to_memory_format
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
-from advkd.batches import to_float
+from advkd.batches import eval_batches, to_float
 from advkd.data import TensorData
 from advkd.distributed import all_reduce_sum, rank, shard, world_size
 from advkd.epsilon import Eps, parse_eps
@@ -83,15 +83,11 @@ def _build(attack_id: str, eps: Eps, params: dict[str, Any], state_dir: Path | N
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int, device, fast: FastPaths | None = None) -> torch.Tensor:
+def predict(model: nn.Module, data: TensorData, batch_size: int, device, fast: FastPaths) -> torch.Tensor:
     """Predicted labels for every example, in order (CPU tensor); sharded across ranks."""
-    fast = fast or FastPaths(fold_bn=False)
-    start, stop = shard(len(data))
     out = torch.zeros(len(data), dtype=torch.long)
-    for b in range(start, stop, batch_size):
-        e = min(b + batch_size, stop)
-        x = to_memory_format(to_float(data.images[b:e].to(device)), fast)
-        out[b:e] = model(x).argmax(1).cpu() + 1
+    for x, _, i in eval_batches(data, batch_size, device=device, rank=rank(), world_size=world_size()):
+        out[i.cpu()] = model(to_memory_format(x, fast)).argmax(1).cpu() + 1
     return all_reduce_sum(out) - 1
 
 
