@@ -185,7 +185,7 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
         typer.echo(f"{summary.path} is already complete; nothing to do")
     best = summary.best_metrics
     shown = ", ".join(f"{k} {best[k]:.2f}%" for k in ("clean_acc", "robust_acc", "w_robust") if k in best)
-    typer.echo(f"best checkpoint: {summary.path / 'best.safetensors'} (epoch {summary.best_epoch + 1}{': ' + shown if shown else ''})")
+    typer.echo(f"best checkpoint: {summary.path / 'best.safetensors'} (epoch {summary.best_epoch}{': ' + shown if shown else ''})")
 
 
 @app.command(
@@ -356,6 +356,7 @@ def report(
     preset: Annotated[str, typer.Option("--preset", help="Scale of the plan: mini, paper, or a preset name / YAML path.")] = "mini",
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Plan only these cells: COLUMN=VALUE (student=resnet18, teacher=wrn34-10, dataset=cifar10, method=adaad). Repeatable.")] = None,
     n_examples: Annotated[Optional[int], typer.Option("--n-examples", help="Plan: attack the first N test images (default: each command's default, 1000).")] = None,
+    ranking: Annotated[bool, typer.Option("--ranking", help="Add how well our order of methods agrees with the paper's, per column (Kendall's tau, flipped pairs).")] = False,
     runs_dir: RunsDirOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -364,7 +365,7 @@ def report(
     g = _globals(ctx, runs_dir=runs_dir, data_dir=data_dir)
     text = run_report(
         table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
-        data_dir=g.data_dir,
+        data_dir=g.data_dir, ranking=ranking,
     )
     if text is not None:
         typer.echo(text)

@@ -48,8 +48,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: Literal["piecewise", "cosine"] = "piecewise"
-    milestones: list[int] = field(default_factory=lambda: [100, 150])  # 0-indexed epochs where lr *= lr_gamma
+    milestones: list[int] = field(default_factory=lambda: [100, 150])  # epochs completed after which lr *= lr_gamma
     lr_gamma: float = 0.1
+    lr_step: Literal["epoch", "iteration"] = "epoch"  # set the lr once per epoch, or before every batch from the fractional epoch (SCORE)
     # data
     train_subset: int = 0  # 0 = the whole training split; N = its first N images
     augment: bool = True
@@ -60,7 +61,7 @@ class TrainConfig:
     eval_eps: str = "8/255"
     eval_batch_size: int = 256
     eval_every: int = 1  # evaluate after every N-th epoch (and after the first and the last)
-    eval_dense_from: int = 0  # from this 0-indexed epoch on, evaluate every epoch (B-MTARD: 215); 0 = off
+    eval_dense_from: int = 0  # from this epoch number (1-based, as printed) on, evaluate every epoch (B-MTARD: 215); 0 = off
     select: str = "pgd10"  # pgd10 (robust acc under eval_attack) | clean | w_robust | last
     save_every: int = 0  # also keep epoch-NNN.safetensors every N epochs (0 = never)
     seed: int = 0
@@ -281,6 +282,12 @@ def _canonical_run(cfg: TrainConfig) -> dict[str, str]:
     }
 
 
+def _method_train_defaults(method: str) -> dict[str, Any]:
+    from advkd.methods import METHODS
+
+    return dict(METHODS.get(method).train_defaults)
+
+
 def resolve_config(
     base: TrainConfig,
     *,
@@ -288,13 +295,17 @@ def resolve_config(
     set_items: list[str] | None,
     flags: dict[str, Any],
 ) -> TrainConfig:
-    """Layer defaults < preset (train, methods, rules) < --set < explicit flags.
+    """Layer defaults < the method's own training defaults < preset (train, methods, rules) <
+    --set < explicit flags.
 
-    Flags whose value is None are absent. Method hyper-parameters layer the same way.
+    Flags whose value is None are absent. Method hyper-parameters layer the same way. A method's
+    training defaults are what its reference script does regardless of scale (SCORE sets the lr
+    every iteration), so every preset inherits them unless it says otherwise.
     """
     set_train, set_method = parse_set(set_items)
     given = {k: v for k, v in flags.items() if v is not None}
     probe = apply_overrides(apply_overrides(base, set_train, where="--set"), given, where="flags")
+    base = apply_overrides(base, _method_train_defaults(probe.method), where=f"method {probe.method} training defaults")
     cfg = dataclasses.replace(base, scale="custom")
     method_params: dict[str, Any] = dict(base.method_params)
     if preset:

@@ -238,7 +238,7 @@ def sharpness(alphas: list[float], losses: list[list[float]]) -> float:
 def _label(meta: dict[str, Any], path: Path) -> str:
     arch = meta.get("paper_arch") or meta.get("arch") or "?"
     epoch = meta.get("epoch")
-    return f"{meta.get('method') or '?'} {arch}" + (f" epoch {int(epoch) + 1}" if epoch is not None else f" {path.stem}")
+    return f"{meta.get('method') or '?'} {arch}" + (f" epoch {int(epoch)}" if epoch is not None else f" {path.stem}")
 
 
 def landscape(

@@ -23,9 +23,12 @@ def _list() -> RichTable:
 
 def run_report(
     table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
-    only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None,
+    only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None, ranking: bool = False,
 ) -> str | None:
-    """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file."""
+    """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file.
+
+    ``ranking`` adds the per-column Kendall's tau of our method order against the paper's to the
+    footer (and to the JSON as ``ranking``)."""
     console = Console()
     if table_id == "list":
         console.print(_list())
@@ -61,6 +64,11 @@ def run_report(
         except AdvkdError as e:
             console.print(f"[yellow]{e}[/yellow]", highlight=False)
     table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
+    if ranking:
+        from advkd.report.ranking import ranking_footer, rankings
+
+        table.footer += ranking_footer(table)
+        table.ranking = [r.as_dict() for r in rankings(table)]
     rendered = render(table, fmt)
     if fmt == "rich":
         if out is not None:

@@ -20,12 +20,12 @@ from advkd.errors import AdvkdError
 if TYPE_CHECKING:
     from advkd.methods import Method
 
-STATE_FORMAT = "advkd-resume-v1"
+STATE_FORMAT = "advkd-resume-v2"  # v2: epoch and best_epoch are 1-based epoch numbers (epochs completed)
 
 
 @dataclass
 class ResumeState:
-    epoch: int
+    epoch: int  # epochs completed = the number of the last completed epoch (1-based)
     best_value: float | None
     best_epoch: int
     method_state: dict[str, Any]
@@ -106,9 +106,15 @@ def load_resume(path: Path, setup: Any) -> ResumeState:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-        if meta.get("advkd_format") != STATE_FORMAT:
-            raise ValueError("not an advkd resume state")
+        found = meta.get("advkd_format")
+        if found != STATE_FORMAT:
+            raise ValueError("not an advkd resume state" if found is None else found)
         state = json.loads(meta["state"])
+    except ValueError as e:
+        if str(e).startswith("advkd-resume-"):
+            raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; "
+                             "start a new run with --name") from None
+        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); start a new run with --name") from None
     except Exception as e:  # any failure here means the file cannot be trusted
         raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); start a new run with --name") from None
     return ResumeState(

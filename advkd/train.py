@@ -70,11 +70,23 @@ class Summary:
 # ----------------------------------------------------------------------------- schedule
 
 
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate for 0-indexed ``epoch`` (set once per epoch, as the AdaAD repo does)."""
+def lr_at(cfg: TrainConfig, t: float) -> float:
+    """Learning rate at training time ``t``, in epochs completed (``t = 0`` is the first batch).
+
+    A milestone ``m`` counts completed epochs, as PyTorch's ``MultiStepLR`` and every reference
+    script do: the rate drops once ``t >= m``, so with ``lr_step=epoch`` (``t`` = epochs
+    completed before this one, set once per epoch as the AdaAD repo does) epoch ``m + 1`` is the
+    first at the lower rate, and with ``lr_step=iteration`` (SCORE's ``epoch + (i + 1) / n``,
+    set before every batch) the last batch of epoch ``m`` already is.
+    """
     if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
-    return cfg.lr * cfg.lr_gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t / cfg.epochs))
+    return cfg.lr * cfg.lr_gamma ** sum(1 for m in cfg.milestones if t >= m)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.SGD:
@@ -220,10 +232,11 @@ def select_value(cfg: TrainConfig, metrics: dict[str, Any]) -> float | None:
     return metrics.get(key)
 
 
-def evaluates(cfg: TrainConfig, epoch: int) -> bool:
-    """Evaluate after the first and last epoch, every ``eval_every``-th, and every one from ``eval_dense_from``."""
-    dense = cfg.eval_dense_from > 0 and epoch >= cfg.eval_dense_from
-    return epoch == 0 or epoch == cfg.epochs - 1 or (epoch + 1) % cfg.eval_every == 0 or dense
+def evaluates(cfg: TrainConfig, number: int) -> bool:
+    """Evaluate after epoch 1 and the last, every ``eval_every``-th, and every one from epoch
+    ``eval_dense_from`` on (epoch numbers count from 1, as printed: B-MTARD's ``epoch >= 215``)."""
+    dense = cfg.eval_dense_from > 0 and number >= cfg.eval_dense_from
+    return number == 1 or number == cfg.epochs or number % cfg.eval_every == 0 or dense
 
 
 def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
@@ -241,15 +254,19 @@ def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
 
 
 def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter) -> dict[str, float]:
-    """One epoch. The inner maximisation runs on the plain module (input gradients only); the
-    outer loss runs through DistributedDataParallel under torchrun, which averages gradients."""
-    model, method, fast = setup.model, setup.method, setup.fast
+    """One epoch (0-indexed ``epoch``). The inner maximisation runs on the plain module (input
+    gradients only); the outer loss runs through DistributedDataParallel under torchrun, which
+    averages gradients. With ``lr_step=iteration`` the lr is set before every batch."""
+    model, method, fast, cfg = setup.model, setup.method, setup.fast, setup.cfg
     plain = unwrap(model)
     model.train()
     totals: dict[str, float] = {}
     seen = 0
-    with reporter.task(f"epoch {epoch + 1}/{setup.cfg.epochs}", total=len(batches)) as task:
+    per_iteration = cfg.lr_step == "iteration"
+    with reporter.task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches)) as task:
         for step, (x, y) in enumerate(batches.epoch(epoch)):
+            if per_iteration:
+                set_lr(optimizer, lr_at(cfg, epoch + (step + 1) / len(batches)))
             x = to_memory_format(x, fast)
             with autocast(setup.device, fast.amp):  # forwards only; backward runs outside autocast
                 x_adv = method.perturb(plain, x, y)
@@ -290,56 +307,56 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         resident=setup.fast.data_on_device,
     )
     rows = read_metrics(setup.path / METRICS)
-    start, best_value, best_epoch = 0, None, -1
+    start, best_value, best_epoch = 0, None, 0  # epochs completed; best_epoch is an epoch number (0: none yet)
     if state is not None:
         state.apply(setup.model, optimizer, method, rank=rank())
-        start, best_value, best_epoch = state.epoch + 1, state.best_value, state.best_epoch
+        start, best_value, best_epoch = state.epoch, state.best_value, state.best_epoch
         rows = [r for r in rows if r["epoch"] <= state.epoch]
         write_metrics(setup.path / METRICS, rows)
         if start >= cfg.epochs:
             return Summary(setup.path, 0, best_epoch, _row(rows, best_epoch), rows[-1] if rows else {}, True, unwrap(setup.model), method.state_dict())
-        reporter.log(f"resuming {setup.path} after epoch {state.epoch + 1}")
+        reporter.log(f"resuming {setup.path} after epoch {state.epoch}")
     else:
         torch.manual_seed(cfg.seed + 1 + rank())  # the training noise stream: per rank, independent of model init
     if is_distributed():
         setup.model = DistributedDataParallel(setup.model, device_ids=[setup.device] if setup.device.type == "cuda" else None)
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, cfg.epochs):  # 0-indexed inside the loop; every record says epoch + 1
         t0 = time.perf_counter()
-        lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = lr_at(cfg, epoch)  # with lr_step=iteration, train_epoch sets it again before every batch
+        set_lr(optimizer, lr)
         method.start_epoch(epoch, lr / cfg.lr)
-        row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
         row.update(train_epoch(setup, batches, optimizer, epoch, reporter))
         sync_buffers(unwrap(setup.model))
         method.end_epoch(epoch, lr_at(cfg, epoch + 1) / cfg.lr)
         row.update({f"method_{k}": v for k, v in method.epoch_metrics().items()})
-        if evaluates(cfg, epoch):
+        if evaluates(cfg, epoch + 1):
             row.update(evaluate_epoch(setup, reporter))
         row["seconds"] = time.perf_counter() - t0
         value = select_value(cfg, row)
         if value is not None and (best_value is None or value > best_value):  # strict: first epoch reaching the max
-            best_value, best_epoch = value, epoch
+            best_value, best_epoch = value, epoch + 1
         rows.append(row)
         rng = all_gather_object(rng_states())
         if is_main():
-            _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch, rng)
+            _commit_epoch(setup, optimizer, epoch + 1, row, rows, best_value, best_epoch, rng)
         barrier()
         reporter.log(_epoch_line(cfg, row, best_epoch))
     return Summary(setup.path, cfg.epochs - start, best_epoch, _row(rows, best_epoch), rows[-1], False, unwrap(setup.model), method.state_dict())
 
 
-def _commit_epoch(setup, optimizer, epoch, row, rows, best_value, best_epoch, rng) -> None:
-    """Write metrics and checkpoints, then the resume state last: it is the commit point."""
+def _commit_epoch(setup, optimizer, number, row, rows, best_value, best_epoch, rng) -> None:
+    """Write metrics and checkpoints of epoch ``number`` (1-based), then the resume state last:
+    it is the commit point."""
     path, cfg = setup.path, setup.cfg
     write_metrics(path / METRICS, rows)
-    meta = checkpoint_meta(setup, epoch, row)
+    meta = checkpoint_meta(setup, number, row)
     save_checkpoint(path / LAST, setup.model, meta)
-    if best_epoch == epoch or not (path / BEST).exists():
+    if best_epoch == number or not (path / BEST).exists():
         save_checkpoint(path / BEST, setup.model, meta)
-    if cfg.save_every and (epoch + 1) % cfg.save_every == 0:
-        save_checkpoint(path / f"epoch-{epoch + 1:03d}.safetensors", setup.model, meta)
-    save_resume(path / RESUME, setup, optimizer, epoch, best_value, best_epoch, rng)
+    if cfg.save_every and number % cfg.save_every == 0:
+        save_checkpoint(path / f"epoch-{number:03d}.safetensors", setup.model, meta)
+    save_resume(path / RESUME, setup, optimizer, number, best_value, best_epoch, rng)
 
 
 def _row(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
@@ -347,12 +364,12 @@ def _row(rows: list[dict[str, Any]], epoch: int) -> dict[str, Any]:
 
 
 def _epoch_line(cfg: TrainConfig, row: dict[str, Any], best_epoch: int) -> str:
-    parts = [f"epoch {row['epoch'] + 1}/{cfg.epochs}", f"lr {row['lr']:.4g}", f"loss {row.get('train_loss', float('nan')):.4f}"]
+    parts = [f"epoch {row['epoch']}/{cfg.epochs}", f"lr {row['lr']:.4g}", f"loss {row.get('train_loss', float('nan')):.4f}"]
     if "clean_acc" in row:
         parts.append(f"clean {row['clean_acc']:.2f}%")
     if "robust_acc" in row:
         parts.append(f"{cfg.eval_attack} {row['robust_acc']:.2f}%")
-    parts.append(f"best epoch {best_epoch + 1}")
+    parts.append(f"best epoch {best_epoch}")
     parts.append(f"{row['seconds']:.1f}s")
     return " | ".join(parts)
 

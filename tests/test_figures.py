@@ -147,7 +147,7 @@ def test_landscape_of_checkpoints_plot_and_fig3(tmp_path):
         save_checkpoint(p, tiny_model(i), {"arch": "tinycnn", "num_classes": "10", "dataset": "synthetic", "method": method, "epoch": "99"})
         paths.append(p)
     results = landscape(paths, data_dir=tmp_path, n_examples=6, directions=2, points=3, attack="fgsm", batch_size=8, reporter=QUIET)
-    assert [r.label for r in results] == ["pgd-at tinycnn epoch 100", "adaad tinycnn epoch 100"]
+    assert [r.label for r in results] == ["pgd-at tinycnn epoch 99", "adaad tinycnn epoch 99"]  # metadata epochs are 1-based, shown as stored
     for r in results:
         assert r.sharpness == pytest.approx(sharpness(r.alphas, r.losses)) and r.sharpness >= 0
         s = r.settings

@@ -157,7 +157,7 @@ def test_weights_apply_from_the_next_epoch_only(batch):
     s, t = linear_net(0), linear_net(1)
     y = s(x).argmax(1)
     y[::2] = (y[::2] + 2) % C  # some classes right, some wrong: kappa_bar differs across classes
-    m = build("fair-ard", {"teacher": t}, num_classes=C, init="zero", steps=3, alpha=0.5, temperature=2.0)
+    m = build("fair-ard", {"teacher": t}, num_classes=C, init="zero", steps=3, alpha=0.5, temperature=2.0, class_stats="counted")
     unweighted = build("fair-ard", {"teacher": t}, num_classes=C, init="zero", steps=3, alpha=0.5, temperature=2.0)
     m.start_epoch(0, 1.0)
     assert m.weights == [1.0] * C  # epoch 1: w = 1
@@ -216,17 +216,24 @@ def test_weights_unclamped_region_and_harder_classes_weigh_more():
 
 
 def test_counted_class_sizes_and_unseen_classes():
-    m = build("fair-ard", {"teacher": linear_net(1)}, num_classes=C)
+    m = build("fair-ard", {"teacher": linear_net(1)}, num_classes=C, class_stats="counted")
     m.weights = [1.7, 1.0, 1.0, 1.0, 1.0]
     _with_sums(m, [0, 12, 30, 10, 40], [0, 4, 6, 2, 8])  # class 0 unseen; kappa_bar = [-, 3, 5, 5, 5]
     m.end_epoch(3, 1.0)
     assert m.weights[0] == 1.7  # kept
     assert m.weights[1:] == pytest.approx(fair_weights([3.0, 5.0, 5.0, 5.0], 2.0, 1e-5))
     assert m.kappa_mean[0] is None
-    uniform = build("fair-ard", {"teacher": linear_net(1)}, num_classes=C, kappa_divisor="uniform")
-    _with_sums(uniform, [0, 12, 30, 10, 40], [0, 4, 6, 2, 8])  # reference: divide by N/C = 20/5
-    uniform.end_epoch(3, 1.0)
-    assert uniform.weights[1:] == pytest.approx(fair_weights([3.0, 7.5, 2.5, 10.0], 2.0, 1e-5))
+
+
+def test_reference_class_stats_divide_by_n_over_c_and_weigh_absent_classes():
+    """The default (Fair-ARD.py after the epoch loop): kappa sums / (N/C) for all C classes."""
+    m = build("fair-ard", {"teacher": linear_net(1)}, num_classes=C)
+    m.weights = [1.7, 1.0, 1.0, 1.0, 1.0]
+    _with_sums(m, [0, 12, 30, 10, 40], [0, 4, 6, 2, 8])  # N/C = 20/5 = 4; class 0 absent: kappa_bar 0
+    m.end_epoch(3, 1.0)
+    assert m.kappa_mean == pytest.approx([0.0, 3.0, 7.5, 2.5, 10.0])
+    assert m.weights == pytest.approx(fair_weights([0.0, 3.0, 7.5, 2.5, 10.0], 2.0, 1e-5))
+    assert m.weights[0] == 2.5  # the absent class gets the largest weight, not its old 1.7
 
 
 def test_fair_rslad_has_no_smoothing_and_survives_a_zero_kappa():
@@ -259,7 +266,8 @@ def test_fair_weights_use_the_all_reduced_statistics(monkeypatch, name):
     _with_sums(m, mine_sum, mine_count)
     m.end_epoch(0, 1.0)
     assert calls == [2 * C]  # one reduction of sums and counts together
-    kappa_bar = [(a + b) / (c + d) for a, b, c, d in zip(mine_sum, other_sum.tolist(), mine_count, other_count.tolist())]
+    per_class = (sum(mine_count) + other_count.sum().item()) / C  # the reference's N / C, over the reduced N
+    kappa_bar = [(a + b) / per_class for a, b in zip(mine_sum, other_sum.tolist())]
     assert m.weights == pytest.approx(fair_weights(kappa_bar, 2.0, m.p.smoothing), rel=1e-12)
     assert m.kappa_mean == pytest.approx(kappa_bar)
 
@@ -354,11 +362,19 @@ def test_absld_clamps_and_guards_equal_risks():
     assert m.tau_nat == [0.5, 1.0, 1.0, 1.0, 5.0]  # equal risks: no move (no 0/0), only the clamp
 
 
-def test_absld_unseen_classes_keep_their_temperatures():
-    m = _absld_with([3.0, 0.0, 1.0, 2.0, 0.0], [0.0] * C, count=[2, 0, 1, 1, 0])
+def test_absld_counted_class_stats_leave_unseen_classes_alone():
+    m = _absld_with([3.0, 0.0, 1.0, 2.0, 0.0], [0.0] * C, count=[2, 0, 1, 1, 0], class_stats="counted")
     m.end_epoch(0, 1.0)
     # seen classes 0, 2, 3: mean 2, gap [1, -1, 0]
     assert m.tau_adv == pytest.approx([0.9, 1.0, 1.1, 1.0, 1.0])
+
+
+def test_absld_reference_class_stats_include_absent_classes():
+    """The default (resnet18_absld_cifar10.py, end of epoch): the mean runs over all C risk sums."""
+    m = _absld_with([3.0, 0.0, 1.0, 2.0, 0.0], [0.0] * C, count=[2, 0, 1, 1, 0])
+    m.end_epoch(0, 1.0)
+    # all classes: mean 1.2, gap [1.8, -1.2, -0.2, 0.8, -1.2], max |gap| 1.8
+    assert m.tau_adv == pytest.approx([0.9, 1 + 0.12 / 1.8, 1 + 0.02 / 1.8, 1 - 0.08 / 1.8, 1 + 0.12 / 1.8])
 
 
 def test_absld_uses_the_all_reduced_risks(monkeypatch):

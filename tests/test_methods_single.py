@@ -396,11 +396,11 @@ def teachers_for(name: str) -> dict[str, nn.Module]:
         ("adaiad", {}, 60, 4),  # + S(x) of the introspection target
         ("adaiad", {"bn_side_forward": False}, 0, 1),
         ("adaiad", {"bn_side_forward": False}, 60, 2),
-        ("iad", {}, 0, 12),  # 10 train-mode attack forwards + S(x') + clean S(x) of the CE term
-        ("iad", {}, 60, 13),  # + S(x) of the introspection target
+        ("iad", {}, 0, 13),  # 10 train-mode attack forwards + S(x') + the unused S(x') (basicop) + clean S(x) of the CE term
+        ("iad", {}, 60, 14),  # + S(x) of the introspection target
         ("iad", {"bn_side_forward": False}, 0, 11),
         ("iad", {"bn_side_forward": False}, 60, 12),
-        ("iad", {"attack_bn": "eval"}, 0, 2),
+        ("iad", {"attack_bn": "eval"}, 0, 3),
         ("iad-ii", {}, 39, 11),  # 10 attack + S(x') (the CE term is on x')
         ("iad-ii", {}, 40, 12),  # + S(x) of the introspection target
         ("akd", {}, 0, 1),  # eval-mode attack, one S(x*) forward

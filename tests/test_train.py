@@ -53,7 +53,8 @@ def test_run_dir_files_and_metadata(tmp_path):
     for name in ("config.yaml", "env.json", "metrics.jsonl", "best.safetensors", "last.safetensors", "resume.safetensors", "epoch-001.safetensors", "epoch-002.safetensors"):
         assert (d / name).is_file(), name
     rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]  # epochs count from 1 in every record
+    assert read_metadata(d / "last.safetensors")["epoch"] == 2
     assert {"train_loss", "lr", "clean_acc", "robust_acc", "w_robust"} <= set(rows[0])
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     assert cfg["arch"] == "tinycnn" and cfg["method_params"] == {"steps": 2}
@@ -67,7 +68,7 @@ def test_best_checkpoint_is_the_first_epoch_reaching_the_max(tmp_path):
     summary = run(tiny_cfg(epochs=3, select="clean"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
     rows = [json.loads(line) for line in (summary.path / "metrics.jsonl").read_text().splitlines()]
     accs = [r["clean_acc"] for r in rows]
-    assert summary.best_epoch == accs.index(max(accs))
+    assert summary.best_epoch == accs.index(max(accs)) + 1  # an epoch number, as metrics.jsonl writes it
     assert read_metadata(summary.path / "best.safetensors")["epoch"] == summary.best_epoch
 
 

@@ -22,15 +22,19 @@ class ABSLDParams(InnerParams):
     alpha = 5/6 weights the adversarial term (clean term 1/6). Temperatures start at tau_init = 1
     and stay in [tau_min, tau_max] = [0.5, 5]; eta = 0.1 is the base rate of the end-of-epoch
     update, decayed with the lr (x0.1 at 215/260/285 in the reference, via ``next_rate_factor``).
-    temperature_mode: ``paper`` (separate adversarial / natural temperatures, default) or
-    ``reference`` (the reference code's aliasing: both label sets use tau_adv * tau_nat, spec 5.2).
+    temperature_mode: ``reference`` (default: the reference code's aliasing, both label sets use
+    tau_adv * tau_nat, spec 5.2) or ``paper`` (separate adversarial / natural temperatures, as
+    the paper's equations read). class_stats: ``reference`` (default: the temperature update
+    centres the per-class risk sums on their mean over all C classes, an absent class counting
+    0) or ``counted`` (only the classes seen this epoch; absent ones keep their temperature).
     kl_scale multiplies the whole loss; 1 by default (only CIFAR-10 is published; a CIFAR-100
     x10 as in RSLAD is UNCONFIRMED).
     """
 
     alpha: float = 5.0 / 6.0
     kl_scale: float = 1.0
-    temperature_mode: Literal["paper", "reference"] = "paper"  # paper (separate temperatures) | reference (product quirk)
+    temperature_mode: Literal["reference", "paper"] = "reference"  # reference (tau_adv * tau_nat on both) | paper (separate)
+    class_stats: Literal["reference", "counted"] = "reference"  # reference (mean over all classes) | counted (seen classes only)
     tau_init: float = 1.0
     eta: float = 0.1
     tau_min: float = 0.5
@@ -61,8 +65,16 @@ class ABSLD(Method):
     epoch, after all-reducing them, for adv and nat separately:
     ``g = R - mean(R)``, ``tau <- clamp(tau - eta * g / max|g|, 0.5, 5)``, eta = 0.1 x the lr
     factor of the NEXT epoch (the reference decays eta with the lr before updating). High-risk
-    classes are cooled (sharper labels), easy ones heated. Reference deviation: its two tempered
-    copies alias, so both equal z_T / (tau_adv * tau_nat) (``method.temperature_mode=reference``).
+    classes are cooled (sharper labels), easy ones heated.
+
+    As the reference runs it (the defaults): its two tempered logit copies share storage
+    (``.detach()`` views divided in place), so BOTH soft labels are softmax(z_T / (tau_adv[y] *
+    tau_nat[y])); ``method.temperature_mode=paper`` keeps them separate, as the equations read.
+    The mean in g runs over all C classes (``method.class_stats=counted``: the seen ones only).
+    Two deliberate departures: ``log_softmax`` where the reference writes ``log(softmax)``
+    (equal to rounding, but finite where a probability underflows to 0 and the reference's loss
+    would be infinite), and an update skipped when every class risk is equal (max|g| = 0, where
+    the reference divides 0 by 0 and its temperatures become NaN).
     """
 
     name = "absld"
@@ -116,12 +128,13 @@ class ABSLD(Method):
     def end_epoch(self, epoch: int, next_rate_factor: float) -> None:
         """All-reduce the epoch's class risks and move both temperature vectors (spec 5.3).
 
-        Classes with no sample this epoch (only possible on subsets) are left out of the mean
-        and keep their temperatures.
+        ``class_stats=reference``: every class enters the mean (an absent one with risk 0, so it
+        is heated); ``counted``: classes with no sample this epoch (only possible on subsets) are
+        left out of the mean and keep their temperatures.
         """
         sums = self._sums if self._sums is not None else torch.zeros(3, self.num_classes, dtype=torch.float64)
         sums = all_reduce_sum(sums.clone()).cpu()
-        seen = sums[2] > 0
+        seen = sums[2] > 0 if self.p.class_stats == "counted" else torch.ones(self.num_classes, dtype=torch.bool)
         eta = self.p.eta * next_rate_factor
         self.tau_adv = self._update(self.tau_adv, sums[0], seen, eta)
         self.tau_nat = self._update(self.tau_nat, sums[1], seen, eta)

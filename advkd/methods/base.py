@@ -43,6 +43,7 @@ class Method(abc.ABC):
     name: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type] = InnerParams
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig fields the reference fixes for this method (below any preset)
 
     def __init__(self, teachers: dict[str, nn.Module], params: Any, *, num_classes: int, dataset: str) -> None:
         self.teachers = {role: freeze(t) for role, t in teachers.items()}
@@ -68,7 +69,11 @@ class Method(abc.ABC):
         """Outer objective (student in train mode) and scalars to log."""
 
     def start_epoch(self, epoch: int, rate_factor: float) -> None:
-        """Called before each epoch with the 0-indexed epoch and lr / initial lr."""
+        """Called before each epoch with its 0-indexed position (= epochs completed) and lr / initial lr.
+
+        Epoch-valued method settings (IAD's ``begin``) count completed epochs, like milestones:
+        a term switched on at ``begin = 60`` first acts in epoch 61 as printed.
+        """
         self.epoch = epoch
         self.rate_factor = rate_factor
 

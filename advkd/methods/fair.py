@@ -87,8 +87,12 @@ class ClassWeighted(Method):
     def end_epoch(self, epoch: int, next_rate_factor: float) -> None:
         """Turn this epoch's (all-reduced) kappa sums into the class weights of the next epoch.
 
-        Classes with no sample this epoch (only possible on subsets) keep their previous weight;
-        the seen classes are normalised among themselves (sum = number of seen classes).
+        ``class_stats=reference`` (default, [FAIR] ``Fair-ARD.py`` / ``Fair-RSLAD.py`` after the
+        epoch loop): kappa_bar_c = kappa_sum_c / (N / C) with N the samples of the epoch, for all
+        C classes, so a class absent from the epoch has kappa_bar 0 and the largest weight.
+        ``class_stats=counted``: kappa_sum_c / n_c over the classes seen this epoch, normalised
+        among themselves; an absent class keeps its previous weight. The two agree on balanced
+        data (full CIFAR); they differ on the unbalanced subsets ``--train-subset`` makes.
         """
         c = self.num_classes
         if self._kappa_sum is None:
@@ -97,12 +101,12 @@ class ClassWeighted(Method):
         stats = torch.cat([self._kappa_sum, self._count])
         all_reduce_sum(stats)
         kappa_sum, count = stats[:c].cpu(), stats[c:].cpu()
-        seen = count > 0
-        if seen.any():
-            if self.p.kappa_divisor == "class":
+        seen = count > 0 if self.p.class_stats == "counted" else torch.ones(c, dtype=torch.bool)
+        if count.sum() > 0:
+            if self.p.class_stats == "counted":
                 kappa_bar = kappa_sum[seen] / count[seen]
             else:  # the reference's N / C (equal to n_c on balanced data)
-                kappa_bar = kappa_sum[seen] / (count.sum() / c)
+                kappa_bar = kappa_sum / (count.sum() / c)
             new = torch.tensor(self.weights, dtype=torch.float64)
             new[seen] = class_weights(kappa_bar, beta=self.p.beta, smoothing=self.p.smoothing, low=self.p.weight_min, high=self.p.weight_max)
             self.weights = new.tolist()
@@ -151,10 +155,11 @@ class FairARDParams(InnerParams):
     alpha = 1 and temperature = 30 are the CIFAR-10 defaults (B-MTARD's ARD settings for
     CIFAR-100 / Tiny-ImageNet, T = 5 and alpha = 0.95, presumably apply too: UNCONFIRMED, spec
     4.2). beta = 2 (README command and default), weight clamp [5/6, 5/2] after normalisation,
-    smoothing 1e-5 inside the power (spec 4.1). kappa_divisor: ``class`` divides each class's
-    kappa sum by its counted sample number n_c; ``uniform`` by N/C as the reference writes it
-    (identical on balanced data such as full CIFAR). Inner: the ARD attack (uniform start not
-    clamped, CE SUM, student in train mode).
+    smoothing 1e-5 inside the power (spec 4.1). class_stats: ``reference`` divides each class's
+    kappa sum by N/C and weighs all C classes, as the reference does; ``counted`` divides by the
+    counted n_c and leaves absent classes at their previous weight (identical on balanced data
+    such as full CIFAR; see ``end_epoch``). Inner: the ARD attack (uniform start not clamped, CE
+    SUM, student in train mode).
     """
 
     alpha: float = 1.0
@@ -163,7 +168,7 @@ class FairARDParams(InnerParams):
     weight_min: float = 5.0 / 6.0
     weight_max: float = 2.5
     smoothing: float = 1e-5
-    kappa_divisor: Literal["class", "uniform"] = "class"  # class (counted n_c) | uniform (reference N/C)
+    class_stats: Literal["reference", "counted"] = "reference"  # reference (sum / (N/C), all classes) | counted (sum / n_c, seen classes)
     init: Literal["gaussian", "uniform", "zero"] = "uniform"  # x + U(-eps, eps) ...
     clamp_init: bool = False  # ... not clamped before the first forward
     attack_bn: Literal["eval", "train"] = "train"  # the reference attacks with the student in train mode
@@ -187,9 +192,9 @@ class FairARD(ClassWeighted):
     T = 30, alpha = 1: only the KL term is active, yet the clean forward still runs (BN). The class
     weights w are those computed at the end of the previous epoch (1 in epoch 1), see
     :func:`class_weights`; beta = 2, clamp [5/6, 5/2] after the sum-to-C normalisation.
-    Deviations of the reference: it divides the kappa sums by N/C (assumes balanced classes;
-    ``method.kappa_divisor=uniform``), and its lr helper never applies the second decay (a
-    schedule matter, spec 4.2).
+    The reference divides the kappa sums by N/C (it assumes balanced classes), which is the
+    default here (``method.class_stats=counted`` divides by the counted class sizes), and its lr
+    helper never applies the second decay (a schedule matter, spec 4.2).
     """
 
     name = "fair-ard"
@@ -238,7 +243,7 @@ class FairRSLADParams(InnerParams):
     alpha = 5/6 weights the adversarial term (clean term 1 - alpha = 1/6), as RSLAD. smoothing = 0:
     Fair-RSLAD omits the +1e-5 of Fair-ARD (spec 4.1). kl_scale multiplies the whole loss; 1 by
     default (no CIFAR-100 x10 scaling is attested for Fair-RSLAD, UNCONFIRMED; RSLAD's own
-    CIFAR-100 script uses 10). beta, weight clamp and kappa_divisor as fair-ard.
+    CIFAR-100 script uses 10). beta, weight clamp and class_stats as fair-ard.
     """
 
     alpha: float = 5.0 / 6.0
@@ -247,7 +252,7 @@ class FairRSLADParams(InnerParams):
     weight_min: float = 5.0 / 6.0
     weight_max: float = 2.5
     smoothing: float = 0.0
-    kappa_divisor: Literal["class", "uniform"] = "class"  # class (counted n_c) | uniform (reference N/C)
+    class_stats: Literal["reference", "counted"] = "reference"  # reference (sum / (N/C), all classes) | counted (sum / n_c, seen classes)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # x + 0.001*N(0, I) ...
     clamp_init: bool = False  # ... not clamped before the first forward
     bn_side_forward: bool = True  # with alpha = 1 the clean S(x) forward still runs (BN side effect)

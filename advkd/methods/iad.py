@@ -108,12 +108,14 @@ class IAD(Method):
     begin 60 (IAD-I.py). The paper writes KL(S || T); the code (followed here) uses the teacher
     as the target.
 
-    BatchNorm, as in the reference: 10 train-mode attack forwards, S(x') (the attack wrapper's
-    11th forward), the clean S(x) of the CE term (computed even when alpha = 1), then after
-    warm-up a second clean S(x) for the introspection target: 12 updates per batch during
-    warm-up, 13 after. Both clean forwards give identical outputs in train mode, so one of them
-    carries the gradient and the other only updates BN statistics (``bn_side_forward=false``
-    drops the forwards that carry no gradient: 11 / 12).
+    BatchNorm, in the reference's order (``IAD-I.py``, training step): 10 train-mode attack
+    forwards, S(x') (the attack wrapper's 11th forward), a second S(x') whose output the
+    reference detaches and never uses (``basicop``), then after warm-up the clean S(x) of the
+    introspection target, and the clean S(x) of the CE term (computed even when alpha = 1):
+    13 updates per batch during warm-up, 14 after. Both clean forwards give identical outputs
+    in train mode, so one of them carries the gradient and the other only updates BN statistics;
+    the unused forwards run without autograd (``bn_side_forward=false`` drops every forward
+    that carries no gradient: 11 / 12).
     """
 
     name = "iad"
@@ -129,6 +131,8 @@ class IAD(Method):
         teacher_clean = tempered_probs(self.teacher_logits("teacher", x), tau)  # no-grad targets first
         teacher_adv = self.teacher_logits("teacher", x_adv) if introspect else None
         logits_adv = student(x_adv)
+        if self.p.bn_side_forward:
+            side_forward(student, x_adv)  # the reference's detached S(x') forward (IAD-I.py ``basicop``)
         distill = kl_div(logits_adv / tau, teacher_clean, "batchmean")
         loss = self.p.alpha * tau * tau * distill
         logs = {"loss_distill": distill.item()}

@@ -64,11 +64,15 @@ class SCORE(Method):
     lambda = 6, c_clip = 0.09*C/(C-1) (clip_loss = 0.3). This is not the DDPM version of
     ``core/utils/trades.py`` (uniform start, train-mode attack, no clipping, label smoothing;
     spec 6.4). Authors' schedule: 110 epochs, SGD lr 0.05, momentum 0.9, wd 5e-4, x0.1 at
-    100 and 105 (per iteration), inputs normalised with CIFAR-10 statistics in the loop.
+    100 and 105, set before every batch (``lr_step=iteration``, this method's default in every
+    preset), inputs normalised with CIFAR-10 statistics in the loop.
     """
 
     name = "score"
     Params = SCOREParams
+    # without_DDPM/train_cifar.py sets the lr before every batch from epoch + (i + 1) / n, so the
+    # last batch before a milestone already runs at the decayed rate (--set lr_step=epoch: once per epoch)
+    train_defaults = {"lr_step": "iteration"}
 
     @property
     def c_clip(self) -> float:

@@ -195,7 +195,7 @@ def dynamics_data(fig: str, path: Path) -> dict[str, Any]:
     if absent:
         raise AdvkdError(f"run {path} has no {', '.join(absent)} in metrics.jsonl (not a B-MTARD run?); create one with: {HINT_BMTARD_RUN}")
     rows = sorted(rows, key=lambda r: int(r["epoch"]))
-    x = [int(r["epoch"]) + 1 for r in rows]
+    x = [int(r["epoch"]) for r in rows]
     panels = []
     for ptitle, ylabel, keys in spec:
         series = [{"label": lab, "key": k, "x": x, "y": [_none_if_nan(r.get(k)) for r in rows]} for k, lab in keys]

@@ -135,6 +135,7 @@ class Table:
     scales: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     newest_of: list[tuple[str, int]] = field(default_factory=list)
+    ranking: list[dict[str, Any]] = field(default_factory=list)  # per-column agreement with the paper (--ranking)
 
     @property
     def column_groups(self) -> list[tuple[str, str, list[Column]]]:
@@ -184,7 +185,7 @@ class Table:
             "n_records_read": self.n_records_read,
             "records": {str(i): r for i, r in sorted(self.records.items())},
             "newest_of": [{"cell": label, "n": n} for label, n in self.newest_of],
-            "notes": self.notes, "footer": self.footer, "footnotes": self.footnotes,
+            "notes": self.notes, "footer": self.footer, "footnotes": self.footnotes, "ranking": self.ranking,
         }
 
 

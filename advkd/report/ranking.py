@@ -1,0 +1,98 @@
+"""How well our ordering of methods agrees with the paper's, column by column.
+
+At reduced scale absolute numbers are far from the paper's; what a reproduction can still show
+is the paper's *ordering*. For every (block, column) of a table with at least two rows filled,
+Kendall's tau-b between the paper's values and ours over those rows, and the pairs of rows whose
+order flips (paper says a > b, we say a < b). Ties count as neither agreement nor flip.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+from advkd.report.table import Table
+
+
+def kendall_tau(xs: list[float], ys: list[float]) -> float:
+    """Kendall's tau-b of two equally long sequences; NaN when either has no untied pair."""
+    if len(xs) != len(ys):
+        raise ValueError(f"kendall_tau needs sequences of one length, got {len(xs)} and {len(ys)}")
+    concordant = discordant = ties_x = ties_y = 0
+    for i, j in combinations(range(len(xs)), 2):
+        dx, dy = _sign(xs[i] - xs[j]), _sign(ys[i] - ys[j])
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            ties_x += 1
+        elif dy == 0:
+            ties_y += 1
+        elif dx == dy:
+            concordant += 1
+        else:
+            discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def _sign(v: float) -> int:
+    return (v > 0) - (v < 0)
+
+
+@dataclass
+class ColumnRanking:
+    """The agreement of one column of one block: tau over ``rows`` and the flipped pairs."""
+
+    block: str
+    column: str  # the column's printed header
+    rows: list[str]  # row labels, in table order
+    tau: float
+    flips: list[tuple[str, str]] = field(default_factory=list)  # (paper's higher row, paper's lower row)
+
+    def line(self) -> str:
+        where = " · ".join(x for x in (self.block, self.column) if x)
+        tau = "n/a (ties)" if math.isnan(self.tau) else f"{self.tau:+.2f}"
+        flips = "; flipped: " + ", ".join(f"{a} > {b}" for a, b in self.flips) if self.flips else "; no pair flipped"
+        return f"{where}: tau {tau} over {len(self.rows)} rows{flips} (as the paper orders them)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "block": self.block, "column": self.column, "rows": self.rows,
+            "tau": None if math.isnan(self.tau) else self.tau, "flips": [list(p) for p in self.flips],
+        }
+
+
+def rankings(table: Table) -> list[ColumnRanking]:
+    """One :class:`ColumnRanking` per (block, column) with at least two rows that have our number."""
+    out = []
+    for block in table.blocks:
+        for col in table.columns:
+            filled = [
+                (row.label, cell.paper_value, cell.ours)
+                for row in block.rows
+                if (cell := table.cell(block.key, row.key, col.group, col.key)) is not None and cell.ours is not None
+            ]
+            if len(filled) < 2:
+                continue
+            labels = [label for label, _, _ in filled]
+            paper = [p for _, p, _ in filled]
+            ours = [o for _, _, o in filled]
+            flips = [
+                (labels[i], labels[j]) if paper[i] > paper[j] else (labels[j], labels[i])
+                for i, j in combinations(range(len(filled)), 2)
+                if _sign(paper[i] - paper[j]) * _sign(ours[i] - ours[j]) < 0
+            ]
+            out.append(ColumnRanking(block.label, col.header, labels, kendall_tau(paper, ours), flips))
+    return out
+
+
+def ranking_footer(table: Table) -> list[str]:
+    """Footer lines: a heading line, then one line per column ranking (or why there is none)."""
+    found = rankings(table)
+    if not found:
+        return ["Ranking vs the paper: needs at least two filled rows in one column; none yet."]
+    taus = [r.tau for r in found if not math.isnan(r.tau)]
+    mean = f"; mean tau {sum(taus) / len(taus):+.2f}" if taus else ""
+    head = f"Ranking vs the paper (Kendall's tau-b of our order against the paper's, per column, over the rows we filled{mean}):"
+    return [head] + [r.line() for r in found]
