@@ -1,4 +1,4 @@
 """``python -m advkd`` (also the torchrun entry point: ``torchrun -m advkd ...``)."""
-from advkd.cli import main
+from advkd.entry import main
 
 raise SystemExit(main())

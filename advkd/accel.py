@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import os
 import sys
 from collections.abc import Iterator
@@ -105,6 +106,74 @@ def apply_to_model(model: nn.Module, paths: FastPaths, *, compile_backend: str |
         kwargs = {"backend": compile_backend} if compile_backend else {}
         model.compile(**kwargs)
     return model
+
+
+FLAGS = {"amp": "--no-amp", "channels_last": "--no-channels-last", "compile": "--no-compile"}
+
+
+def _enable(name: str, model: nn.Module) -> None:
+    if name == "amp":
+        fp32_logits(model)
+    elif name == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    elif name == "compile":
+        model.compile()
+
+
+def _disable(name: str, model: nn.Module) -> None:
+    if name == "channels_last":
+        model.to(memory_format=torch.contiguous_format)
+    elif name == "compile":
+        model._compiled_call_impl = None  # what nn.Module.compile set: back to the eager forward
+    # amp: the fp32-logits hook is a no-op without autocast
+
+
+def _trial_step(student: nn.Module, teachers: list[nn.Module], x: torch.Tensor, paths: FastPaths, device: torch.device) -> None:
+    """One train-mode forward and backward of the student and a forward of each teacher, with
+    the student's parameters, BN statistics and gradients put back as they were."""
+    saved = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    was_training = student.training
+    try:
+        student.train()
+        with autocast(device, paths.amp):
+            out = student(to_memory_format(x, paths))
+            with torch.no_grad():
+                for t in teachers:
+                    t(to_memory_format(x, paths))
+        out.float().sum().backward()
+    finally:
+        student.load_state_dict(saved)
+        student.zero_grad(set_to_none=True)
+        student.train(was_training)
+
+
+def apply_checked(
+    paths: FastPaths, device: torch.device, student: nn.Module, teachers: list[nn.Module], x: torch.Tensor, warn,
+) -> FastPaths:
+    """Turn the switches of ``paths`` on one at a time (amp, channels-last, compile), each checked
+    by a trial step on the batch ``x``; a switch whose trial raises (an inductor without a C
+    compiler, an op bf16 lacks, a torch version quirk) is turned back off with ONE warning that
+    names the flag, and training goes on with the plain path. Returns the switches really on —
+    what checkpoints and records must report. Without any switch on (the CPU default) nothing runs.
+    """
+    effective = dataclasses.replace(paths, amp=False, channels_last=False, compile=False)
+    models = [student, *teachers]
+    for name in ("amp", "channels_last", "compile"):
+        if not getattr(paths, name):
+            continue
+        candidate = dataclasses.replace(effective, **{name: True})
+        try:
+            for m in models:
+                _enable(name, m)
+            _trial_step(student, teachers, x, candidate, device)
+        except Exception as e:  # noqa: BLE001 - any failure of an optional speed path falls back to the plain path
+            for m in models:
+                _disable(name, m)
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+            warn(f"{FLAGS[name][5:]} failed on this machine ({reason}); continuing without it (pass {FLAGS[name]} to skip the attempt)")
+            continue
+        effective = candidate
+    return effective
 
 
 def eval_model(model: nn.Module, paths: FastPaths) -> nn.Module:

@@ -16,15 +16,17 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from advkd.accel import FastPaths, resolve_fast_paths
+from advkd.accel import FastPaths, apply_checked, resolve_fast_paths
 from advkd.attacks import ATTACKS
+from advkd.batches import to_float
 from advkd.checkpoint import load_checkpoint, sha256_file
 from advkd.data import load_split
 from advkd.distributed import is_main, setup
 from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
-from advkd.evaluate import CLEAN, Outcome, evaluate, w_robust, worst_case
-from advkd.progress import Reporter
+from advkd.evaluate import CLEAN, Outcome, build_eval_attack, evaluate, w_robust, worst_case
+from advkd.oserrors import check_writable
+from advkd.progress import Reporter, warn
 from advkd.results import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records
 from advkd.runs import latest_checkpoint
 from advkd.sanity import Accuracy, sanity_flags
@@ -40,8 +42,10 @@ def attack_list(suite: str | None, attacks: str | None, *, default_suite: str = 
         raise AdvkdError("give either --suite or --attacks, not both")
     if suite:
         ids = suite_attacks(SUITES.canonical(suite))
-    elif attacks:
+    elif attacks is not None:
         ids = [a.strip() for a in attacks.split(",") if a.strip()]
+        if not ids:
+            raise AdvkdError(f"--attacks {attacks!r} names no attack; give ids like clean,fgsm,pgd10 (or --suite quick)")
     else:
         ids = suite_attacks(default_suite)
     out = []
@@ -204,6 +208,9 @@ def run_attack(
     ids = attack_list(suite, attacks, default_suite="transfer" if surrogate else "quick")
     attack_params = parse_attack_set(set_items, ids)
     eps_parsed = parse_eps(eps)
+    for a in ids:  # every attack built once with its --set parameters: a bad one is refused before any work
+        if a != CLEAN:
+            build_eval_attack(a, eps_parsed, attack_params.get(a, {}), None)
     if n_examples < 0 or batch_size < 1:
         raise AdvkdError("--n-examples must be >= 0 and --batch-size >= 1")
     dev = setup(pick_device(device))
@@ -216,6 +223,10 @@ def run_attack(
         surrogate_info = {"checkpoint": str(surrogate), "sha256": sha256_file(surrogate), **{k: smeta.get(k) for k in ("arch", "paper_arch", "method", "scale")}}
     data = load_split(meta["dataset"], "test", data_dir)
     data = data.head(min(n_examples, len(data)) or None)
+    check_writable(runs_dir)  # before the attacks, not at the final append of their records
+    if fast.amp or fast.channels_last:  # a switch that fails on this machine falls back with one warning
+        trial = to_float(data.images[: min(batch_size, len(data))]).to(dev)
+        fast = apply_checked(fast, dev, model, [crafter] if crafter is not None else [], trial, warn=warn)
     torch.manual_seed(seed)
     what = f"transfer from {surrogate}" if surrogate else "white-box"
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")

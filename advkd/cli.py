@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -20,7 +23,7 @@ from advkd import __version__
 from advkd.config import SELECT_METRICS, TrainConfig, list_presets, resolve_config
 from advkd.data import DATASETS
 from advkd.distributed import is_main, teardown
-from advkd.errors import AdvkdError
+from advkd.errors import AdvkdError, Interrupted
 from advkd.methods import METHODS, list_methods
 from advkd.progress import Reporter
 
@@ -317,16 +320,20 @@ def landscape(
 ) -> None:
     from advkd.landscape import landscape as run_landscape
     from advkd.landscape import plot_landscape, summary_table
+    from advkd.oserrors import check_writable
     from advkd.train import pick_device
 
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
     if bn_bias not in ("zero", "copy"):
         raise AdvkdError(f"--bn-bias must be zero or copy, got {bn_bias!r}")
+    out = out or Path(g.runs_dir) / "landscape" / "landscape.png"
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise AdvkdError(f"--out {out} must be a .png file path (its data is written beside it as .json)")
+    check_writable(out.parent, what="--out folder")  # before minutes of work, not at the end
     results = run_landscape(
         checkpoints, data_dir=g.data_dir, n_examples=n_examples, directions=directions, points=points, radius=radius,
         attack=attack_id, eps=eps, batch_size=batch_size, device=pick_device(g.device), seed=g.seed, bn_bias=bn_bias, reporter=Reporter(),
     )
-    out = out or Path(g.runs_dir) / "landscape" / "landscape.png"
     plot_landscape(results, out)
     from rich.console import Console
 
@@ -378,24 +385,55 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback."""
-    from advkd.accel import tune_malloc
+def interrupted_line(args: list[str]) -> str:
+    """What to say on Ctrl-C: training keeps its completed epochs, so name the resume command."""
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command in ("pretrain-teacher", "distill"):
+        again = " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
+        return f"advkd: interrupted; completed epochs are kept: resume with advkd {again}"
+    if command in ("attack", "transfer-attack"):
+        return "advkd: interrupted; no record was written: rerun the same command"
+    return "advkd: interrupted"
 
-    tune_malloc()  # before the first large allocation
-    command = typer.main.get_command(app)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback.
+
+    Operating-system failures (permissions, full disk, names too long, a file in the way) are
+    the user's to fix too: one line naming the path and the fix (:mod:`advkd.oserrors`). Ctrl-C
+    (our SIGINT handler, see :mod:`advkd.entry`) prints how to resume and exits 130.
+    """
+    from advkd.accel import tune_malloc
+    from advkd.entry import interrupt_handler
+    from advkd.oserrors import describe, is_os_failure
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    previous = signal.signal(signal.SIGINT, interrupt_handler) if threading.current_thread() is threading.main_thread() else None
     try:
-        rv = command.main(args=argv, prog_name="advkd", standalone_mode=False)
+        tune_malloc()  # before the first large allocation
+        command = typer.main.get_command(app)
+        rv = command.main(args=args, prog_name="advkd", standalone_mode=False)
     except AdvkdError as e:
         print(f"advkd: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except click_exceptions.ClickException as e:
         print(f"advkd: error: {_one_line(e.format_message())} (see advkd --help)", file=sys.stderr)
         return 2
-    except (typer.Abort, KeyboardInterrupt):
-        print("advkd: interrupted", file=sys.stderr)
+    except (Interrupted, typer.Abort, KeyboardInterrupt):
+        print(interrupted_line(args), file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         return 0
+    except Exception as e:
+        if not is_os_failure(e):
+            raise
+        print(f"advkd: error: {_one_line(describe(e))}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if rv == 130:  # a KeyboardInterrupt raised inside a command, which Typer turns into a silent exit 130
+        print(interrupted_line(args), file=sys.stderr)
+        return 130
     teardown()  # leave the torchrun process group together (no-op otherwise)
     return rv if isinstance(rv, int) else 0

@@ -8,6 +8,8 @@ against the method's own parameter dataclass when the method is built.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import yaml
 
 from advkd.epsilon import parse_eps
 from advkd.errors import AdvkdError
+from advkd.runs import KINDS, check_name
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -78,8 +81,22 @@ class TrainConfig:
         for key in ("train_subset", "eval_examples", "save_every", "eval_dense_from"):
             if getattr(self, key) < 0:
                 raise AdvkdError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.kind not in KINDS:
+            raise AdvkdError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.name:
+            check_name(self.name)
+        for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
+            if not math.isfinite(getattr(self, key)):
+                raise AdvkdError(f"{key} must be a finite number, got {getattr(self, key)}")
         if self.lr <= 0:
             raise AdvkdError(f"lr must be > 0, got {self.lr}")
+        for key in ("momentum", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise AdvkdError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr_gamma <= 0:
+            raise AdvkdError(f"lr_gamma must be > 0 (the factor the lr is multiplied by at each milestone), got {self.lr_gamma}")
+        if self.nesterov and self.momentum <= 0:
+            raise AdvkdError(f"nesterov=true needs momentum > 0, got momentum={self.momentum}; set momentum=0.9 or nesterov=false")
         if self.select not in SELECT_METRICS:
             raise AdvkdError(f"select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}")
         if self.select in ("pgd10", "robust", "w_robust") and not self.eval_attack:
@@ -96,8 +113,18 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+#: Number text a user may type for a float field (YAML 1.1 leaves ``2e-4``, ``1E9`` as strings).
+_FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf(?:inity)?", re.IGNORECASE)
+_NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` (already YAML-parsed) against annotation ``tp``; convert int->float only."""
+    """Check ``value`` (already YAML-parsed) against annotation ``tp``; convert int->float only.
+
+    A float field also takes number text (``2e-4``, ``1E9``, ``.5``, ``5.``, ``-1e-3``, ``+3``,
+    ``inf``); NaN is never a setting. Whether infinity makes sense is the field's own check
+    (:meth:`TrainConfig.validate` requires finite optimiser values). Int fields stay strict.
+    """
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -133,11 +160,17 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) or (isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip())):
+            raise AdvkdError(f"{key} must be an integer written with digits only (e.g. 1000, not 1e3 or 1000.0), got {value!r}")
         raise AdvkdError(f"{key} must be an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value.strip())
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):
+                raise AdvkdError(f"{key} must be a number, got nan")
             return float(value)
-        raise AdvkdError(f"{key} must be a number, got {value!r}")
+        raise AdvkdError(f"{key} must be a number (e.g. 0.1, 2e-4, 5), got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -166,8 +199,12 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``--set key=value`` items into (train overrides, method overrides).
 
     Values are parsed as YAML scalars/lists (``0.1``, ``true``, ``[100, 150]``); ``a/b`` stays a
-    string so eps values keep their exact text.
+    string so eps values keep their exact text, and so does number text YAML 1.1 does not know
+    (``2e-4``, ``1E9``): :func:`coerce` reads it for float fields. A plain decimal integer is
+    read in base 10 (YAML 1.1 would read ``010`` as octal 8), and a string-typed run setting
+    (``name``, ``eval_eps`` ...) keeps the text as typed (``--set name=007`` is ``"007"``).
     """
+    str_keys = {k for k, tp in field_types(TrainConfig).items() if tp is str}
     train: dict[str, Any] = {}
     method: dict[str, Any] = {}
     for item in items or []:
@@ -179,7 +216,9 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str) or value is None:
+        if re.fullmatch(r"[-+]?\d+", raw.strip()):
+            value = int(raw.strip(), 10)
+        if isinstance(value, str) or value is None or key in str_keys:
             value = raw.strip()
         if key.startswith("method."):
             method[key[len("method."):]] = value
@@ -253,7 +292,9 @@ def load_preset(spec: str) -> Preset:
     elif not path.is_file():
         raise AdvkdError(f"preset file {spec} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise AdvkdError(f"preset {path} is not a text file (not UTF-8); a preset is YAML like advkd/presets/mini.yaml") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -282,6 +323,19 @@ def _canonical_run(cfg: TrainConfig) -> dict[str, str]:
     }
 
 
+# TrainConfig fields advkd fills itself; a --set of one would make the record lie about the run
+DERIVED_FIELDS = {
+    "scale": "the scale is the preset's (--preset mini / small / a paper preset); any other run is recorded as custom",
+    "preset": "pass --preset NAME",
+    "preset_teachers": "teachers come from --teacher / --clean-teacher / --robust-teacher or the preset",
+    "teachers": "pass --teacher / --clean-teacher / --robust-teacher",
+    "variant": "it is derived from the --set method.* overrides",
+    "method_params": "set method parameters one by one with --set method.KEY=VALUE",
+    "arch_map": "stand-in architectures come from the preset",
+    "paper_arch": "it is derived from --arch / --student and the preset",
+}
+
+
 def _method_train_defaults(method: str) -> dict[str, Any]:
     from advkd.methods import METHODS
 
@@ -303,6 +357,9 @@ def resolve_config(
     every iteration), so every preset inherits them unless it says otherwise.
     """
     set_train, set_method = parse_set(set_items)
+    derived = sorted(set(set_train) & set(DERIVED_FIELDS))
+    if derived:
+        raise AdvkdError(f"--set {derived[0]}=... is not a setting: {DERIVED_FIELDS[derived[0]]}")
     given = {k: v for k, v in flags.items() if v is not None}
     probe = apply_overrides(apply_overrides(base, set_train, where="--set"), given, where="flags")
     base = apply_overrides(base, _method_train_defaults(probe.method), where=f"method {probe.method} training defaults")

@@ -64,9 +64,18 @@ def barrier() -> None:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over ranks (in place, also returned); identity when not distributed."""
+    """Sum ``t`` over ranks (in place, also returned); identity when not distributed.
+
+    NCCL reduces CUDA tensors only: a CPU tensor (loss totals, class statistics) travels through
+    the current CUDA device and is copied back, so callers need not know the backend.
+    """
     if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if dist.get_backend() == "nccl" and t.device.type != "cuda":
+            buf = t.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            t.copy_(buf)
+        else:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 

@@ -29,7 +29,7 @@ def parse_eps(spec: str | float | int | Eps, *, what: str = "eps") -> Eps:
     text = str(spec).strip()
     try:
         if "/" in text:
-            num, den = text.split("/", 1)
+            num, den = text.split("/")  # exactly one slash: "8/255/3" is refused, not read as 8/85
             value = float(Fraction(num.strip()) / Fraction(den.strip()))
         else:
             value = float(text)

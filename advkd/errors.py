@@ -11,3 +11,11 @@ class AdvkdError(Exception):
 
     The message must name the problem and, where possible, the fix, on one line.
     """
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised by advkd's own SIGINT handler (:func:`advkd.entry.interrupt_handler`).
+
+    Not a KeyboardInterrupt, which Typer turns into a silent exit 130 before advkd could say
+    how to resume. A BaseException, so cleanup code that catches Exception does not swallow it.
+    """

@@ -69,7 +69,7 @@ def attack_kind(attack_id: str) -> str:
     return ATTACKS.entry(attack_id).meta.get("kind", "white-box")
 
 
-def _build(attack_id: str, eps: Eps, params: dict[str, Any], state_dir: Path | None):
+def build_eval_attack(attack_id: str, eps: Eps, params: dict[str, Any], state_dir: Path | None):
     """Bounded attacks get the evaluation eps; unbounded ones (cw2, jsma) take none.
 
     Attacks that can resume (AutoAttack) get a per-attack, per-rank state folder.
@@ -144,7 +144,7 @@ def evaluate(
     fast = fast or FastPaths()
     eps = parse_eps(eps)
     reporter = reporter or Reporter(enabled=False)
-    built = {a: _build(a, eps, (attack_params or {}).get(a, {}), state_dir) for a in attacks if a != CLEAN}
+    built = {a: build_eval_attack(a, eps, (attack_params or {}).get(a, {}), state_dir) for a in attacks if a != CLEAN}
     modules = [m for m in (model, surrogate) if m is not None]
     out: dict[str, Outcome] = {}
     was_training = model.training

@@ -158,6 +158,18 @@ def _adversarial_loss(model: nn.Module, attack, data: TensorData, batch_size: in
     return total / max(n, 1)
 
 
+def check_settings(*, directions: int, points: int, radius: float, attack: str, eps: str, batch_size: int):
+    """(alpha grid, attack) for these settings, or the AdvkdError a bad one deserves: called
+    before any checkpoint or data is read."""
+    if directions < 1:
+        raise AdvkdError(f"landscape directions must be >= 1, got {directions}")
+    if batch_size < 1:
+        raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
+    alphas = alpha_grid(radius, points)
+    parse_eps(eps)
+    return alphas, _build(attack, eps)
+
+
 def weight_loss_landscape(
     model: nn.Module,
     data: TensorData,
@@ -180,15 +192,9 @@ def weight_loss_landscape(
     back bitwise at the end (also on error); the train/eval flags are restored too.
     ``attack="clean"`` gives the natural-loss landscape.
     """
-    if directions < 1:
-        raise AdvkdError(f"landscape directions must be >= 1, got {directions}")
-    if batch_size < 1:
-        raise AdvkdError(f"batch size must be >= 1, got {batch_size}")
+    alphas, atk = check_settings(directions=directions, points=points, radius=radius, attack=attack, eps=eps, batch_size=batch_size)
     if len(data) == 0:
         raise AdvkdError("landscape needs at least one example")
-    alphas = alpha_grid(radius, points)
-    parse_eps(eps)
-    atk = _build(attack, eps)
     device = torch.device(device)
     net = unwrap(model)
     params = dict(net.named_parameters())
@@ -267,7 +273,7 @@ def landscape(
         raise AdvkdError("landscape needs at least one checkpoint")
     if n_examples < 1:
         raise AdvkdError(f"landscape --n-examples must be >= 1, got {n_examples}")
-    alpha_grid(radius, points)  # validate before any loading
+    check_settings(directions=directions, points=points, radius=radius, attack=attack, eps=eps, batch_size=batch_size)  # before any loading
     reporter = reporter or Reporter(enabled=False)
     metas = []
     for path in checkpoints:

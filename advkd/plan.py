@@ -157,6 +157,8 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
 
     ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
     """
+    if n_examples is not None and n_examples < 0:
+        raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
     tid = lookup(table_id)
     if tid.id in FIGURE_PLANS:
         return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples)

@@ -6,6 +6,7 @@ Only rank 0 shows anything under torchrun.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,3 +104,9 @@ class Reporter:
         if now - task._last_line >= HEARTBEAT_S and task.done < task.total:
             task._last_line = now
             self.log(f"{task.description}: {task.done}/{task.total} {_fmt(task.fields)}".rstrip())
+
+
+def warn(message: str) -> None:
+    """One ``advkd: warning: ...`` line on stderr (rank 0 only): something degraded but the work goes on."""
+    if is_main():
+        print(f"advkd: warning: {message}", file=sys.stderr)

@@ -81,5 +81,7 @@ def run_report(
 def _emit(text: str, out: Path | None) -> str | None:
     if out is None:
         return text
+    if out.is_dir():
+        raise AdvkdError(f"--out {out} is a folder; give a file path such as {out / 'table.md'}")
     atomic_write_text(out, text)
     return None

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 import advkd
+from advkd.errors import AdvkdError
+from advkd.locks import locked
 
 RESULTS_FILE = "results.jsonl"
 
@@ -75,28 +77,39 @@ def now_iso() -> str:
 
 
 def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append JSON lines, flushed and fsynced; each line is written whole in one call."""
+    """Append JSON lines, flushed and fsynced, under an exclusive flock on the file itself, so
+    records of concurrent ``attack`` processes never interleave (the lock is held only for the
+    write; a waiter polls for up to a minute)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    with open(path, "a", encoding="utf-8") as f:
+    with open(path, "a", encoding="utf-8") as f, locked(f, what=str(path)):
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """All well-formed records in ``path`` (a torn last line from a crash is skipped)."""
+    """All records in ``path``. A torn LAST line (a process killed while appending) is skipped;
+    any other line that is not a JSON object is an AdvkdError naming the line, since silently
+    dropping records from the middle would change a table without a word."""
     path = Path(path)
     if not path.is_file():
         return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise AdvkdError(f"{path} is not a text file; it should hold one JSON record per line (advkd attack writes it)") from None
+    numbered = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for k, (number, line) in enumerate(numbered):
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            if k == len(numbered) - 1:
+                continue  # torn last line
+            raise AdvkdError(f"{path} line {number} is not valid JSON; fix or delete that line") from None
+        if not isinstance(record, dict):
+            raise AdvkdError(f"{path} line {number} is a JSON {type(record).__name__}, not a record object; fix or delete that line")
+        out.append(record)
     return out

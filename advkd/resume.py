@@ -3,6 +3,8 @@
 One safetensors file with a JSON metadata entry, written atomically after every epoch: it is the
 commit point of the epoch. Data order and augmentation are derived from (seed, epoch), so the
 epoch number is all the data pipeline needs; the global RNG (method start noise) is restored.
+
+:func:`resumable_state` is the one definition of a resumable run dir.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from safetensors.torch import load_file
 
 from advkd.checkpoint import atomic_write_with, tensors_for_save, unwrap
 from advkd.errors import AdvkdError
+from advkd.runs import BEST, LAST, METRICS, RESUME, read_metrics
 
 if TYPE_CHECKING:
     from advkd.methods import Method
@@ -99,7 +102,13 @@ def save_resume(
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def load_resume(path: Path, setup: Any) -> ResumeState:
+def load_resume(path: Path, setup: Any = None) -> ResumeState:
+    """Read a resume state; AdvkdError (one line, with the way out) when it cannot be trusted.
+
+    A ``resume.safetensors`` exists only once an epoch has committed (it is renamed into place
+    whole), so an unreadable one stands for completed epochs: it is never wiped automatically.
+    """
+    way_out = f"use --name for a new run, or delete {Path(path).parent} to start this one over"
     try:
         from safetensors import safe_open
 
@@ -110,18 +119,51 @@ def load_resume(path: Path, setup: Any) -> ResumeState:
         if found != STATE_FORMAT:
             raise ValueError("not an advkd resume state" if found is None else found)
         state = json.loads(meta["state"])
+        return ResumeState(
+            epoch=int(state["epoch"]),
+            best_value=state["best_value"],
+            best_epoch=int(state["best_epoch"]),
+            method_state=state["method_state"],
+            optimizer=state["optimizer"],
+            tensors=tensors,
+        )
     except ValueError as e:
         if str(e).startswith("advkd-resume-"):
-            raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; "
-                             "start a new run with --name") from None
-        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); start a new run with --name") from None
+            raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; {way_out}") from None
+        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
     except Exception as e:  # any failure here means the file cannot be trusted
-        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); start a new run with --name") from None
-    return ResumeState(
-        epoch=int(state["epoch"]),
-        best_value=state["best_value"],
-        best_epoch=int(state["best_epoch"]),
-        method_state=state["method_state"],
-        optimizer=state["optimizer"],
-        tensors=tensors,
-    )
+        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
+
+
+def resumable_state(path: str | Path) -> ResumeState | None:
+    """The one definition of "resumable": the resume state of run dir ``path``, or None.
+
+    A run is resumable iff ``resume.safetensors`` (the commit point, written last each epoch) is
+    readable and the run's files reach its epoch E: ``metrics.jsonl`` has epochs 1..E and
+    ``last.safetensors`` and ``best.safetensors`` exist. Files *ahead* of the resume state (an
+    epoch E+1 killed after writing metrics or checkpoints, before its commit) are fine: the
+    resume state is trusted, ``fit`` truncates metrics to E and epoch E+1 is trained again,
+    bit-identically, rewriting its checkpoints.
+
+    None: no epoch ever committed (no ``resume.safetensors``): a new run dir, or a first epoch
+    interrupted before its commit, which the caller clears and restarts. AdvkdError (one line,
+    naming the way out) when committed work exists that cannot be resumed: an unreadable
+    resume state, files *behind* it (metrics or checkpoints removed by hand), or records of
+    epoch 2 or later without any resume state. Such a dir is never wiped automatically.
+    """
+    path = Path(path)
+    way_out = f"use --name for a new run, or delete {path} to start this one over"
+    done = {r.get("epoch") for r in read_metrics(path / METRICS)}
+    if not (path / RESUME).exists():
+        later = sorted(e for e in done if isinstance(e, int) and e > 1)
+        if later:
+            raise AdvkdError(f"run {path} has metrics up to epoch {later[-1]} but no {RESUME} to resume from; {way_out}")
+        return None
+    state = load_resume(path / RESUME)
+    missing = [e for e in range(1, state.epoch + 1) if e not in done]
+    if missing:
+        raise AdvkdError(f"run {path} is inconsistent: {RESUME} is at epoch {state.epoch} but {METRICS} lacks epoch {missing[0]}; {way_out}")
+    absent = [name for name in (LAST, BEST) if not (path / name).is_file()]
+    if absent:
+        raise AdvkdError(f"run {path} is inconsistent: {RESUME} is at epoch {state.epoch} but {absent[0]} is missing; {way_out}")
+    return state

@@ -1,9 +1,10 @@
 """The one training loop, shared by ``pretrain-teacher`` and ``distill``.
 
 Phases, each its own function: ``prepare`` (validate everything, load data, build the model,
-resolve teachers and the method; writes nothing), ``open_run_dir`` (create or resume the run dir),
-``fit`` (epochs: method step, evaluation, selection, atomic checkpointing), and ``run`` which
-chains them and removes a run dir that never completed an epoch when anything fails.
+resolve teachers and the method; writes nothing), ``open_run_dir`` (lock the run dir, then create,
+clear or resume it), ``fit`` (epochs: method step, evaluation, selection, atomic checkpointing),
+and ``run`` which chains them, holds the run-dir lock throughout, and removes a run dir it created
+that never completed an epoch when anything fails.
 """
 from __future__ import annotations
 
@@ -22,19 +23,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import advkd
-from advkd.accel import FastPaths, apply_to_model, autocast, to_memory_format
-from advkd.batches import TrainBatches
+from advkd.accel import FastPaths, apply_checked, autocast, to_memory_format
+from advkd.attacks import ATTACKS
+from advkd.batches import TrainBatches, to_float
 from advkd.checkpoint import atomic_write_text, save_checkpoint, unwrap
 from advkd.config import TrainConfig, config_to_dict
 from advkd.data import TensorData, dataset_info, load_split
 from advkd.distributed import all_gather_object, all_reduce_sum, barrier, is_distributed, is_main, on_main, rank, sync_buffers, world_size
 from advkd.errors import AdvkdError
 from advkd.evaluate import CLEAN, evaluate, w_robust
+from advkd.locks import LOCK_FILE, RunLock
 from advkd.methods import METHODS, Method, build, check_roles
 from advkd.models import build_model, canonical_arch
-from advkd.progress import Reporter
+from advkd.progress import Reporter, warn
 from advkd.results import environment, now_iso
-from advkd.resume import ResumeState, load_resume, rng_states, save_resume
+from advkd.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
 from advkd.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
 from advkd.teachers import Teacher, resolve_teacher
 
@@ -121,6 +124,11 @@ def prepare(
 ) -> Setup:
     """Validate the config, load data, build model, teachers and method. Writes nothing."""
     fast = fast or FastPaths()
+    if cfg.eval_attack:  # refused now, not after the first epoch's training
+        try:
+            cfg = dataclasses.replace(cfg, eval_attack=ATTACKS.canonical(cfg.eval_attack))
+        except AdvkdError as e:
+            raise AdvkdError(f"eval_attack (--set eval_attack=...): {e}") from None
     if cfg.kind == "pretrain-teacher" and METHODS.get(cfg.method).roles:
         raise AdvkdError(f"method {cfg.method} distills from teachers; use advkd distill, or a teacher-free method (natural, pgd-at, trades)")
     roles = METHODS.get(cfg.method).roles
@@ -146,9 +154,10 @@ def prepare(
         cfg.method, {r: t.model for r, t in teachers.items()}, num_classes=info.num_classes, dataset=cfg.dataset, **cfg.method_params
     )
     torch.manual_seed(cfg.seed)  # seed before building the model so its init is reproducible
-    model = apply_to_model(build_model(cfg.arch, num_classes=info.num_classes, normalize=cfg.normalize).to(device), fast)
-    for t in teachers.values():
-        apply_to_model(t.model, fast)
+    model = build_model(cfg.arch, num_classes=info.num_classes, normalize=cfg.normalize).to(device)
+    if fast.amp or fast.channels_last or fast.compile:  # each switch checked by a trial step; a failing one falls back
+        trial = to_float(train_data.images[: min(cfg.batch_size, len(train_data))]).to(device)
+        fast = apply_checked(fast, device, model, [t.model for t in teachers.values()], trial, warn=warn)
     name = cfg.name or default_name(cfg, {r: t.paper_arch for r, t in teachers.items()})
     cfg = dataclasses.replace(cfg, name=name)
     path = run_dir(runs_dir, cfg.kind, cfg.dataset, name)
@@ -187,35 +196,81 @@ def config_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
-def open_run_dir(setup: Setup, *, resume: bool) -> tuple[ResumeState | None, bool]:
-    """Create the run dir (rank 0), or find the state to resume (every rank reads it).
+def open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter | None = None) -> tuple[ResumeState | None, bool, RunLock | None]:
+    """Lock the run dir and create, clear or resume it (rank 0); every rank gets the state.
 
-    Returns (state, created_now). Under torchrun a refusal on rank 0 is raised on every rank.
+    Returns (state, created_now, lock); rank 0 holds the lock (None elsewhere) and must release
+    it when training ends. Under torchrun a refusal on rank 0 is raised on every rank.
     """
-    status = on_main(lambda: _open_run_dir(setup, resume=resume))
-    resuming, created = status
-    return (load_resume(setup.path / RESUME, setup) if resuming else None), created
+    reporter = reporter or Reporter(enabled=False)
+    held: dict[str, Any] = {}
+
+    def on_rank0() -> tuple[bool, bool]:
+        created = not setup.path.exists()
+        lock = RunLock.acquire(setup.path)  # before looking at any file: nobody else is writing them now
+        try:
+            state = _open_run_dir(setup, resume=resume, reporter=reporter)
+        except BaseException:
+            lock.release()
+            raise
+        held.update(lock=lock, state=state)
+        return state is not None, created
+
+    resuming, created = on_main(on_rank0)
+    if is_main():
+        return held["state"], created, held["lock"]
+    return (load_resume(setup.path / RESUME) if resuming else None), created, None
 
 
-def _open_run_dir(setup: Setup, *, resume: bool) -> tuple[bool, bool]:
+def _run_files(path: Path) -> list[Path]:
+    """What an interrupted first epoch can leave: the run's own files and atomic-write temps."""
+    names = {CONFIG, ENV, METRICS, BEST, LAST, RESUME}
+    return sorted(p for p in path.iterdir() if p.is_file() and p.name != LOCK_FILE and (
+        p.name in names or (p.name.startswith("epoch-") and p.suffix == ".safetensors") or (p.name.startswith(".") and p.suffix == ".tmp")
+    ))
+
+
+def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeState | None:
+    """Under the run-dir lock: the resume state of a resumable run (``resumable_state`` decides),
+    else a fresh run dir. A dir with files but no commit point is a first epoch interrupted
+    before its commit: it is cleared (its run files and stray temps) and restarted, with or
+    without ``--resume``, and one log line says so. Stray temps of a resumable run are removed."""
     path = setup.path
-    state_file = path / RESUME
-    if path.exists() and (state_file.exists() or (path / LAST).exists()):
+    state = resumable_state(path)  # AdvkdError for committed work that cannot be resumed
+    if state is not None:
         if not resume:
             raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
-        saved = yaml.safe_load((path / CONFIG).read_text()) if (path / CONFIG).exists() else {}
+        saved = _saved_config(path)
         ours = config_to_dict(setup.cfg)
         diff = [k for k in ours if k != "epochs" and saved.get(k) != ours[k]]
         if diff:
             k = diff[0]
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
-        return True, False
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
+        for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
+            tmp.unlink(missing_ok=True)
+        return state
+    leftovers = _run_files(path)
+    if leftovers:
+        reporter.log(f"{path}: its first epoch never completed (no {RESUME}); removing {len(leftovers)} leftover file(s) and starting again")
+    for p in leftovers:
+        p.unlink(missing_ok=True)
     atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
     atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
-    (path / METRICS).unlink(missing_ok=True)
-    return False, created
+    return None
+
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    """The config a run dir was started with ({} when it has none), or an AdvkdError when it is unreadable."""
+    if not (path / CONFIG).exists():
+        return {}
+    try:
+        saved = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        problem = " ".join(str(getattr(e, "problem", None) or type(e).__name__).split())
+        raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not valid YAML ({problem}); restore it, or use --name for a new run") from None
+    if not isinstance(saved, dict):
+        raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not a mapping of settings; restore it, or use --name for a new run")
+    return saved
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -279,6 +334,8 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if (step + 1) % FINITE_EVERY == 0:
+                require_finite(setup, optimizer, epoch + 1, f", batch {step + 1}")
             n = int(y.shape[0])
             seen += n
             for k, v in logs.items():
@@ -288,6 +345,43 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
     sums = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [float(seen)], dtype=torch.float64))
     means = {k: float(v) / max(float(sums[-1]), 1.0) for k, v in zip(keys, sums[:-1])}
     return {f"train_{k}" if not k.startswith("train_") else k: v for k, v in means.items()}
+
+
+FINITE_EVERY = 50  # optimizer steps between two finite-weights checks (and one before every commit)
+
+
+def nonfinite_flag(model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """A 0-d float tensor on the model's device: 1 if any float parameter, buffer or optimizer
+    state entry is inf or nan, else 0. No host sync.
+
+    One fused reduction: ``torch._foreach_norm(..., inf)`` (max |x| per tensor; inf and nan
+    propagate, and unlike a 2-norm it cannot overflow on large finite weights) and one ``any``
+    over the per-tensor maxima; it reads every tensor once (memory-bound). Measured on one CPU
+    thread, batch 32 of 32x32 images, SGD with momentum: ResNet-18 (164 tensors) 0.14 s per check
+    against 5.5 s per plain forward/backward/step (2.6%; a PGD-10 step costs 11 passes, so ~0.25%),
+    tinycnn 0.6 ms against 26 ms. Run every ``FINITE_EVERY`` steps plus once per epoch, that is
+    ~0.05% of a plain step and ~0.005% of a PGD-10 one; whole tiny runs did not differ beyond noise.
+    """
+    tensors = [t for t in (*unwrap(model).parameters(), *unwrap(model).buffers()) if t.is_floating_point()]
+    for entries in optimizer.state.values():
+        tensors += [v for v in entries.values() if torch.is_tensor(v) and v.is_floating_point()]
+    if not tensors:
+        return torch.zeros(())
+    first = tensors[0]
+    maxima = torch.stack([m.to(first.device, torch.float32) for m in torch._foreach_norm(tensors, float("inf"))])
+    return (~maxima.isfinite()).any().to(torch.float32)
+
+
+def require_finite(setup: Setup, optimizer: torch.optim.Optimizer, number: int, where: str = "") -> None:
+    """Stop (AdvkdError) when the weights or optimizer state became inf/nan, on every rank alike
+    (the flags are summed over ranks, one host sync)."""
+    if all_reduce_sum(nonfinite_flag(setup.model, optimizer)).item() > 0:
+        raise AdvkdError(_nonfinite_message(setup, number, where))
+
+
+def _nonfinite_message(setup: Setup, number: int, where: str = "") -> str:
+    return (f"the weights became inf/nan during epoch {number}{where}, so epoch {number} was not saved; lower the lr "
+            f"(--lr or --set lr=...) or check the method settings; completed epochs stay resumable in {setup.path}")
 
 
 def _finite_everywhere(loss: torch.Tensor) -> bool:
@@ -337,6 +431,7 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         if value is not None and (best_value is None or value > best_value):  # strict: first epoch reaching the max
             best_value, best_epoch = value, epoch + 1
         rows.append(row)
+        require_finite(setup, optimizer, epoch + 1)  # on every rank, before anything of this epoch is written
         rng = all_gather_object(rng_states())
         if is_main():
             _commit_epoch(setup, optimizer, epoch + 1, row, rows, best_value, best_epoch, rng)
@@ -347,8 +442,11 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
 
 def _commit_epoch(setup, optimizer, number, row, rows, best_value, best_epoch, rng) -> None:
     """Write metrics and checkpoints of epoch ``number`` (1-based), then the resume state last:
-    it is the commit point."""
+    it is the commit point. Refuses (AdvkdError, nothing written) non-finite weights or
+    optimizer state, so no checkpoint and no resume state is ever poisoned."""
     path, cfg = setup.path, setup.cfg
+    if nonfinite_flag(setup.model, optimizer).item() > 0:
+        raise AdvkdError(_nonfinite_message(setup, number))
     write_metrics(path / METRICS, rows)
     meta = checkpoint_meta(setup, number, row)
     save_checkpoint(path / LAST, setup.model, meta)
@@ -388,14 +486,18 @@ def run(
     reporter: Reporter | None = None,
     fast: FastPaths | None = None,
 ) -> Summary:
-    """prepare -> open run dir -> fit; a run dir that never completed an epoch is removed on failure."""
+    """prepare -> lock and open the run dir -> fit, holding the run-dir lock throughout; a run
+    dir created here that never completed an epoch is removed on failure."""
     reporter = reporter or Reporter()
     setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download, fast=fast)
-    state, created = open_run_dir(setup, resume=resume)
-    reporter.log(f"{setup.cfg.kind} {setup.cfg.method}: {setup.cfg.arch} on {setup.cfg.dataset} -> {setup.path}")
+    state, created, lock = open_run_dir(setup, resume=resume, reporter=reporter)
     try:
+        reporter.log(f"{setup.cfg.kind} {setup.cfg.method}: {setup.cfg.arch} on {setup.cfg.dataset} -> {setup.path}")
         return fit(setup, state, reporter)
     except BaseException:
         if created and is_main() and not (setup.path / RESUME).exists():
             shutil.rmtree(setup.path, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.release()

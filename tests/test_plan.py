@@ -92,6 +92,7 @@ def _expected_name(line: str) -> str:
     return default_name(cfg, teachers)
 
 
+@pytest.mark.slow  # ~90 s: eight trainings and AutoAttacks through bash (make test-slow)
 def test_fig2_plan_sweeps_the_training_eps_and_fills_the_figure(tmp_path, capsys, monkeypatch):
     import json
     import shlex

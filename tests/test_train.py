@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import tiny_runs
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -19,15 +20,8 @@ CPU = torch.device("cpu")
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(
-        kind="pretrain-teacher", method="pgd-at", arch="tinycnn", dataset="synthetic", epochs=3, batch_size=32,
-        train_subset=96, eval_examples=64, eval_batch_size=64, milestones=[2], lr=0.05, seed=7,
-        method_params={"steps": 2},
-    )
-    base.update(kw)
-    cfg = TrainConfig(**base)
-    cfg.validate()
-    return cfg
+    """tiny_runs' run with 3 epochs and the decay after 2."""
+    return tiny_runs.tiny_cfg(**{"epochs": 3, "milestones": [2], **kw})
 
 
 def weights(path):
