@@ -19,13 +19,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from advkd import __version__
-from advkd.config import SELECT_METRICS, TrainConfig, list_presets, resolve_config
-from advkd.data import DATASETS
-from advkd.distributed import is_main, teardown
-from advkd.errors import AdvkdError, Interrupted
+from advkd.core.distributed import is_main, teardown
+from advkd.core.errors import AdvkdError, Interrupted
+from advkd.core.progress import Reporter
+from advkd.core.version import __version__
+from advkd.data.loaders import DATASETS
 from advkd.methods import METHODS, list_methods
-from advkd.progress import Reporter
+from advkd.training.config import SELECT_METRICS, TrainConfig, list_presets, resolve_config
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exceptions
@@ -74,7 +74,7 @@ SelectOpt = Annotated[Optional[Select], typer.Option("--select", help="Metric th
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset into --data-dir if it is missing (needs network).")]
 AttackSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Attack parameter: ATTACK.PARAM=VALUE (aa.version=plus, square.n_queries=1000, cwinf.step_size=2/255). Repeatable.")]
 DatasetOpt = Annotated[Dataset, typer.Option("--dataset", help="Dataset.")]
-# speed switches (advkd.accel): None = the device's default
+# speed switches (advkd.core.accel): None = the device's default
 AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: on for CUDA, off for CPU).", show_default=False)]
 EvalAmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the attacked model (default off: fp32; each record names its precision).", show_default=False)]
 ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for CUDA, off for CPU).", show_default=False)]
@@ -163,9 +163,9 @@ def _training_options(
 
 def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags: Any) -> None:
     """Resolve the config and the speed switches, train, and print the best checkpoint."""
-    from advkd.accel import resolve_fast_paths
-    from advkd.distributed import setup
-    from advkd.train import pick_device, run
+    from advkd.core.accel import resolve_fast_paths
+    from advkd.core.distributed import pick_device, setup
+    from advkd.training.loop import run
 
     g = _globals(ctx, **opts)
     flags = {
@@ -225,7 +225,7 @@ def distill(
 
 def _attack_help() -> str:
     from advkd.attacks import ATTACKS
-    from advkd.suites import SUITES
+    from advkd.evaluation.suites import SUITES
 
     attacks = "\n\n".join(f"{e.name}: {e.help}" for e in ATTACKS)
     suites = "\n\n".join(f"{e.name}: {', '.join(e.obj)} ({e.help})" for e in SUITES)
@@ -251,7 +251,7 @@ def _evaluation_options(
 
 def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any], **command_args: Any) -> None:
     """Run the attacks, append the records, print the table (rank 0)."""
-    from advkd.attacking import run_attack
+    from advkd.evaluation.driver import run_attack
 
     g = _globals(ctx, **opts)
     report = run_attack(
@@ -318,10 +318,10 @@ def landscape(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
 ) -> None:
-    from advkd.landscape import landscape as run_landscape
-    from advkd.landscape import plot_landscape, summary_table
-    from advkd.oserrors import check_writable
-    from advkd.train import pick_device
+    from advkd.core.distributed import pick_device
+    from advkd.core.oserrors import check_writable
+    from advkd.report.landscape import landscape as run_landscape
+    from advkd.report.landscape import plot_landscape, summary_table
 
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
     if bn_bias not in ("zero", "copy"):
@@ -367,7 +367,7 @@ def report(
     runs_dir: RunsDirOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    from advkd.reporting import run_report
+    from advkd.report.driver import run_report
 
     g = _globals(ctx, runs_dir=runs_dir, data_dir=data_dir)
     text = run_report(
@@ -400,12 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback.
 
     Operating-system failures (permissions, full disk, names too long, a file in the way) are
-    the user's to fix too: one line naming the path and the fix (:mod:`advkd.oserrors`). Ctrl-C
+    the user's to fix too: one line naming the path and the fix (:mod:`advkd.core.oserrors`). Ctrl-C
     (our SIGINT handler, see :mod:`advkd.entry`) prints how to resume and exits 130.
     """
-    from advkd.accel import tune_malloc
-    from advkd.entry import interrupt_handler
-    from advkd.oserrors import describe, is_os_failure
+    from advkd.core.accel import tune_malloc
+    from advkd.core.errors import interrupt_handler
+    from advkd.core.oserrors import describe, is_os_failure
 
     args = list(sys.argv[1:] if argv is None else argv)
     previous = signal.signal(signal.SIGINT, interrupt_handler) if threading.current_thread() is threading.main_thread() else None

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
 
-from advkd.errors import Interrupted
-
-
-def interrupt_handler(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted()
+from advkd.core.errors import Interrupted, interrupt_handler
 
 
 def main() -> int:

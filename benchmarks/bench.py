@@ -44,7 +44,8 @@ from rich.table import Table  # noqa: E402
 
 import advkd  # noqa: E402
 import advkd.methods as methods  # noqa: E402
-from advkd import accel, attacks  # noqa: E402
+from advkd import attacks  # noqa: E402
+from advkd.core import accel  # noqa: E402
 from advkd.models import build_model  # noqa: E402
 from benchmarks.floors import PassCounter, attack_start, floor_for, run_floor  # noqa: E402
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from advkd.config import TrainConfig
-from advkd.data import load_split
-from advkd.distributed import rank, setup, teardown
-from advkd.evaluate import evaluate
-from advkd.progress import Reporter
-from advkd.train import run
+from advkd.core.distributed import rank, setup, teardown
+from advkd.core.progress import Reporter
+from advkd.data.loaders import load_split
+from advkd.evaluation.evaluate import evaluate
+from advkd.training.config import TrainConfig
+from advkd.training.loop import run
 
 out, clean, robust, method = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 device = setup(torch.device("cpu"))

@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_runs import CPU, tiny_cfg  # noqa: E402
 
-from advkd.progress import Reporter  # noqa: E402
-from advkd.train import run  # noqa: E402
+from advkd.core.progress import Reporter  # noqa: E402
+from advkd.training.loop import run  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -28,7 +28,7 @@ def child(runs: Path, point: str, epoch: int) -> None:
     real_replace = os.replace
     writes: dict[str, int] = {}
 
-    def replace(src, dst):  # every atomic write of advkd.checkpoint ends with os.replace(tmp, path)
+    def replace(src, dst):  # every atomic write of advkd.models.checkpoint ends with os.replace(tmp, path)
         name = Path(dst).name
         writes[name] = writes.get(name, 0) + 1
         if point == f"before:{name}" and writes[name] == epoch:

@@ -92,7 +92,7 @@ def run_method(
     nesterov: bool = False,
     rate_factor: Callable[[int], float] = lambda epoch: 1.0,
 ) -> list[Step]:
-    """Run ``method`` as ``advkd.train.train_epoch`` does: ``epochs[e]`` are the batches of
+    """Run ``method`` as ``advkd.training.loop.train_epoch`` does: ``epochs[e]`` are the batches of
     0-indexed epoch ``e``; ``torch.manual_seed(seed + k)`` before the k-th batch overall (the
     reference functions seed the same way). The state recorded on an epoch's last step is the
     one after ``end_epoch``."""

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from advkd.accel import FastPaths, apply_to_model, autocast, eval_model, resolve_fast_paths, to_memory_format, tune_malloc
-from advkd.checkpoint import load_checkpoint
 from advkd.cli import main
-from advkd.evaluate import CLEAN, evaluate
+from advkd.core.accel import FastPaths, apply_to_model, autocast, eval_model, resolve_fast_paths, to_memory_format, tune_malloc
+from advkd.core.runs import read_metrics
+from advkd.evaluation.evaluate import CLEAN, evaluate
+from advkd.evaluation.records import read_records
 from advkd.models import build_model
-from advkd.results import read_records
-from advkd.runs import read_metrics
+from advkd.models.checkpoint import load_checkpoint
 
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
 
@@ -159,7 +159,7 @@ def test_evaluation_records_its_precision_and_folding_keeps_accuracy(env):
 
 def test_evaluate_folded_equals_unfolded_on_clean_points():
     torch.manual_seed(0)
-    from advkd.data import load_split
+    from advkd.data.loaders import load_split
 
     model = _with_bn_statistics(build_model("tinycnn", num_classes=10))
     data = load_split("synthetic", "test", ".").head(64)

@@ -23,7 +23,7 @@ from advkd.attacks import (
     random_start,
     training_mode,
 )
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 from tiny_nets import CLASSIFIER_C, CLASSIFIER_SHAPE, tiny_net, trained_classifier
 

@@ -19,7 +19,7 @@ from advkd.attacks import ATTACKS, build, projected_gradient, training_mode
 from advkd.attacks.autoattack import STATE_FILE
 from advkd.attacks.jsma import JSMA
 from advkd.attacks.spsa import format_samples_schedule, parse_samples_schedule, samples_at
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 from tiny_nets import CLASSIFIER_C, CLASSIFIER_SHAPE, trained_classifier
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advkd.checkpoint import atomic_write_text, load_checkpoint, read_metadata, save_checkpoint, strip_prefixes
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
+from advkd.core.files import atomic_write_text
 from advkd.models import build_model
-from advkd.teachers import resolve_teacher
+from advkd.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint, strip_prefixes
+from advkd.training.teachers import resolve_teacher
 
 META = {"arch": "tinycnn", "num_classes": "10", "dataset": "synthetic", "normalize": "none", "method": "trades", "teachers": {}, "metrics": {"clean_acc": 50.0}, "epoch": "3"}
 
@@ -64,7 +65,7 @@ def test_failed_atomic_write_leaves_old_file_and_no_temp(tmp_path):
     class Boom(Exception):
         pass
 
-    from advkd.checkpoint import atomic_path
+    from advkd.core.files import atomic_path
 
     with pytest.raises(Boom):
         with atomic_path(target) as tmp:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from advkd.cli import main
-from advkd.results import read_records, unpack_flags
+from advkd.evaluation.records import read_records, unpack_flags
 
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32"]
 STEPS = ["--set", "method.steps=2"]
@@ -165,7 +165,7 @@ def test_issue_acceptance_commands(env, capsys):
     capsys.readouterr()
     assert advkd("attack", "--suite", "quick", "--n-examples", "64", "--format", "json") == 0
     report = json.loads(capsys.readouterr().out)
-    from advkd.checkpoint import read_metadata
+    from advkd.models.checkpoint import read_metadata
 
     meta = read_metadata(report["checkpoint"])
     assert meta["arch"] == "resnet8" and meta["dataset"] == "synthetic" and meta["method"] == "rslad"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from advkd.config import TrainConfig, list_presets, load_preset, parse_set, resolve_config
-from advkd.epsilon import parse_eps
-from advkd.errors import AdvkdError
+from advkd.core.epsilon import parse_eps
+from advkd.core.errors import AdvkdError
+from advkd.training.config import TrainConfig, list_presets, load_preset, parse_set, resolve_config
 
 
 def test_eps_is_exact_and_keeps_its_text():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from advkd import data as D
-from advkd.batches import TrainBatches, augment_crop_flip, eval_batches, to_float
-from advkd.data import DATASETS, TensorData, dataset_info, load_split
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
+from advkd.data import loaders as D
+from advkd.data.batches import TensorData, TrainBatches, augment_crop_flip, eval_batches, to_float
+from advkd.data.loaders import DATASETS, dataset_info, load_split
 
 # ---------------------------------------------------------------------------------------------
 # Fake on-disk datasets

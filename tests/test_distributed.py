@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from advkd.config import TrainConfig
-from advkd.data import load_split
-from advkd.evaluate import evaluate
-from advkd.progress import Reporter
-from advkd.train import run
+from advkd.core.progress import Reporter
+from advkd.data.loaders import load_split
+from advkd.evaluation.evaluate import evaluate
+from advkd.training.config import TrainConfig
+from advkd.training.loop import run
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

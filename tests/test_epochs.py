@@ -13,11 +13,11 @@ import json
 import pytest
 import torch
 
-from advkd.checkpoint import read_metadata
-from advkd.config import TrainConfig, resolve_config
-from advkd.landscape import _label
-from advkd.progress import Reporter
-from advkd.train import evaluates, lr_at, run
+from advkd.core.progress import Reporter
+from advkd.models.checkpoint import read_metadata
+from advkd.report.landscape import _label
+from advkd.training.config import TrainConfig, resolve_config
+from advkd.training.loop import evaluates, lr_at, run
 
 QUIET = Reporter(enabled=False)
 

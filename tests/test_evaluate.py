@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from advkd.cli import main
-from advkd.data import TensorData
-from advkd.evaluate import CLEAN, evaluate, worst_case
-from advkd.results import read_records
-from advkd.sanity import Accuracy, sanity_flags
+from advkd.data.batches import TensorData
+from advkd.evaluation.evaluate import CLEAN, evaluate, worst_case
+from advkd.evaluation.records import read_records
+from advkd.evaluation.sanity import Accuracy, sanity_flags
 
 
 def make_data(n: int = 200, seed: int = 0) -> TensorData:

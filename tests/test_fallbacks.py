@@ -13,16 +13,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import advkd.accel as accel
-from advkd.accel import FastPaths
-from advkd.checkpoint import read_metadata
+import advkd.core.accel as accel
 from advkd.cli import interrupted_line, main
-from advkd.config import TrainConfig
-from advkd.epsilon import parse_eps
-from advkd.errors import AdvkdError, Interrupted
-from advkd.oserrors import check_writable, describe
-from advkd.progress import Reporter
-from advkd.train import run
+from advkd.core.accel import FastPaths
+from advkd.core.epsilon import parse_eps
+from advkd.core.errors import AdvkdError, Interrupted
+from advkd.core.oserrors import check_writable, describe
+from advkd.core.progress import Reporter
+from advkd.models.checkpoint import read_metadata
+from advkd.training.config import TrainConfig
+from advkd.training.loop import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -88,7 +88,7 @@ def test_working_switches_stay_on_and_the_trial_changes_nothing(tmp_path, monkey
 
 
 def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
-    import advkd.reporting as reporting
+    import advkd.report.driver as reporting
 
     def interrupt(*a, **k):
         raise Interrupted()
@@ -102,7 +102,7 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
 
 
 def test_a_keyboard_interrupt_inside_a_command_is_not_silent(monkeypatch, capsys):
-    import advkd.reporting as reporting
+    import advkd.report.driver as reporting
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -116,7 +116,7 @@ def test_a_keyboard_interrupt_inside_a_command_is_not_silent(monkeypatch, capsys
 
 
 def test_os_errors_become_one_line_with_the_path_and_the_fix(monkeypatch, capsys):
-    import advkd.reporting as reporting
+    import advkd.report.driver as reporting
 
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/results.jsonl")
@@ -146,13 +146,13 @@ def test_check_writable_finds_a_read_only_folder(tmp_path):
 
 def test_attack_on_a_read_only_runs_dir_stops_before_attacking(tmp_path, monkeypatch, capsys):
     """As root every folder is writable, so the read-only folder is simulated through os.access."""
-    import advkd.oserrors as oserrors
+    import advkd.core.oserrors as oserrors
 
     summary = run(tiny("ro"), runs_dir=tmp_path / "train", data_dir=tmp_path, device=CPU, reporter=Reporter(enabled=False))
     runs = tmp_path / "runs"
     runs.mkdir()
     monkeypatch.setattr(oserrors.os, "access", lambda path, mode: Path(path) != runs)
-    import advkd.attacking as attacking
+    import advkd.evaluation.driver as attacking
 
     def no_attacks(*a, **k):
         raise AssertionError("the attacks ran before the write check")

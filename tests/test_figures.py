@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from advkd.attacks import build as build_attack
-from advkd.checkpoint import save_checkpoint
-from advkd.config import TrainConfig
-from advkd.data import TensorData
-from advkd.errors import AdvkdError
-from advkd.landscape import (
+from advkd.core.errors import AdvkdError
+from advkd.core.progress import Reporter
+from advkd.data.batches import TensorData
+from advkd.models import build_model
+from advkd.models.checkpoint import save_checkpoint
+from advkd.report.figures import FIGURES, render_figure
+from advkd.report.landscape import (
     LandscapeResult,
     alpha_grid,
     filter_normalized_direction,
@@ -23,9 +25,7 @@ from advkd.landscape import (
     sharpness,
     weight_loss_landscape,
 )
-from advkd.models import build_model
-from advkd.progress import Reporter
-from advkd.report.figures import FIGURES, render_figure
+from advkd.training.config import TrainConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUIET = Reporter(enabled=False)
@@ -180,7 +180,7 @@ def test_landscape_of_checkpoints_plot_and_fig3(tmp_path):
 
 @pytest.fixture(scope="module")
 def bmtard_runs(tmp_path_factory):
-    from advkd.train import run
+    from advkd.training.loop import run
 
     root = tmp_path_factory.mktemp("bmtard")
     runs = root / "runs"

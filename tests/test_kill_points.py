@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from tiny_runs import CPU, Capture, metrics_without_time, same_weights, tiny_cfg
 
-from advkd.locks import LOCK_FILE
-from advkd.resume import resumable_state
-from advkd.train import run
+from advkd.core.locks import LOCK_FILE
+from advkd.training.loop import run
+from advkd.training.resume import resumable_state
 
 # the worker trains with one thread; reruns here must too, or float sums may be ordered differently
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,14 +13,14 @@ import time
 import pytest
 from tiny_runs import CPU, Capture, tiny_cfg
 
-from advkd.errors import AdvkdError
-from advkd.locks import LOCK_FILE, RunLock
-from advkd.results import append_records, read_records
-from advkd.resume import resumable_state
-from advkd.runs import find_runs
-from advkd.train import run
+from advkd.core.errors import AdvkdError
+from advkd.core.locks import LOCK_FILE, RunLock
+from advkd.core.runs import find_runs
+from advkd.evaluation.records import append_records, read_records
+from advkd.training.loop import run
+from advkd.training.resume import resumable_state
 
-HOLD_RUN_LOCK = "import sys, time; from advkd.locks import RunLock; lock = RunLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)"
+HOLD_RUN_LOCK = "import sys, time; from advkd.core.locks import RunLock; lock = RunLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)"
 
 
 def holder(code: str, *args: str) -> subprocess.Popen:
@@ -84,7 +84,7 @@ def test_results_append_waits_for_the_lock(tmp_path):
 
 APPENDER = """
 import sys
-from advkd.results import append_records
+from advkd.evaluation.records import append_records
 for i in range(10):
     append_records(sys.argv[1], [{"writer": int(sys.argv[2]), "i": i, "flags": "x" * 200_000}])
 """

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.engine import random_start
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.methods import METHODS, build, list_methods
 from advkd.methods.losses import kl_div, klm
 

@@ -570,7 +570,7 @@ def test_state_round_trip_reproduces_losses(name):
 
 
 def test_resume_state_is_validated():
-    from advkd.errors import AdvkdError
+    from advkd.core.errors import AdvkdError
 
     m = build("fair-ard", {"teacher": linear_net(1)}, num_classes=C)
     with pytest.raises(AdvkdError, match="classes"):

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import advkd.distributed
+import advkd.core.distributed
 from advkd.cli import main
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.methods import build
 
 from tiny_nets import C, bn_net, linear_net
@@ -505,16 +505,16 @@ def test_two_ranks_decide_as_one_process_on_the_whole_batch(monkeypatch):
     tn, ta = linear_net(1, scale=6.0), linear_net(2, scale=0.5)
     s = linear_net(0)
     world = FakeWorld(2)
-    monkeypatch.setattr(advkd.distributed, "all_reduce_sum", world.all_reduce_sum)
+    monkeypatch.setattr(advkd.core.distributed, "all_reduce_sum", world.all_reduce_sum)
     ranks = [build("bmtard", teachers(tn, ta), tau_rate=0.1) for _ in range(2)]
     single = build("bmtard", teachers(tn, ta), tau_rate=0.1)
     for step in range(3):
         (x0, xa0, y0), (x1, xa1, y1) = make_batch(10 * step), make_batch(10 * step + 1)
         student = s if step != 1 else copy.deepcopy(ta)
         world.run([lambda: ranks[0].loss(student, x0, xa0, y0), lambda: ranks[1].loss(student, x1, xa1, y1)])
-        monkeypatch.setattr(advkd.distributed, "all_reduce_sum", lambda t: t)
+        monkeypatch.setattr(advkd.core.distributed, "all_reduce_sum", lambda t: t)
         single.loss(student, torch.cat([x0, x1]), torch.cat([xa0, xa1]), torch.cat([y0, y1]))
-        monkeypatch.setattr(advkd.distributed, "all_reduce_sum", world.all_reduce_sum)
+        monkeypatch.setattr(advkd.core.distributed, "all_reduce_sum", world.all_reduce_sum)
         assert ranks[0].state_dict() == ranks[1].state_dict(), "every rank holds identical tau and w"
         assert_state(ranks[0].state_dict(), single.state_dict(), tol=1e-5)
     assert world.calls >= 3
@@ -552,7 +552,7 @@ def test_other_ranks_entropies_flip_the_ebb_update(monkeypatch):
     assert alone.tau_adv == pytest.approx(1.001) and alone.tau_nat == 1.0
 
     world = FakeWorld(2)
-    monkeypatch.setattr(advkd.distributed, "all_reduce_sum", world.all_reduce_sum)
+    monkeypatch.setattr(advkd.core.distributed, "all_reduce_sum", world.all_reduce_sum)
     ranks = [build("bmtard", teachers(tn, ta)) for _ in range(2)]
     logs = world.run([lambda: ranks[0].loss(s, x0, xa0, y0)[1], lambda: ranks[1].loss(s, x1, x1, y0)[1]])
     for m in ranks:

@@ -17,7 +17,7 @@ from torch import nn
 
 from advkd.attacks.engine import random_start
 from advkd.cli import main
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.methods import METHODS, build
 from advkd.methods.iad import reliability_weights
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.models import (
     MODELS,
     NORMALIZATIONS,

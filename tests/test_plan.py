@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from advkd.cli import main
+from advkd.evaluation.records import read_records
 from advkd.report import build_table, canonical_id
-from advkd.results import read_records
 
 TINY_PRESET = """
 description: test scale - every architecture is tinycnn, one tiny epoch
@@ -77,8 +77,8 @@ def test_plans_are_ordered_and_name_real_checkpoints(tmp_path, capsys, table):
 
 def _expected_name(line: str) -> str:
     """The run name a pretrain-teacher / distill line creates, as the CLI's default names it."""
-    from advkd.config import TrainConfig, resolve_config
-    from advkd.runs import default_name
+    from advkd.core.runs import default_name
+    from advkd.training.config import TrainConfig, resolve_config
 
     w = line.split()
     if w[1] not in ("pretrain-teacher", "distill"):

@@ -56,8 +56,8 @@ def test_ranking_footer_without_two_rows_says_so():
 def test_report_ranking_flag_adds_the_footer_and_json(tmp_path):
     import json
 
-    from advkd.reporting import run_report
-    from advkd.results import RESULTS_FILE
+    from advkd.evaluation.records import RESULTS_FILE
+    from advkd.report.driver import run_report
 
     (tmp_path / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in [_clean("pgd-at", 50.0), _clean("adaad", 60.0)]))
     text = run_report("table2", fmt="markdown", out=None, runs_dir=tmp_path, ranking=True)

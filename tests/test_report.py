@@ -11,7 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.report import (
     FIGURE_IDS,
     FORMATS,
@@ -428,11 +428,11 @@ def test_table1_is_computed_from_a_finished_bmtard_run(tmp_path):
 
     import torch as _torch
 
-    from advkd.config import TrainConfig
-    from advkd.knowledge_run import ensure_knowledge_records
-    from advkd.progress import Reporter
-    from advkd.results import read_records
-    from advkd.train import run
+    from advkd.core.progress import Reporter
+    from advkd.evaluation.records import read_records
+    from advkd.report.measure_knowledge import ensure_knowledge_records
+    from advkd.training.config import TrainConfig
+    from advkd.training.loop import run
 
     def cfg(**kw):
         base = dict(arch="tinycnn", dataset="synthetic", epochs=1, batch_size=32, train_subset=64, eval_examples=32, seed=1)

@@ -1,4 +1,4 @@
-"""What "resumable" means (advkd.resume.resumable_state), and that non-finite weights never
+"""What "resumable" means (advkd.training.resume.resumable_state), and that non-finite weights never
 reach a checkpoint or the resume state."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_runs import CPU, Capture, tiny_cfg
 
-import advkd.train as train
-from advkd.errors import AdvkdError
-from advkd.resume import resumable_state
-from advkd.runs import read_metrics
-from advkd.train import run
+import advkd.training.loop as train
+from advkd.core.errors import AdvkdError
+from advkd.core.runs import read_metrics
+from advkd.training.loop import run
+from advkd.training.resume import resumable_state
 
 RUN = ("pretrain-teacher", "synthetic", "tinycnn-pgd-at-s7")
 

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from advkd.checkpoint import atomic_write_text, save_tensors
 from advkd.cli import main
-from advkd.config import TrainConfig, coerce, parse_set, resolve_config
-from advkd.data import load_split
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
+from advkd.core.files import atomic_write_text
+from advkd.core.runs import KINDS, MAX_NAME_BYTES, check_name, default_name, run_dir, safe_name
+from advkd.core.settings import coerce
+from advkd.data.loaders import load_split
 from advkd.methods import params_for
-from advkd.runs import KINDS, MAX_NAME_BYTES, check_name, default_name, run_dir, safe_name
+from advkd.models.checkpoint import save_tensors
+from advkd.training.config import TrainConfig, parse_set, resolve_config
 
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "32", "--n-examples", "16", "--batch-size", "32"]
 REAL_DATA = Path("/work/shared/data")

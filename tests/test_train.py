@@ -9,11 +9,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from advkd.checkpoint import read_metadata
-from advkd.config import TrainConfig, resolve_config
-from advkd.errors import AdvkdError
-from advkd.progress import Reporter
-from advkd.train import lr_at, prepare, run
+from advkd.core.errors import AdvkdError
+from advkd.core.progress import Reporter
+from advkd.models.checkpoint import read_metadata
+from advkd.training.config import TrainConfig, resolve_config
+from advkd.training.loop import lr_at, prepare, run
 
 QUIET = Reporter(enabled=False)
 CPU = torch.device("cpu")

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from advkd.config import TrainConfig
-from advkd.progress import Reporter
+from advkd.core.progress import Reporter
+from advkd.training.config import TrainConfig
 
 CPU = torch.device("cpu")
 

@@ -10,6 +10,8 @@
   form) and the gradient-estimation ``spsa``. Entries carry ``kind`` metadata ("white-box",
   "score-based", "decision-based", "gradient-estimation", "transfer-only") where set.
   :func:`build` and :func:`list_attacks` sit on top of it.
+
+Pipeline stage 3 (beside ``advkd.methods``). May import: ``advkd.core`` only.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from advkd.attacks.engine import (
 )
 from advkd.attacks.losses import cross_entropy, cw_margin, margin
 from advkd.attacks.modes import training_mode
-from advkd.epsilon import Eps
+from advkd.core.epsilon import Eps
 
 __all__ = [
     "ATTACKS",
@@ -57,7 +59,7 @@ def build(attack_id: str, eps: str | float | Eps | None = None, **params: Any) -
 
     ``eps=None`` takes the attack's default (8/255 for the bounded ones; the unbounded ``cw2``
     takes no eps). Unknown ids or parameter names, wrong types and out-of-range values raise
-    :class:`advkd.errors.AdvkdError` naming the valid choices.
+    :class:`advkd.core.errors.AdvkdError` naming the valid choices.
     """
     return ATTACKS.get(attack_id)(eps=eps, **params)
 

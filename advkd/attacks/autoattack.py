@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from advkd.attacks.engine import Attack, param, register_attack
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 STATE_FILE = "aa-state.safetensors"
 STATE_FORMAT = "advkd-aa-state-v1"
@@ -212,7 +212,7 @@ class _StagedAutoAttack(Attack):
     def _save_state(self, path: Path, meta: dict[str, str], done: list[str], flags: dict[str, Tensor], x_adv: Tensor) -> None:
         from safetensors.torch import save_file
 
-        from advkd.checkpoint import atomic_write_with
+        from advkd.core.files import atomic_write_with
 
         tensors = {f"robust/{k}": v.detach().cpu().contiguous() for k, v in flags.items()}
         tensors["x_adv"] = x_adv.detach().cpu().contiguous()

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from advkd.attacks.modes import training_mode
-from advkd.epsilon import Eps, parse_eps
-from advkd.errors import AdvkdError
-from advkd.registry import Registry
+from advkd.core.epsilon import Eps, parse_eps
+from advkd.core.errors import AdvkdError
+from advkd.core.registry import Registry
 
 NORMS = ("Linf", "L2")
 INITS = ("uniform", "gaussian", "zero")

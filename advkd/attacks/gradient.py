@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from advkd.attacks.engine import Attack, NoParams, input_gradient, param, projected_gradient, register_attack
 from advkd.attacks.losses import cross_entropy, cw_margin
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 
 @dataclasses.dataclass(frozen=True)

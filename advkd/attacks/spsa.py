@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from advkd.attacks.engine import Attack, param, register_attack
 from advkd.attacks.losses import margin
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 DEFAULT_SCHEDULE = "100@0,1000@20,20000@40"
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from advkd.attacks.autoattack import preserved_rng
 from advkd.attacks.engine import Attack, param, register_attack
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,11 @@
 """Method registry: ``build(name, teachers={role: module}, **hparams)``.
 
 Importing this package registers every method module below.
+
+Pipeline stage 3: the training methods (what one batch's inner maximisation and loss are).
+Holds ``registry`` (``METHODS``, ``@register``), ``base`` (``Method``, ``InnerParams``), ``losses``
+and one module per method. May import: ``advkd.core`` and ``advkd.attacks`` (the shared PGD
+engine, ``training_mode``); never data, models, training or evaluation.
 """
 from __future__ import annotations
 
@@ -10,21 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from advkd.config import apply_overrides
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
+from advkd.core.settings import apply_overrides
 from advkd.methods.base import InnerParams, Method
-from advkd.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method")
+from advkd.methods.registry import METHODS, register
 
 ROLE_FLAGS = {"teacher": "--teacher", "clean_teacher": "--clean-teacher", "robust_teacher": "--robust-teacher"}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: register under ``cls.name``; help is the docstring's first line."""
-    doc = (cls.__doc__ or "").strip().splitlines()
-    METHODS.add(cls.name, cls, help=doc[0] if doc else "", roles=cls.roles)
-    return cls
 
 
 def list_methods(*, teacher_free: bool | None = None) -> list[str]:
@@ -83,4 +79,4 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["METHODS", "InnerParams", "Method", "build", "check_roles", "list_methods", "method_roles", "params_for"]
+__all__ = ["METHODS", "InnerParams", "Method", "build", "register", "check_roles", "list_methods", "method_roles", "params_for"]

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
-from advkd.distributed import all_reduce_sum
-from advkd.errors import AdvkdError
-from advkd.methods import register
+from advkd.core.distributed import all_reduce_sum
+from advkd.core.errors import AdvkdError
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import kl_div, klm
+from advkd.methods.registry import register
 
 
 @dataclass

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.modes import training_mode
-from advkd.methods import register
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.iad import introspective_tail
 from advkd.methods.losses import kl_div, tempered_probs
+from advkd.methods.registry import register
 
 
 def adaad_inner(method: Method, student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:

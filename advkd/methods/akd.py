@@ -11,9 +11,9 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from advkd.methods import register
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import tempered_probs
+from advkd.methods.registry import register
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The method interface: inner maximisation (``perturb``) + outer objective (``loss``).
 
-A method never touches the optimizer or the data; the one training loop in ``advkd.train``
+A method never touches the optimizer or the data; the one training loop in ``advkd.training.loop``
 calls ``perturb`` then ``loss`` for every batch, and ``start_epoch`` before each epoch. Teachers
 are frozen here (eval mode, ``requires_grad_(False)``) so no method can train them by accident.
 """
@@ -17,8 +17,8 @@ from torch import nn
 
 from advkd.attacks.engine import projected_gradient
 from advkd.attacks.modes import training_mode
-from advkd.epsilon import parse_eps
-from advkd.errors import AdvkdError
+from advkd.core.epsilon import parse_eps
+from advkd.core.errors import AdvkdError
 
 
 @dataclass

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
-from advkd.distributed import all_reduce_sum
-from advkd.errors import AdvkdError
-from advkd.methods import register
+from advkd.core.distributed import all_reduce_sum
+from advkd.core.errors import AdvkdError
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, tempered_probs
+from advkd.methods.registry import register
 
 
 def class_weights(kappa_bar: torch.Tensor, *, beta: float, smoothing: float, low: float, high: float) -> torch.Tensor:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.modes import training_mode
-from advkd.methods import register
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, tempered_probs
+from advkd.methods.registry import register
 
 
 def reliability_weights(teacher_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:

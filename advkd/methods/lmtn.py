@@ -6,10 +6,10 @@ from typing import Literal
 
 import torch.nn.functional as F
 
-from advkd.errors import AdvkdError
-from advkd.methods import register
+from advkd.core.errors import AdvkdError
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import klm
+from advkd.methods.registry import register
 
 
 @dataclass

@@ -14,11 +14,11 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from advkd import distributed
-from advkd.errors import AdvkdError
-from advkd.methods import register
+from advkd.core import distributed
+from advkd.core.errors import AdvkdError
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import klm
+from advkd.methods.registry import register
 
 # The Zhao et al. code smooths the teacher log with this constant in the KL and in the EBB entropy.
 SMOOTHING = 1e-5

@@ -7,9 +7,9 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
-from advkd.methods import register
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, klm
+from advkd.methods.registry import register
 
 
 @dataclass

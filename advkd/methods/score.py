@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
-from advkd.errors import AdvkdError
-from advkd.methods import register
+from advkd.core.errors import AdvkdError
 from advkd.methods.base import InnerParams, Method
+from advkd.methods.registry import register
 
 
 def lse(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

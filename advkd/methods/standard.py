@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.modes import training_mode
-from advkd.methods import register
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div
+from advkd.methods.registry import register
 
 
 @dataclass

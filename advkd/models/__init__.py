@@ -6,11 +6,14 @@ average pooling so both sizes work.
 
 Public API:
 
-- ``MODELS``: the architecture :class:`~advkd.registry.Registry` (entries carry meta ``family``
+- ``MODELS``: the architecture :class:`~advkd.core.registry.Registry` (entries carry meta ``family``
   and ``stand_in``; CIFAR ResNets also ``shortcut``, WRNs ``style``, DeepMind WRNs ``internal_norm``).
 - ``build_model(name, num_classes=10, normalize="none")``.
 - ``list_models(pattern=None)``, ``canonical_arch(name)``, ``count_parameters(model)``.
 - ``NORMALIZATIONS``, ``Normalize``, ``Normalized``.
+
+Pipeline stage 2. Also holds ``checkpoint`` (safetensors checkpoints: ``save_checkpoint``,
+``load_checkpoint`` rebuilds the model a checkpoint names). May import: ``advkd.core`` only.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from torch import nn
 # isort: off
 from advkd.models import resnet  # noqa: F401
 from advkd.models import preact_resnet  # noqa: F401
-from advkd.models import resnet_cifar  # noqa: F401
+from advkd.models import three_stage_resnet  # noqa: F401
 from advkd.models import wide_resnet  # noqa: F401
 from advkd.models import dm_wide_resnet  # noqa: F401
 from advkd.models import mobilenetv2  # noqa: F401

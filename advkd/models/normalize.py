@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 

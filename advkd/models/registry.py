@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from advkd.registry import Registry
+from advkd.core.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 

@@ -10,6 +10,15 @@ Public API (the CLI's ``report`` command is a thin layer over it)::
     knowledge_records(...)                     the Table I records of one B-MTARD run
 
 The paper numbers are the packaged ``advkd/paper_tables/results.csv`` (see its README).
+
+Pipeline stage 6, the last. Besides the tables (``layouts``, ``match``, ``paper``, ``table``,
+``render``, ``ranking``) it holds ``figures/`` (one module per paper), ``knowledge`` (the Table I
+formula), ``measure_knowledge`` (Table I's measurement on a finished bmtard run), ``landscape``
+(AdaAD Fig. 3's weight-loss landscape), ``plan`` (``--plan``: the commands that fill empty cells)
+and ``driver`` (what ``advkd report`` does). May import: ``advkd.core``, ``advkd.data``,
+``advkd.models``, ``advkd.attacks``, ``advkd.methods`` (Table I reruns the bmtard inner
+maximisation), ``advkd.evaluation`` (records) and ``advkd.training.config`` (presets and run names
+for ``--plan``); never the training loop: a report reads records and runs, it never trains.
 """
 from __future__ import annotations
 

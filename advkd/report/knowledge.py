@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.report.match import KNOWLEDGE_KIND
 
 if TYPE_CHECKING:

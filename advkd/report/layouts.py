@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.report.paper import PaperRow
 
 Axis = Callable[[PaperRow], "tuple[str, str]"]

@@ -21,7 +21,7 @@ import io
 import json
 from typing import Any
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.report.table import CUSTOM_MARK, MINI_MARK, MISMATCH_MARK, Cell, Table
 
 FORMATS = ("rich", "markdown", "csv", "json", "latex")

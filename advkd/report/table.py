@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advkd.errors import AdvkdError
+from advkd.core.errors import AdvkdError
 from advkd.report import layouts
 from advkd.report.match import CellSpec, find, other_params, spec_for
 from advkd.report.paper import PaperRow, table_rows
@@ -204,7 +204,7 @@ def _summary(rec: dict[str, Any]) -> dict[str, Any]:
 def build_table(table_id: str, records: list[dict[str, Any]] | None = None) -> Table:
     """Table ``table_id`` (user id or CSV id) in the paper's layout, cells filled from ``records``.
 
-    ``records`` are result records as :func:`advkd.results.read_records` returns them (plus, for
+    ``records`` are result records as :func:`advkd.evaluation.records.read_records` returns them (plus, for
     B-MTARD Table I, knowledge-scale records from :func:`advkd.report.knowledge_records`).
     Raises :class:`AdvkdError` for figures, ``bmtard-table9`` and unknown ids.
     """

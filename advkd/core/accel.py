@@ -1,0 +1,233 @@
+"""Speed switches that change no algorithm: bf16 autocast, channels-last, torch.compile, malloc.
+
+Each switch resolves once per command into a ``FastPaths`` value (``None`` on the command line
+means "the default for this device": on for CUDA, off for the CPU) that the training loop and the
+evaluator read; no other module checks the device to decide how fast to go.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from advkd.core.errors import AdvkdError
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """Resolved speed switches. ``amp`` is bf16 autocast of forward passes (training only unless
+    asked for evaluation); ``data_on_device`` keeps the uint8 training set on the device (pinned
+    host memory and asynchronous copies otherwise); ``fold_bn`` evaluates a copy of the model with
+    each eval-mode BatchNorm folded into the convolution before it (the same function, one pass
+    fewer per layer; training never folds)."""
+
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    data_on_device: bool = True
+    fold_bn: bool = True
+
+    def as_record(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @property
+    def precision(self) -> str:
+        return "bf16-autocast" if self.amp else "fp32"
+
+
+def resolve_fast_paths(
+    device: torch.device,
+    *,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    data_on_device: bool | None = None,
+    fold_bn: bool | None = None,
+    amp_default: bool | None = None,
+) -> FastPaths:
+    """Fill unset switches with the device's defaults (CUDA: on; CPU: off; data on the device
+    everywhere). ``amp_default`` overrides the amp default (evaluation keeps fp32 unless asked)."""
+    cuda = device.type == "cuda"
+    if amp and device.type not in ("cuda", "cpu"):
+        raise AdvkdError(f"--amp needs a CUDA or CPU device, not {device.type}")
+    if compile and not hasattr(nn.Module, "compile"):
+        raise AdvkdError("--compile needs torch >= 2.2 (nn.Module.compile)")
+    return FastPaths(
+        amp=(cuda if amp_default is None else amp_default) if amp is None else amp,
+        channels_last=cuda if channels_last is None else channels_last,
+        compile=cuda if compile is None else compile,
+        data_on_device=True if data_on_device is None else data_on_device,
+        fold_bn=True if fold_bn is None else fold_bn,
+    )
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """bf16 autocast on ``device`` when enabled (no GradScaler: bf16 keeps fp32's exponent range).
+    Models prepared with ``amp`` return fp32 logits (``fp32_logits``), so every loss, softmax and
+    balancer statistic is computed in fp32 on any device (CPU autocast would keep them in bf16)."""
+    if not enabled:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
+
+
+def _logits_to_fp32(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
+
+
+def fp32_logits(model: nn.Module) -> nn.Module:
+    """Cast the model's output to fp32 (a forward hook, once per module; parameter names and
+    checkpoints unchanged): under autocast the layers run in bf16, the losses do not."""
+    if not getattr(model, "_advkd_fp32_logits", False):
+        model.register_forward_hook(_logits_to_fp32)
+        model._advkd_fp32_logits = True
+    return model
+
+
+def apply_to_model(model: nn.Module, paths: FastPaths, *, compile_backend: str | None = None) -> nn.Module:
+    """Channels-last weights, fp32 logits under amp, and an in-place compiled forward
+    (``nn.Module.compile`` keeps the parameter names, so checkpoints and state dicts are
+    unchanged). Returns the same module."""
+    if paths.amp:
+        fp32_logits(model)
+    if paths.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if paths.compile:
+        kwargs = {"backend": compile_backend} if compile_backend else {}
+        model.compile(**kwargs)
+    return model
+
+
+FLAGS = {"amp": "--no-amp", "channels_last": "--no-channels-last", "compile": "--no-compile"}
+
+
+def _enable(name: str, model: nn.Module) -> None:
+    if name == "amp":
+        fp32_logits(model)
+    elif name == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    elif name == "compile":
+        model.compile()
+
+
+def _disable(name: str, model: nn.Module) -> None:
+    if name == "channels_last":
+        model.to(memory_format=torch.contiguous_format)
+    elif name == "compile":
+        model._compiled_call_impl = None  # what nn.Module.compile set: back to the eager forward
+    # amp: the fp32-logits hook is a no-op without autocast
+
+
+def _trial_step(student: nn.Module, teachers: list[nn.Module], x: torch.Tensor, paths: FastPaths, device: torch.device) -> None:
+    """One train-mode forward and backward of the student and a forward of each teacher, with
+    the student's parameters, BN statistics and gradients put back as they were."""
+    saved = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    was_training = student.training
+    try:
+        student.train()
+        with autocast(device, paths.amp):
+            out = student(to_memory_format(x, paths))
+            with torch.no_grad():
+                for t in teachers:
+                    t(to_memory_format(x, paths))
+        out.float().sum().backward()
+    finally:
+        student.load_state_dict(saved)
+        student.zero_grad(set_to_none=True)
+        student.train(was_training)
+
+
+def apply_checked(
+    paths: FastPaths, device: torch.device, student: nn.Module, teachers: list[nn.Module], x: torch.Tensor, warn,
+) -> FastPaths:
+    """Turn the switches of ``paths`` on one at a time (amp, channels-last, compile), each checked
+    by a trial step on the batch ``x``; a switch whose trial raises (an inductor without a C
+    compiler, an op bf16 lacks, a torch version quirk) is turned back off with ONE warning that
+    names the flag, and training goes on with the plain path. Returns the switches really on —
+    what checkpoints and records must report. Without any switch on (the CPU default) nothing runs.
+    """
+    effective = dataclasses.replace(paths, amp=False, channels_last=False, compile=False)
+    models = [student, *teachers]
+    for name in ("amp", "channels_last", "compile"):
+        if not getattr(paths, name):
+            continue
+        candidate = dataclasses.replace(effective, **{name: True})
+        try:
+            for m in models:
+                _enable(name, m)
+            _trial_step(student, teachers, x, candidate, device)
+        except Exception as e:  # noqa: BLE001 - any failure of an optional speed path falls back to the plain path
+            for m in models:
+                _disable(name, m)
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+            warn(f"{FLAGS[name][5:]} failed on this machine ({reason}); continuing without it (pass {FLAGS[name]} to skip the attempt)")
+            continue
+        effective = candidate
+    return effective
+
+
+def eval_model(model: nn.Module, paths: FastPaths) -> nn.Module:
+    """The module evaluation should call: ``model`` itself, or (``fold_bn``, eval mode) a traced
+    copy with conv->BN pairs folded. Pre-activation BNs (BN before its conv) stay as they are;
+    a model torch.fx cannot trace is evaluated unfolded. ``model`` is never modified."""
+    net = _folded(model) if paths.fold_bn and not model.training else model
+    return fp32_logits(net) if paths.amp else net
+
+
+def _folded(model: nn.Module) -> nn.Module:
+    """An eval-only traced copy of ``model`` with conv->BN pairs fused, or ``model`` if untraceable."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(model, inplace=False)
+    except Exception:  # untraceable (data-dependent control flow): evaluate as is  # noqa: BLE001
+        return model
+    folded.eval()
+    folded.requires_grad_(False)  # evaluation needs input gradients only
+    return folded
+
+
+def to_memory_format(x: torch.Tensor, paths: FastPaths) -> torch.Tensor:
+    """Inputs follow the weights' layout, so the first convolution needs no conversion."""
+    if paths.channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc() -> bool:
+    """Keep freed activation buffers in the heap instead of returning them to the kernel.
+
+    glibc maps every block over its (adaptive) mmap threshold afresh and unmaps it on free, so a
+    training step on the CPU page-faults on each of its large activations (~460k faults per AdaAD
+    step on the mini nets, 20-30 % of the step). Raising both thresholds makes the allocator reuse
+    them. No effect on numbers; set ``ADVKD_NO_MALLOPT=1`` to skip. Returns whether it applied.
+    """
+    if os.environ.get("ADVKD_NO_MALLOPT") or not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
+    return ok and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1

@@ -1,0 +1,84 @@
+"""A small decorator registry shared by models, datasets, attacks, suites and methods.
+
+Registries are data: adding an entry is one decorated definition. Lookups accept aliases and
+are case-insensitive; an unknown name raises :class:`AdvkdError` listing the valid names.
+"""
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from advkd.core.errors import AdvkdError
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    help: str = ""
+    aliases: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """Name -> object, with aliases, one-line help and free-form metadata per entry."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.strip().lower().replace("_", "-")
+
+    def add(self, name: str, obj: T, *, help: str = "", aliases: tuple[str, ...] = (), **meta) -> T:
+        key = self._key(name)
+        if key in self._entries or key in self._aliases:
+            warnings.warn(f"{self.kind} {name!r} registered twice; the later definition wins", stacklevel=3)
+        self._entries[key] = Entry(name=key, obj=obj, help=help, aliases=tuple(aliases), meta=dict(meta))
+        for alias in aliases:
+            self._aliases[self._key(alias)] = key
+        return obj
+
+    def register(self, name: str, *, help: str = "", aliases: tuple[str, ...] = (), **meta) -> Callable[[T], T]:
+        """Decorator form of :meth:`add`."""
+
+        def deco(obj: T) -> T:
+            doc = help or ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
+            return self.add(name, obj, help=doc, aliases=aliases, **meta)
+
+        return deco
+
+    def canonical(self, name: str) -> str:
+        """The registered name behind ``name`` (which may be an alias); AdvkdError if unknown."""
+        key = self._key(name)
+        key = self._aliases.get(key, key)
+        if key not in self._entries:
+            raise AdvkdError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
+        return key
+
+    def __contains__(self, name: str) -> bool:
+        key = self._key(name)
+        return key in self._entries or key in self._aliases
+
+    def entry(self, name: str) -> Entry[T]:
+        return self._entries[self.canonical(name)]
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        names = list(self._entries)
+        return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)

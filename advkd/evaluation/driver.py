@@ -1,0 +1,257 @@
+"""``advkd attack`` and ``advkd transfer-attack``: evaluate, record, show a table.
+
+Both share one path: resolve the checkpoint(s), load the test data, run ``evaluate``, turn
+each outcome into a result record (appended to ``<runs-dir>/results.jsonl``), compute the
+sanity flags, and render a table or JSON.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from advkd.attacks import ATTACKS
+from advkd.core.accel import FastPaths, apply_checked, resolve_fast_paths
+from advkd.core.distributed import is_main, setup
+from advkd.core.epsilon import parse_eps
+from advkd.core.errors import AdvkdError
+from advkd.core.files import sha256_file
+from advkd.core.oserrors import check_writable
+from advkd.core.progress import Reporter, warn
+from advkd.core.runs import latest_checkpoint
+from advkd.data.batches import to_float
+from advkd.data.loaders import load_split
+from advkd.evaluation.evaluate import CLEAN, Outcome, build_eval_attack, evaluate, w_robust, worst_case
+from advkd.evaluation.records import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records
+from advkd.evaluation.sanity import Accuracy, sanity_flags
+from advkd.evaluation.suites import SUITES, suite_attacks
+from advkd.models.checkpoint import load_checkpoint
+
+META_KEYS = ("dataset", "arch", "paper_arch", "method", "teachers", "preset", "scale", "epoch", "seed")
+TRANSFER_PREFIX = "transfer-"
+
+
+def attack_list(suite: str | None, attacks: str | None, *, default_suite: str = "quick") -> list[str]:
+    """The attacks to run, clean first; every id validated before any work starts."""
+    if suite and attacks:
+        raise AdvkdError("give either --suite or --attacks, not both")
+    if suite:
+        ids = suite_attacks(SUITES.canonical(suite))
+    elif attacks is not None:
+        ids = [a.strip() for a in attacks.split(",") if a.strip()]
+        if not ids:
+            raise AdvkdError(f"--attacks {attacks!r} names no attack; give ids like clean,fgsm,pgd10 (or --suite quick)")
+    else:
+        ids = suite_attacks(default_suite)
+    out = []
+    for a in ids:
+        canonical = CLEAN if a.lower() == CLEAN else ATTACKS.canonical(a)
+        if canonical not in out:
+            out.append(canonical)
+    return [CLEAN] + [a for a in out if a != CLEAN]
+
+
+def parse_attack_set(items: list[str] | None, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set aa.version=plus --set square.n_queries=1000`` -> {attack: {param: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        attack, dot, param = key.strip().partition(".")
+        if not sep or not dot or not param:
+            raise AdvkdError(f"--set {item!r} is not ATTACK.PARAM=VALUE; e.g. --set aa.version=plus")
+        attack = ATTACKS.canonical(attack)
+        if attack not in ids:
+            raise AdvkdError(f"--set {item!r} names attack {attack}, which is not among the attacks run ({', '.join(ids)})")
+        out.setdefault(attack, {})[param.strip()] = value.strip()
+    return out
+
+
+def record_attack_id(attack: str, transfer: bool) -> str:
+    return f"{TRANSFER_PREFIX}{attack}" if transfer and attack != CLEAN else attack
+
+
+@dataclass
+class AttackReport:
+    checkpoint: Path
+    meta: dict[str, Any]
+    outcomes: dict[str, Outcome]
+    surrogate: Path | None = None
+    flags: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def clean_acc(self) -> float:
+        return self.outcomes[CLEAN].accuracy
+
+    def worst_acc(self) -> float:
+        flags = worst_case(self.outcomes)
+        return 100.0 * float(flags.float().mean()) if flags.numel() else 0.0
+
+    def label(self, attack: str) -> str:
+        return record_attack_id(attack, self.surrogate is not None)
+
+    def as_json(self) -> dict[str, Any]:
+        rows = []
+        for a, o in self.outcomes.items():
+            row = {"attack": self.label(a), "accuracy": o.accuracy, "correct": o.n_correct, "n": o.n, "w_robust": w_robust(self.clean_acc, o.accuracy), "seconds": o.seconds}
+            row.update({k: v for k, v in o.extra.items() if k != "model_was_training"})
+            rows.append(row)
+        worst = self.worst_acc()
+        out = {
+            "checkpoint": str(self.checkpoint),
+            **{k: self.meta.get(k) for k in META_KEYS},
+            "results": rows,
+            "worst_case": {"attacks": [self.label(a) for a in self.outcomes], "accuracy": worst, "w_robust": w_robust(self.clean_acc, worst)},
+            "sanity_flags": self.flags,
+        }
+        if self.surrogate is not None:
+            out["surrogate"] = str(self.surrogate)
+        return out
+
+    def print_table(self, console: Console | None = None) -> None:
+        console = console or Console()
+        m = self.meta
+        arch = m.get("arch") if m.get("arch") == m.get("paper_arch") else f"{m.get('arch')} for {m.get('paper_arch')}"
+        title = f"{m.get('method')} · {arch} · {m.get('dataset')} · scale {m.get('scale') or '?'} · epoch {int(m.get('epoch', -1)) + 1}"
+        caption = str(self.checkpoint) + (f"\ncrafted on {self.surrogate}" if self.surrogate else "")
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+        for col in ("attack", "accuracy %", "W-Robust %", "correct / n", "seconds"):
+            table.add_column(col, justify="left" if col == "attack" else "right")
+        for a, o in self.outcomes.items():
+            table.add_row(self.label(a), f"{o.accuracy:.2f}", f"{w_robust(self.clean_acc, o.accuracy):.2f}", f"{o.n_correct} / {o.n}", f"{o.seconds:.1f}")
+            for stage, acc in (o.extra.get("stages") or {}).items():
+                table.add_row(f"  after {stage}", f"{acc:.2f}", "", "", "", style="dim")
+        if len(self.outcomes) > 2:
+            worst = self.worst_acc()
+            table.add_row("[bold]worst case[/bold]", f"[bold]{worst:.2f}[/bold]", f"{w_robust(self.clean_acc, worst):.2f}", "", "")
+        console.print(table)
+        for flag in self.flags:
+            console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False)
+
+
+def make_record(
+    ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, label: str, n: int, batch_size: int, seed: int,
+    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths,
+) -> dict[str, Any]:
+    eps = outcome.eps
+    record = {
+        "checkpoint": str(ckpt),
+        "sha256": sha,
+        **{k: meta.get(k) for k in META_KEYS},
+        "train_eps": meta.get("eps") or None,
+        "method_params": (meta.get("config") or {}).get("method_params", {}),
+        "run": (meta.get("config") or {}).get("name"),
+        "attack": label,
+        "kind": "transfer" if surrogate and outcome.attack != CLEAN else outcome.kind,
+        "params": outcome.params,
+        "threat_model": outcome.threat_model,
+        "eps": eps.text if eps else None,
+        "eps_value": eps.value if eps else None,
+        "n_examples": n,
+        "correct": outcome.n_correct,
+        "accuracy": outcome.accuracy,
+        "robust_flags": pack_flags(outcome.correct),
+        "batch_size": batch_size,
+        "attack_seed": seed,
+        "precision": fast.precision,
+        "fast_paths": fast.as_record(),
+        "seconds": outcome.seconds,
+        "sanity_flags": flags,
+        "versions": env["versions"],
+        "device": env["device"],
+        "time": now_iso(),
+    }
+    record.update({k: v for k, v in outcome.extra.items() if k != "model_was_training"})
+    if surrogate is not None:
+        record["surrogate"] = surrogate
+    return record
+
+
+def _prior_white_box(runs_dir: str, sha: str) -> list[Accuracy]:
+    """White-box accuracies already recorded for this checkpoint (for transfer sanity checks)."""
+    latest: dict[str, Accuracy] = {}
+    for r in read_records(Path(runs_dir) / RESULTS_FILE):
+        if r.get("sha256") == sha and r.get("kind") == "white-box" and "surrogate" not in r:
+            latest[r["attack"]] = Accuracy(r["attack"], "white-box", float(r["accuracy"]))
+    return list(latest.values())
+
+
+def run_attack(
+    checkpoint: Path | None,
+    *,
+    suite: str | None,
+    attacks: str | None,
+    n_examples: int,
+    batch_size: int,
+    eps: str,
+    data_dir: str,
+    runs_dir: str,
+    device: str,
+    seed: int,
+    reporter: Reporter,
+    surrogate: Path | None = None,
+    set_items: list[str] | None = None,
+    fast_flags: dict[str, bool | None] | None = None,
+) -> AttackReport:
+    """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records.
+
+    ``fast_flags``: amp / channels_last / fold_bn as given on the command line (None = default;
+    evaluation runs in fp32 unless ``amp`` is set, and every record says which precision it used).
+    """
+    from advkd.core.distributed import pick_device
+
+    ids = attack_list(suite, attacks, default_suite="transfer" if surrogate else "quick")
+    attack_params = parse_attack_set(set_items, ids)
+    eps_parsed = parse_eps(eps)
+    for a in ids:  # every attack built once with its --set parameters: a bad one is refused before any work
+        if a != CLEAN:
+            build_eval_attack(a, eps_parsed, attack_params.get(a, {}), None)
+    if n_examples < 0 or batch_size < 1:
+        raise AdvkdError("--n-examples must be >= 0 and --batch-size >= 1")
+    dev = setup(pick_device(device))
+    fast = resolve_fast_paths(dev, amp_default=False, **(fast_flags or {}))
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(runs_dir)
+    model, meta = load_checkpoint(ckpt, device=dev)
+    crafter, surrogate_info = None, None
+    if surrogate is not None:
+        crafter, smeta = load_checkpoint(surrogate, device=dev, expect={"dataset": meta["dataset"], "num_classes": meta["num_classes"]})
+        surrogate_info = {"checkpoint": str(surrogate), "sha256": sha256_file(surrogate), **{k: smeta.get(k) for k in ("arch", "paper_arch", "method", "scale")}}
+    data = load_split(meta["dataset"], "test", data_dir)
+    data = data.head(min(n_examples, len(data)) or None)
+    check_writable(runs_dir)  # before the attacks, not at the final append of their records
+    if fast.amp or fast.channels_last:  # a switch that fails on this machine falls back with one warning
+        trial = to_float(data.images[: min(batch_size, len(data))]).to(dev)
+        fast = apply_checked(fast, dev, model, [crafter] if crafter is not None else [], trial, warn=warn)
+    torch.manual_seed(seed)
+    what = f"transfer from {surrogate}" if surrogate else "white-box"
+    reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
+    t0 = time.perf_counter()
+    state_dir = Path(runs_dir) / "attack-state" / f"{sha256_file(ckpt)[:16]}-{len(data)}-{eps_parsed.value:.6f}"
+    outcomes = evaluate(
+        model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
+        attack_params=attack_params, state_dir=state_dir, fast=fast,
+    )
+    if is_main():
+        shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
+    reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
+    sha = sha256_file(ckpt)
+    transfer = surrogate is not None
+    accs = [Accuracy(record_attack_id(a, transfer), "transfer" if transfer and a != CLEAN else o.kind, o.accuracy) for a, o in outcomes.items()]
+    if transfer:
+        accs += _prior_white_box(runs_dir, sha)
+    flags = sanity_flags(accs, model_was_training=bool(outcomes[CLEAN].extra.get("model_was_training")))
+    env = environment(dev)
+    records = [
+        make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags,
+                    surrogate=surrogate_info, fast=fast)
+        for a, o in outcomes.items()
+    ]
+    if is_main():
+        append_records(Path(runs_dir) / RESULTS_FILE, records)
+    return AttackReport(ckpt, meta, outcomes, surrogate, flags, records)

@@ -1,0 +1,18 @@
+"""The method registry: ``METHODS`` and the ``@register`` decorator every method module uses.
+
+Its own module (as :mod:`advkd.models.registry` is for models), so the method modules import the
+registry, not the package ``__init__`` that imports them.
+"""
+from __future__ import annotations
+
+from advkd.core.registry import Registry
+from advkd.methods.base import Method
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: register under ``cls.name``; help is the docstring's first line."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    METHODS.add(cls.name, cls, help=doc[0] if doc else "", roles=cls.roles)
+    return cls

@@ -1,0 +1,87 @@
+"""``advkd report``: route an id to a table (text formats), a figure (png) or the id list."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from advkd.core.errors import AdvkdError
+from advkd.core.files import atomic_write_text
+from advkd.evaluation.records import RESULTS_FILE, read_records
+from advkd.report import FIGURE_IDS, build_table, canonical_id, list_ids, lookup, render
+
+
+def _list() -> RichTable:
+    table = RichTable(title="advkd report ids", title_justify="left")
+    table.add_column("id")
+    table.add_column("what")
+    for i, d in list_ids():
+        table.add_row(i, d)
+    return table
+
+
+def run_report(
+    table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
+    only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None, ranking: bool = False,
+) -> str | None:
+    """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file.
+
+    ``ranking`` adds the per-column Kendall's tau of our method order against the paper's to the
+    footer (and to the JSON as ``ranking``)."""
+    console = Console()
+    if table_id == "list":
+        console.print(_list())
+        return None
+    if plan:
+        from advkd.report.plan import plan_commands
+
+        filters = {}
+        for item in only or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise AdvkdError(f"--only {item!r} is not COLUMN=VALUE; e.g. --only student=resnet18")
+            filters[key.strip()] = value.strip()
+        text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples)
+        return _emit(text, out)
+    tid = lookup(table_id)
+    if tid.id in FIGURE_IDS or fmt == "png":
+        if tid.id not in FIGURE_IDS:
+            raise AdvkdError(f"{tid.id} is a table; --format png is for figures ({', '.join(FIGURE_IDS)})")
+        if out is None:
+            raise AdvkdError(f"{tid.id} is a figure: pass --format png --out FILE.png")
+        from advkd.report.figures import render_figure
+
+        render_figure(tid.id, runs_dir=runs_dir, out=out, run=run)
+        console.print(f"wrote {out} and {out.with_suffix('.json')}")
+        return None
+    csv_id = canonical_id(table_id)
+    if csv_id == "bmtard-table1" and data_dir is not None:
+        from advkd.report.measure_knowledge import ensure_knowledge_records
+
+        try:  # computed from the newest finished bmtard run; without one the paper's numbers show alone
+            ensure_knowledge_records(runs_dir, data_dir=data_dir)
+        except AdvkdError as e:
+            console.print(f"[yellow]{e}[/yellow]", highlight=False)
+    table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
+    if ranking:
+        from advkd.report.ranking import ranking_footer, rankings
+
+        table.footer += ranking_footer(table)
+        table.ranking = [r.as_dict() for r in rankings(table)]
+    rendered = render(table, fmt)
+    if fmt == "rich":
+        if out is not None:
+            raise AdvkdError("--out needs a text format: markdown, csv, json or latex")
+        console.print(rendered)
+        return None
+    return _emit(rendered, out)
+
+
+def _emit(text: str, out: Path | None) -> str | None:
+    if out is None:
+        return text
+    if out.is_dir():
+        raise AdvkdError(f"--out {out} is a folder; give a file path such as {out / 'table.md'}")
+    atomic_write_text(out, text)
+    return None

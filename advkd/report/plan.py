@@ -1,0 +1,272 @@
+"""``advkd report ID --plan``: the runnable commands that would fill a table's empty cells.
+
+For every empty cell the plan derives the jobs behind it — pretrain each teacher, train the
+student (or evaluate a teacher row directly), attack it with the table's suite, transfer-attack
+from the surrogate — dedupes them, drops the runs that are already complete, and prints them in
+dependency order (teachers, students, attacks, transfers). Every command uses ``--resume``, so
+piping the plan into a shell is safe to repeat. Run names are the CLI's deterministic defaults,
+which is how attack commands know the checkpoint paths before the runs exist.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from advkd.core.errors import AdvkdError
+from advkd.core.runs import BEST, load_run, run_dir
+from advkd.evaluation.records import RESULTS_FILE, read_records
+from advkd.report import build_table, canonical_id, lookup
+from advkd.training.config import load_preset, variant_name
+
+ROLE_ORDER = ("clean_teacher", "robust_teacher", "teacher")
+SUITE_BY_TABLE = {
+    "adaad-table1": "adaad", "adaad-table2": "adaad", "adaad-table3": "adaad", "adaad-table5": "adaad",
+    "bmtard-table2": "bmtard-white", "bmtard-table3": "bmtard-white", "bmtard-table4": "bmtard-white",
+    "bmtard-table5": "bmtard-black", "bmtard-table6": "bmtard-black", "bmtard-table7": "bmtard-white",
+    "bmtard-table8": "bmtard-white", "bmtard-table10": "bmtard-white", "bmtard-table11": "bmtard-white",
+}
+TRANSFER_SUITE = {"adaad": "adaad-transfer", "bmtard": "bmtard-transfer"}
+NOTE_PARAMS = {"init_temperature": ("tau_adv_init", "tau_nat_init"), "nlb_exponent": ("nlb_beta",)}
+TEACHER_FREE = ("natural", "pgd-at", "trades", "score")
+ARCH_ALIASES = {"wrn34-10-c": "wrn34-10"}  # B-MTARD Table XI's clean WRN-34-10-C: a naturally trained WRN-34-10
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: int  # 0 teachers, 1 students, 2 attacks, 3 transfers
+    key: str
+    command: str
+    run: Path | None = None  # the run dir the job creates (skipped when complete)
+
+
+def _presets(paper: str, preset: str) -> tuple[str, str]:
+    """(student preset, teacher preset) for a paper at a scale."""
+    if preset == "mini":
+        return "mini", "mini"
+    if preset == "paper":
+        return f"{paper}-paper", f"{paper}-teacher"
+    return preset, preset
+
+
+def _teacher_method(role: str, arch: str, paper: str, preset: str) -> str:
+    if role == "clean_teacher":
+        return "natural"
+    if paper == "adaad" and preset == "paper":
+        return "pgd-at"  # the AdaAD repo's own PGD-AT WRN-34-10 teacher (spec 4.1, open item 8)
+    return "trades"
+
+
+def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float]) -> str:
+    """The CLI's default run name (``advkd.core.runs.default_name``) for these settings."""
+    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [load_preset(preset).name]
+    if params:
+        parts.append(variant_name(params))
+    return "-".join(parts + ["s0"])
+
+
+def _complete(path: Path) -> bool:
+    info = load_run(path)
+    return info is not None and info.complete
+
+
+def _q(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in args)
+
+
+class Planner:
+    def __init__(self, paper: str, preset: str, runs_dir: Path, n_examples: int | None = None) -> None:
+        self.paper, self.runs_dir = paper, runs_dir
+        self.eval_args = ["--n-examples", str(n_examples)] if n_examples else []
+        self.student_preset, self.teacher_preset = _presets(paper, preset)
+        self.scale = preset
+        self.jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> None:
+        self.jobs.setdefault(job.key, job)
+
+    def teacher(self, role: str, arch: str, dataset: str) -> Path:
+        """Job that pretrains a teacher; returns its best checkpoint path."""
+        arch = ARCH_ALIASES.get(arch, arch)
+        method = _teacher_method(role, arch, self.paper, self.scale)
+        preset = self.student_preset if (method == "pgd-at" and arch in ("resnet18", "resnet34", "vgg16")) else self.teacher_preset
+        name = _name(arch, method, {}, preset, {})
+        path = run_dir(self.runs_dir, "pretrain-teacher", dataset, name)
+        cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", method, "--dataset", dataset, "--preset", preset, "--runs-dir", str(self.runs_dir), "--resume")
+        self.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
+        return path / BEST
+
+    def student(self, row, teachers: dict[str, str], params: dict[str, float | str]) -> Path:
+        paths = {role: self.teacher(role, arch, row.dataset) for role, arch in teachers.items()}
+        archs = {role: ARCH_ALIASES.get(a, a) for role, a in teachers.items()}
+        name = _name(row.student, row.method, archs, self.student_preset, params)
+        path = run_dir(self.runs_dir, "distill", row.dataset, name)
+        args = ["advkd", "distill", "--method", row.method, "--student", row.student, "--dataset", row.dataset, "--preset", self.student_preset]
+        for role in sorted(paths):
+            args += [f"--{role.replace('_', '-')}", str(paths[role])]
+        for key, value in sorted(params.items()):
+            args += ["--set", f"method.{key}={value}"]
+        args += ["--runs-dir", str(self.runs_dir), "--resume"]
+        self.add(Job(1, f"student:{row.dataset}:{name}", _q(*args), path))
+        return path / BEST
+
+    def attack(self, ckpt: Path, suite: str) -> None:
+        self.add(Job(2, f"attack:{ckpt}:{suite}", _q("advkd", "attack", str(ckpt), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
+
+    def transfer(self, surrogate: Path, target: Path) -> None:
+        suite = TRANSFER_SUITE[self.paper]
+        self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
+
+    def commands(self) -> list[str]:
+        jobs = sorted(self.jobs.values(), key=lambda j: j.stage)
+        return [j.command for j in jobs if j.run is None or not _complete(j.run)]
+
+
+def _params_from_note(note: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, targets in NOTE_PARAMS.items():
+        m = re.search(rf"{key}=([0-9.]+)", note)
+        if m and float(m.group(1)) != 1.0:
+            out.update({t: float(m.group(1)) for t in targets})
+    return out
+
+
+def _teachers_of(row) -> dict[str, str]:
+    if row.clean_teacher or row.robust_teacher:
+        if row.method in ("bmtard", "mtard", "lmtn"):
+            return {"clean_teacher": row.clean_teacher, "robust_teacher": row.robust_teacher}
+        return {"teacher": row.robust_teacher} if row.robust_teacher else {}
+    return {"teacher": row.teacher} if row.teacher else {}
+
+
+def _keep(row, only: dict[str, str]) -> bool:
+    """Cell filter: ``{"student": "resnet18", "teacher": "wrn34-10"}``; a teacher filter also keeps
+    the teacher-free baselines printed in that teacher's block."""
+    for key, want in only.items():
+        have = getattr(row, key, None)
+        if have is None:
+            raise AdvkdError(f"--only {key}=...: unknown column; valid: dataset, student, teacher, clean_teacher, robust_teacher, method, attack")
+        if have != want and not (key == "teacher" and not have and f"block teacher {want}" in row.note):
+            return False
+    return True
+
+
+def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None) -> str:
+    """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
+
+    ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
+    """
+    if n_examples is not None and n_examples < 0:
+        raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
+    tid = lookup(table_id)
+    if tid.id in FIGURE_PLANS:
+        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples)
+    if tid.is_figure:
+        raise AdvkdError(
+            f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
+            f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
+        )
+    csv_id = canonical_id(table_id)
+    paper = csv_id.split("-")[0]
+    table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
+    planner = Planner(paper, preset, runs_dir, n_examples)
+    notes: list[str] = []
+    for cell in table.iter_cells():
+        row = cell.csv
+        if cell.ours is not None or not _keep(row, only or {}):
+            continue
+        if row.metric == "knowledge_scale":
+            notes.append("# B-MTARD Table I is computed from a finished bmtard run: run the bmtard-table3 plan, then `advkd report bmtard-table1`")
+            continue
+        if row.method == "teacher":
+            role = "clean_teacher" if row.clean_teacher else "robust_teacher"
+            arch = row.clean_teacher or row.robust_teacher or row.teacher
+            planner.attack(planner.teacher(role, arch, row.dataset), SUITE_BY_TABLE.get(csv_id, "adaad"))
+            continue
+        teachers = _teachers_of(row)
+        if csv_id == "adaad-table4":  # the CSV's teacher column holds the transfer surrogate
+            ckpt = planner.student(row, {"teacher": _adaad_table4_teacher(row.dataset)} if row.method not in TEACHER_FREE else {}, {})
+            planner.transfer(_surrogate(planner, row.teacher, row.dataset), ckpt)
+            continue
+        ckpt = planner.student(row, teachers, _params_from_note(row.note))
+        if row.attack.startswith("transfer-"):
+            planner.transfer(planner.teacher("robust_teacher", row.robust_teacher or "wrn34-10", row.dataset), ckpt)
+        else:
+            planner.attack(ckpt, SUITE_BY_TABLE.get(csv_id, "adaad"))
+    lines = [f"# advkd plan for {tid.id} at {preset} scale: {len(planner.jobs)} jobs, {len(planner.commands())} still to run"]
+    lines += sorted(set(notes))
+    lines += planner.commands()
+    return "\n".join(lines)
+
+
+def _surrogate(planner: Planner, arch: str, dataset: str) -> Path:
+    """AdaAD Table 4 surrogates: ResNet-34 / VGG-16 trained by PGD-AT (spec single-teacher 3.2)."""
+    preset = planner.student_preset
+    name = _name(arch, "pgd-at", {}, preset, {})
+    path = run_dir(planner.runs_dir, "pretrain-teacher", dataset, name)
+    cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", "pgd-at", "--dataset", dataset, "--preset", preset, "--runs-dir", str(planner.runs_dir), "--resume")
+    planner.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
+    return path / BEST
+
+
+def _adaad_table4_teacher(dataset: str) -> str:
+    """The distillation teacher of AdaAD Table 4's students is UNCONFIRMED: WRN-34-20 (spec open item 11)."""
+    return "wrn34-20"
+
+
+# ----------------------------------------------------------------------------- figures
+
+FIG2_EPS = (8, 16, 24, 32)  # /255; the grid between 8 and 32 is UNCONFIRMED (spec single-teacher 3.4)
+FIG2_TEACHERS = ("wrn34-10", "wrn34-20")  # panels (a) and (b)
+FIGURE_SOURCES = {
+    "fig3": "train the checkpoints with the table2 plan, then run advkd landscape on them",
+    "bmtard-fig3": "the bmtard-table10 plan (the EBB/NLB ablation runs)",
+    "bmtard-fig4": "one bmtard run, e.g. from the bmtard-table3 plan",
+    "bmtard-fig5": "one bmtard run, e.g. from the bmtard-table3 plan",
+    "bmtard-fig6": "one bmtard run, e.g. from the bmtard-table3 plan",
+}
+
+
+@dataclass(frozen=True)
+class _SweepRow:
+    """The fields of a table row that :meth:`Planner.student` reads."""
+
+    dataset: str
+    student: str
+    method: str
+
+
+def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None) -> str:
+    """AdaAD Fig. 2: ResNet-18 students trained at inner eps {8,16,24,32}/255 (step eps/4, 10 steps),
+    one sweep per teacher (WRN-34-10, WRN-34-20), each evaluated clean and by AutoAttack at 8/255.
+
+    Only the training eps changes; eps 8/255 is the main-table run itself. ``--only method=X``
+    sweeps another method instead of AdaAD (which baselines the paper swept is UNCONFIRMED);
+    ``--only teacher=ARCH`` keeps one panel.
+    """
+    unknown = sorted(set(only) - {"method", "teacher", "student", "dataset"})
+    if unknown:
+        raise AdvkdError(f"--only {unknown[0]}=...: fig2's plan filters method, teacher, student or dataset")
+    method = only.get("method", "adaad")
+    student = only.get("student", "resnet18")
+    dataset = only.get("dataset", "cifar10")
+    teachers = [t for t in FIG2_TEACHERS if only.get("teacher", t) == t] or [only["teacher"]]
+    planner = Planner("adaad", preset, runs_dir, n_examples)
+    attacked = {r.get("checkpoint") for r in read_records(runs_dir / RESULTS_FILE) if r.get("attack") == "aa"}
+    row = _SweepRow(dataset, student, method)
+    for teacher in teachers:
+        roles = {} if method in TEACHER_FREE else {"teacher": teacher}
+        for e in FIG2_EPS:
+            params = {} if e == 8 else {"eps": f"{e}/255", "step_size": f"{e // 4}/255"}
+            ckpt = planner.student(row, roles, params)
+            if str(ckpt) not in attacked:
+                planner.attack(ckpt, "aa")
+        if not roles:
+            break  # a teacher-free baseline has one sweep, not one per teacher
+    head = f"# advkd plan for fig2 at {preset} scale: {len(planner.jobs)} jobs, {len(planner.commands())} still to run"
+    note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (spec single-teacher 3.4); evaluation stays at 8/255"
+    return "\n".join([head, note, *planner.commands()])
+
+
+FIGURE_PLANS = {"fig2": plan_fig2}

@@ -1,0 +1,11 @@
+"""Pipeline stage 4, training: the one training loop of ``pretrain-teacher`` and ``distill``.
+
+Holds: ``config`` (``TrainConfig``, presets, ``resolve_config``, ``--set`` parsing), ``teachers``
+(resolving teacher checkpoints), ``resume`` (resume state, what "resumable" means) and ``loop``
+(``prepare``, ``open_run_dir``, ``fit`` and ``run``, which chains them).
+
+May import: ``advkd.core``, ``advkd.data``, ``advkd.models``, ``advkd.attacks``, ``advkd.methods``
+and ``advkd.evaluation`` (the per-epoch monitor calls ``evaluation.evaluate.evaluate`` and stamps
+records with ``evaluation.records``); evaluation never imports training. Importing this package
+imports nothing; import the module you need.
+"""

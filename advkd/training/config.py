@@ -1,0 +1,306 @@
+"""Run configuration: one typed dataclass, presets, and the layering that fills it.
+
+Layering (later wins): dataclass defaults < preset ``train`` < preset per-method ``train`` <
+``--set key=value`` < explicit CLI flags. Method hyper-parameters live in ``method`` and are
+layered the same way (method defaults < preset < ``--set method.k=v``); they are type-checked
+against the method's own parameter dataclass when the method is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from advkd.core.epsilon import parse_eps
+from advkd.core.errors import AdvkdError
+from advkd.core.runs import KINDS, check_name
+from advkd.core.settings import apply_overrides, field_types
+from advkd.data.loaders import DATASETS
+from advkd.methods import METHODS
+from advkd.models import canonical_arch
+
+PRESET_DIR = Path(__file__).parent.parent / "presets"
+
+SELECT_METRICS = ("pgd10", "robust", "clean", "w_robust", "last")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one ``pretrain-teacher`` or ``distill`` run needs; saved as ``config.yaml``.
+
+    Defaults are the AdaAD paper's schedule (spec single-teacher section 1).
+    """
+
+    kind: str = "distill"  # "pretrain-teacher" | "distill"
+    method: str = "rslad"
+    arch: str = "resnet18"  # the network being trained (the student, or the teacher when pretraining)
+    paper_arch: str = ""  # the architecture the run stands for (differs from arch under a mini preset)
+    dataset: str = "cifar10"
+    teachers: dict[str, str] = field(default_factory=dict)  # role -> teacher spec as given by the user
+    preset_teachers: dict[str, str] = field(default_factory=dict)  # role -> the preset's default teacher
+    preset: str = ""
+    scale: str = "paper"  # "paper" | "mini" | "custom": which scale produced the numbers
+    # optimisation (SGD)
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["piecewise", "cosine"] = "piecewise"
+    milestones: list[int] = field(default_factory=lambda: [100, 150])  # epochs completed after which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    lr_step: Literal["epoch", "iteration"] = "epoch"  # set the lr once per epoch, or before every batch from the fractional epoch (SCORE)
+    # data
+    train_subset: int = 0  # 0 = the whole training split; N = its first N images
+    augment: bool = True
+    normalize: str = "none"  # input normalisation layer inside the model (models see [0,1] pixels)
+    # per-epoch evaluation and checkpoint selection
+    eval_examples: int = 1000  # first N test images
+    eval_attack: str = "pgd10"  # "" = clean only
+    eval_eps: str = "8/255"
+    eval_batch_size: int = 256
+    eval_every: int = 1  # evaluate after every N-th epoch (and after the first and the last)
+    eval_dense_from: int = 0  # from this epoch number (1-based, as printed) on, evaluate every epoch (B-MTARD: 215); 0 = off
+    select: str = "pgd10"  # pgd10 (robust acc under eval_attack) | clean | w_robust | last
+    save_every: int = 0  # also keep epoch-NNN.safetensors every N epochs (0 = never)
+    seed: int = 0
+    name: str = ""
+    variant: str = ""  # the --set method.* overrides, for the default run name (e.g. "tau_adv_init2")
+    method_params: dict[str, Any] = field(default_factory=dict)  # method.* hyper-parameters
+    arch_map: dict[str, str] = field(default_factory=dict)  # paper arch -> stand-in (mini presets)
+
+    def validate(self) -> None:
+        """Reject values no run could use, with one line naming the field and the fix."""
+        for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise AdvkdError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("train_subset", "eval_examples", "save_every", "eval_dense_from"):
+            if getattr(self, key) < 0:
+                raise AdvkdError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.kind not in KINDS:
+            raise AdvkdError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.name:
+            check_name(self.name)
+        for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
+            if not math.isfinite(getattr(self, key)):
+                raise AdvkdError(f"{key} must be a finite number, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise AdvkdError(f"lr must be > 0, got {self.lr}")
+        for key in ("momentum", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise AdvkdError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr_gamma <= 0:
+            raise AdvkdError(f"lr_gamma must be > 0 (the factor the lr is multiplied by at each milestone), got {self.lr_gamma}")
+        if self.nesterov and self.momentum <= 0:
+            raise AdvkdError(f"nesterov=true needs momentum > 0, got momentum={self.momentum}; set momentum=0.9 or nesterov=false")
+        if self.select not in SELECT_METRICS:
+            raise AdvkdError(f"select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}")
+        if self.select in ("pgd10", "robust", "w_robust") and not self.eval_attack:
+            raise AdvkdError(f"select={self.select} needs an eval_attack; set select=clean or eval_attack=pgd10")
+        if sorted(self.milestones) != list(self.milestones):
+            raise AdvkdError(f"milestones must be increasing, got {self.milestones}")
+        parse_eps(self.eval_eps, what="eval_eps")
+
+
+def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``--set key=value`` items into (train overrides, method overrides).
+
+    Values are parsed as YAML scalars/lists (``0.1``, ``true``, ``[100, 150]``); ``a/b`` stays a
+    string so eps values keep their exact text, and so does number text YAML 1.1 does not know
+    (``2e-4``, ``1E9``): :func:`coerce` reads it for float fields. A plain decimal integer is
+    read in base 10 (YAML 1.1 would read ``010`` as octal 8), and a string-typed run setting
+    (``name``, ``eval_eps`` ...) keeps the text as typed (``--set name=007`` is ``"007"``).
+    """
+    str_keys = {k for k, tp in field_types(TrainConfig).items() if tp is str}
+    train: dict[str, Any] = {}
+    method: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise AdvkdError(f"--set {item!r} is not key=value; e.g. --set lr=0.05 or --set method.beta=6")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if re.fullmatch(r"[-+]?\d+", raw.strip()):
+            value = int(raw.strip(), 10)
+        if isinstance(value, str) or value is None or key in str_keys:
+            value = raw.strip()
+        if key.startswith("method."):
+            method[key[len("method."):]] = value
+        else:
+            train[key] = value
+    return train, method
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+RULE_KEYS = ("when", "train", "params", "teachers", "note")
+WHEN_KEYS = ("method", "dataset", "arch")
+
+
+@dataclass
+class Preset:
+    """A YAML file of settings for one scale of one paper (files in ``advkd/presets/``).
+
+    ``train`` applies to every run; ``methods.<m>.train`` / ``methods.<m>.params`` to runs of
+    method ``m``; then every rule of ``rules`` whose ``when`` (method, dataset and/or paper
+    arch; a value or a list) matches the run, in file order: ``train``, ``params`` and
+    ``teachers`` (default teacher per role, used when the command line names none).
+    """
+
+    name: str
+    path: Path
+    description: str = ""
+    scale: str = "paper"
+    paper: str = ""
+    deviations: list[str] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> {train: {...}, params: {...}}
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    arch_map: dict[str, str] = field(default_factory=dict)
+
+    def matching(self, run: dict[str, str]) -> list[dict[str, Any]]:
+        """The ``methods`` entry of run["method"] followed by the matching rules."""
+        out = [dict(self.methods.get(run["method"]) or {})]
+        for rule in self.rules:
+            when = rule.get("when") or {}
+            if all(run.get(k) in (v if isinstance(v, list) else [v]) for k, v in when.items()):
+                out.append(rule)
+        return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _check_preset(preset: Preset) -> None:
+    where = f"preset {preset.path}"
+    for key in ("train", "methods", "arch_map"):
+        if not isinstance(getattr(preset, key), dict):
+            raise AdvkdError(f"{where}: {key} must be a mapping")
+    if not isinstance(preset.rules, list) or not all(isinstance(r, dict) for r in preset.rules):
+        raise AdvkdError(f"{where}: rules must be a list of mappings")
+    for i, rule in enumerate(preset.rules):
+        bad = set(rule) - set(RULE_KEYS) or set(rule.get("when") or {}) - set(WHEN_KEYS)
+        if bad:
+            raise AdvkdError(f"{where}: rule {i + 1} has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(RULE_KEYS)} and when: {', '.join(WHEN_KEYS)}")
+
+
+def load_preset(spec: str) -> Preset:
+    """Load a preset by name (``mini``) or by path to a YAML file."""
+    path = Path(spec)
+    if not (spec.endswith((".yaml", ".yml")) or path.is_file()):
+        path = PRESET_DIR / f"{spec}.yaml"
+        if not path.is_file():
+            raise AdvkdError(f"unknown preset {spec!r}; valid: {', '.join(list_presets())} (or a path to a .yaml file)")
+    elif not path.is_file():
+        raise AdvkdError(f"preset file {spec} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise AdvkdError(f"preset {path} is not a text file (not UTF-8); a preset is YAML like advkd/presets/mini.yaml") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise AdvkdError(f"preset {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise AdvkdError(f"preset {path} must be a YAML mapping with keys like train:, methods:")
+    known = {f.name for f in dataclasses.fields(Preset)} - {"name", "path"}
+    unknown = set(data) - known
+    if unknown:
+        raise AdvkdError(f"preset {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
+    preset = Preset(name=path.stem, path=path, **data)
+    _check_preset(preset)
+    return preset
+
+
+def _canonical_run(cfg: TrainConfig) -> dict[str, str]:
+    """Canonical method, dataset and paper arch of a run, for matching preset rules."""
+    return {
+        "method": METHODS.canonical(cfg.method),
+        "dataset": DATASETS.canonical(cfg.dataset),
+        "arch": canonical_arch(cfg.paper_arch or cfg.arch),
+    }
+
+
+# TrainConfig fields advkd fills itself; a --set of one would make the record lie about the run
+DERIVED_FIELDS = {
+    "scale": "the scale is the preset's (--preset mini / small / a paper preset); any other run is recorded as custom",
+    "preset": "pass --preset NAME",
+    "preset_teachers": "teachers come from --teacher / --clean-teacher / --robust-teacher or the preset",
+    "teachers": "pass --teacher / --clean-teacher / --robust-teacher",
+    "variant": "it is derived from the --set method.* overrides",
+    "method_params": "set method parameters one by one with --set method.KEY=VALUE",
+    "arch_map": "stand-in architectures come from the preset",
+    "paper_arch": "it is derived from --arch / --student and the preset",
+}
+
+
+def _method_train_defaults(method: str) -> dict[str, Any]:
+    return dict(METHODS.get(method).train_defaults)
+
+
+def resolve_config(
+    base: TrainConfig,
+    *,
+    preset: str | None,
+    set_items: list[str] | None,
+    flags: dict[str, Any],
+) -> TrainConfig:
+    """Layer defaults < the method's own training defaults < preset (train, methods, rules) <
+    --set < explicit flags.
+
+    Flags whose value is None are absent. Method hyper-parameters layer the same way. A method's
+    training defaults are what its reference script does regardless of scale (SCORE sets the lr
+    every iteration), so every preset inherits them unless it says otherwise.
+    """
+    set_train, set_method = parse_set(set_items)
+    derived = sorted(set(set_train) & set(DERIVED_FIELDS))
+    if derived:
+        raise AdvkdError(f"--set {derived[0]}=... is not a setting: {DERIVED_FIELDS[derived[0]]}")
+    given = {k: v for k, v in flags.items() if v is not None}
+    probe = apply_overrides(apply_overrides(base, set_train, where="--set"), given, where="flags")
+    base = apply_overrides(base, _method_train_defaults(probe.method), where=f"method {probe.method} training defaults")
+    cfg = dataclasses.replace(base, scale="custom")
+    method_params: dict[str, Any] = dict(base.method_params)
+    if preset:
+        p = load_preset(preset)
+        cfg = apply_overrides(base, p.train, where=f"preset {p.name} train")
+        run = _canonical_run(probe)
+        teachers: dict[str, str] = {}
+        for part in p.matching(run):
+            cfg = apply_overrides(cfg, part.get("train") or {}, where=f"preset {p.name} ({run['method']})")
+            method_params.update(part.get("params") or {})
+            teachers.update(part.get("teachers") or {})
+        cfg = dataclasses.replace(cfg, preset=p.name, scale=p.scale, arch_map=dict(p.arch_map), preset_teachers=teachers)
+    cfg = apply_overrides(cfg, set_train, where="--set")
+    cfg = apply_overrides(cfg, given, where="flags")
+    method_params.update(set_method)
+    cfg = dataclasses.replace(cfg, method_params=method_params, variant=variant_name(set_method))
+    cfg.validate()
+    return cfg
+
+
+def variant_name(params: dict[str, Any]) -> str:
+    """``{"tau_adv_init": 2, "ebb": False}`` -> ``"ebbfalse-tau_adv_init2"``: a readable, stable suffix."""
+    def text(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    return "-".join(f"{k}{text(v)}".replace("/", "_") for k, v in sorted(params.items()))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return apply_overrides(TrainConfig(), data, where="config")

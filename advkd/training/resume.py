@@ -1,0 +1,170 @@
+"""Exact resume state: model, optimizer buffers, method state, RNG states, selection state.
+
+One safetensors file with a JSON metadata entry, written atomically after every epoch: it is the
+commit point of the epoch. Data order and augmentation are derived from (seed, epoch), so the
+epoch number is all the data pipeline needs; the global RNG (method start noise) is restored.
+
+:func:`resumable_state` is the one definition of a resumable run dir.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file
+
+from advkd.core.errors import AdvkdError
+from advkd.core.files import atomic_write_with
+from advkd.core.runs import BEST, LAST, METRICS, RESUME, read_metrics
+from advkd.models.checkpoint import tensors_for_save, unwrap
+
+if TYPE_CHECKING:
+    from advkd.methods import Method
+
+STATE_FORMAT = "advkd-resume-v2"  # v2: epoch and best_epoch are 1-based epoch numbers (epochs completed)
+
+
+@dataclass
+class ResumeState:
+    epoch: int  # epochs completed = the number of the last completed epoch (1-based)
+    best_value: float | None
+    best_epoch: int
+    method_state: dict[str, Any]
+    optimizer: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+
+    def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: Method, *, rank: int = 0) -> None:
+        """Restore everything into freshly built objects, so training continues bit-for-bit."""
+        model_state = {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+        unwrap(model).load_state_dict(model_state, strict=True)
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = value
+        for idx, scalars in self.optimizer.get("scalars", {}).items():
+            opt_state.setdefault(int(idx), {}).update(scalars)
+        optimizer.load_state_dict({"state": opt_state, "param_groups": self.optimizer["param_groups"]})
+        method.load_state_dict(self.method_state)
+        prefix = f"rng.{rank}."
+        if f"{prefix}cpu" not in self.tensors:
+            raise AdvkdError(f"the resume state has no RNG state for rank {rank}: resume with the number of processes the run started with")
+        torch.set_rng_state(self.tensors[f"{prefix}cpu"])
+        cuda_states = [self.tensors[k] for k in sorted(k for k in self.tensors if k.startswith(f"{prefix}cuda."))]
+        if cuda_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def rng_states() -> dict[str, torch.Tensor]:
+    """This process's RNG states (CPU and every CUDA device)."""
+    out = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"cuda.{i:02d}"] = s
+    return out
+
+
+def save_resume(
+    path: Path, setup: Any, optimizer: torch.optim.Optimizer, epoch: int, best_value: float | None, best_epoch: int,
+    rng: list[dict[str, torch.Tensor]],
+) -> None:
+    """``rng``: the RNG states of every rank, in rank order."""
+    tensors = {f"model.{k}": v for k, v in unwrap(setup.model).state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entries in opt["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    for r, states in enumerate(rng):
+        for name, value in states.items():
+            tensors[f"rng.{r}.{name}"] = value
+    meta = {
+        "format": "pt",
+        "advkd_format": STATE_FORMAT,
+        "state": json.dumps(
+            {
+                "epoch": epoch,
+                "best_value": best_value,
+                "best_epoch": best_epoch,
+                "method_state": setup.method.state_dict(),
+                "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+            }
+        ),
+    }
+    tensors = tensors_for_save(tensors)
+    from safetensors.torch import save_file
+
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def load_resume(path: Path, setup: Any = None) -> ResumeState:
+    """Read a resume state; AdvkdError (one line, with the way out) when it cannot be trusted.
+
+    A ``resume.safetensors`` exists only once an epoch has committed (it is renamed into place
+    whole), so an unreadable one stands for completed epochs: it is never wiped automatically.
+    """
+    way_out = f"use --name for a new run, or delete {Path(path).parent} to start this one over"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+        found = meta.get("advkd_format")
+        if found != STATE_FORMAT:
+            raise ValueError("not an advkd resume state" if found is None else found)
+        state = json.loads(meta["state"])
+        return ResumeState(
+            epoch=int(state["epoch"]),
+            best_value=state["best_value"],
+            best_epoch=int(state["best_epoch"]),
+            method_state=state["method_state"],
+            optimizer=state["optimizer"],
+            tensors=tensors,
+        )
+    except ValueError as e:
+        if str(e).startswith("advkd-resume-"):
+            raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; {way_out}") from None
+        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
+    except Exception as e:  # any failure here means the file cannot be trusted
+        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
+
+
+def resumable_state(path: str | Path) -> ResumeState | None:
+    """The one definition of "resumable": the resume state of run dir ``path``, or None.
+
+    A run is resumable iff ``resume.safetensors`` (the commit point, written last each epoch) is
+    readable and the run's files reach its epoch E: ``metrics.jsonl`` has epochs 1..E and
+    ``last.safetensors`` and ``best.safetensors`` exist. Files *ahead* of the resume state (an
+    epoch E+1 killed after writing metrics or checkpoints, before its commit) are fine: the
+    resume state is trusted, ``fit`` truncates metrics to E and epoch E+1 is trained again,
+    bit-identically, rewriting its checkpoints.
+
+    None: no epoch ever committed (no ``resume.safetensors``): a new run dir, or a first epoch
+    interrupted before its commit, which the caller clears and restarts. AdvkdError (one line,
+    naming the way out) when committed work exists that cannot be resumed: an unreadable
+    resume state, files *behind* it (metrics or checkpoints removed by hand), or records of
+    epoch 2 or later without any resume state. Such a dir is never wiped automatically.
+    """
+    path = Path(path)
+    way_out = f"use --name for a new run, or delete {path} to start this one over"
+    done = {r.get("epoch") for r in read_metrics(path / METRICS)}
+    if not (path / RESUME).exists():
+        later = sorted(e for e in done if isinstance(e, int) and e > 1)
+        if later:
+            raise AdvkdError(f"run {path} has metrics up to epoch {later[-1]} but no {RESUME} to resume from; {way_out}")
+        return None
+    state = load_resume(path / RESUME)
+    missing = [e for e in range(1, state.epoch + 1) if e not in done]
+    if missing:
+        raise AdvkdError(f"run {path} is inconsistent: {RESUME} is at epoch {state.epoch} but {METRICS} lacks epoch {missing[0]}; {way_out}")
+    absent = [name for name in (LAST, BEST) if not (path / name).is_file()]
+    if absent:
+        raise AdvkdError(f"run {path} is inconsistent: {RESUME} is at epoch {state.epoch} but {absent[0]} is missing; {way_out}")
+    return state

@@ -1,0 +1,137 @@
+"""Teacher resolution: a checkpoint path, an architecture name in the teacher store, or RobustBench.
+
+Forms of a teacher spec:
+
+- ``path/to/best.safetensors`` — an advkd checkpoint;
+- ``ARCH:path/to/weights.pt`` — foreign weights for a registry architecture, read with
+  ``torch.load(weights_only=True)``, ``module.`` style prefixes stripped, strict key matching;
+- ``ARCH`` (``wrn34-10``, ``rn56`` ...) — the newest ``pretrain-teacher`` run of that arch and
+  dataset under the runs dir: a natural run for the clean-teacher role, a robust one otherwise;
+- ``robustbench:<model id>`` — needs the optional ``robustbench`` package and network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkd.core.errors import AdvkdError
+from advkd.core.files import sha256_file
+from advkd.core.runs import BEST, find_runs
+from advkd.models import MODELS, build_model, canonical_arch
+from advkd.models.checkpoint import load_checkpoint, load_state_strict, strip_prefixes
+
+CLEAN_ROLES = ("clean_teacher",)
+ROBUSTBENCH_ALIASES = {"Chen2021LTD_WRD34_20": "Chen2021LTD_WRN34_20"}  # the AdaAD repo's misspelling
+
+
+@dataclass
+class Teacher:
+    role: str
+    spec: str
+    model: nn.Module
+    arch: str
+    paper_arch: str
+    source: str  # path or robustbench id
+    sha256: str
+    method: str = ""
+
+    def record(self) -> dict[str, Any]:
+        """What checkpoints and results store about this teacher."""
+        return {"spec": self.spec, "arch": self.arch, "paper_arch": self.paper_arch, "source": self.source, "sha256": self.sha256, "method": self.method}
+
+
+def wants_robust(role: str) -> bool:
+    return role not in CLEAN_ROLES
+
+
+def pretrain_hint(arch: str, role: str, dataset: str, preset: str) -> str:
+    method = "trades" if wants_robust(role) else "natural"
+    hint = f"advkd pretrain-teacher --arch {arch} --method {method} --dataset {dataset}"
+    return hint + (f" --preset {preset}" if preset else "")
+
+
+def resolve_teacher(
+    spec: str,
+    *,
+    role: str,
+    dataset: str,
+    num_classes: int,
+    runs_dir: str | Path,
+    device: torch.device | str = "cpu",
+    preset: str = "",
+    arch_map: dict[str, str] | None = None,
+) -> Teacher:
+    """Load the teacher ``spec`` names for ``role``; AdvkdError with the fix when impossible."""
+    spec = spec.strip()
+    if spec.startswith("robustbench:"):
+        return _from_robustbench(spec, role=role, dataset=dataset, device=device)
+    head, sep, tail = spec.partition(":")
+    if sep and head in MODELS and tail.endswith((".pt", ".pth")):
+        return _from_foreign(spec, canonical_arch(head), Path(tail), role=role, num_classes=num_classes, device=device)
+    path = Path(spec)
+    if path.suffix in (".safetensors", ".pt", ".pth") or path.exists():
+        if path.suffix in (".pt", ".pth"):
+            raise AdvkdError(f"{spec} is a foreign .pt file; name its architecture: ARCH:{spec} (e.g. wrn34-10:{spec})")
+        return _from_checkpoint(spec, path, role=role, dataset=dataset, num_classes=num_classes, device=device)
+    if spec in MODELS:
+        return _from_store(spec, role=role, dataset=dataset, num_classes=num_classes, runs_dir=runs_dir, device=device, preset=preset, arch_map=arch_map or {})
+    raise AdvkdError(f"teacher {spec!r} is neither a checkpoint path, an architecture name, nor robustbench:<id>")
+
+
+def _from_checkpoint(spec: str, path: Path, *, role: str, dataset: str, num_classes: int, device) -> Teacher:
+    model, meta = load_checkpoint(path, device=device, expect={"dataset": dataset, "num_classes": num_classes})
+    return Teacher(role, spec, model, meta["arch"], meta.get("paper_arch") or meta["arch"], str(path), sha256_file(path), meta.get("method", ""))
+
+
+def _from_store(spec, *, role, dataset, num_classes, runs_dir, device, preset, arch_map) -> Teacher:
+    paper_arch = canonical_arch(spec)
+    arch = canonical_arch(arch_map.get(paper_arch, paper_arch))
+    robust = wants_robust(role)
+    for run in find_runs(runs_dir, kind="pretrain-teacher", dataset=dataset):
+        cfg = run.config
+        if cfg.get("arch") != arch or (cfg.get("paper_arch") or cfg.get("arch")) != paper_arch:
+            continue
+        if (cfg.get("method") != "natural") != robust or not (run.path / BEST).exists():
+            continue
+        teacher = _from_checkpoint(spec, run.path / BEST, role=role, dataset=dataset, num_classes=num_classes, device=device)
+        return teacher
+    kind = "robust" if robust else "clean (natural)"
+    raise AdvkdError(
+        f"no {kind} {paper_arch} teacher for {dataset} in {Path(runs_dir) / 'pretrain-teacher'}; "
+        f"create it with: {pretrain_hint(paper_arch, role, dataset, preset)}"
+    )
+
+
+def _from_foreign(spec: str, arch: str, path: Path, *, role: str, num_classes: int, device) -> Teacher:
+    if not path.is_file():
+        raise AdvkdError(f"teacher weights {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad pickle; all mean "unreadable"
+        raise AdvkdError(f"cannot read {path} as weights-only torch file ({type(e).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise AdvkdError(f"{path} does not hold a state dict")
+    model = build_model(arch, num_classes=num_classes)
+    load_state_strict(model, strip_prefixes(state), source=str(path))
+    model.to(device).eval()
+    return Teacher(role, spec, model, arch, arch, str(path), sha256_file(path), "foreign")
+
+
+def _from_robustbench(spec: str, *, role: str, dataset: str, device) -> Teacher:
+    model_id = spec.split(":", 1)[1]
+    model_id = ROBUSTBENCH_ALIASES.get(model_id, model_id)
+    try:
+        from robustbench.utils import load_model  # optional dependency
+    except ImportError:
+        raise AdvkdError(f"teacher {spec} needs the optional robustbench package: pip install robustbench (and network access)") from None
+    try:
+        model = load_model(model_name=model_id, dataset=dataset, threat_model="Linf")
+    except Exception as e:  # network / unknown id errors come in many types
+        raise AdvkdError(f"robustbench could not load {model_id} for {dataset}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return Teacher(role, spec, model.to(device).eval(), f"robustbench:{model_id}", f"robustbench:{model_id}", model_id, "", "robustbench")
