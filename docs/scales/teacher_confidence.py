@@ -10,9 +10,8 @@ import sys
 
 import torch
 
-from advkd.batches import to_float
-from advkd.checkpoint import load_checkpoint
-from advkd.data import load_split
+from advkd import load_checkpoint, load_split
+from advkd.data.batches import to_float
 
 
 def main() -> None:
