@@ -24,6 +24,8 @@ def main() -> None:
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for cfg_path in sorted(runs.glob("*/cifar10/*/config.yaml")):
         cfg = yaml.safe_load(cfg_path.read_text())
+        if not (cfg_path.parent / "metrics.jsonl").exists():
+            continue  # still in its first epoch
         rows = [json.loads(line) for line in (cfg_path.parent / "metrics.jsonl").read_text().splitlines() if line.strip()]
         done = [r for r in rows if "robust_acc" in r]
         if not done:
