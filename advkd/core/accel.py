@@ -94,30 +94,26 @@ def fp32_logits(model: nn.Module) -> nn.Module:
     return model
 
 
+FLAGS = {"amp": "--no-amp", "channels_last": "--no-channels-last", "compile": "--no-compile"}  # the switches, in the order they are applied
+
+
 def apply_to_model(model: nn.Module, paths: FastPaths, *, compile_backend: str | None = None) -> nn.Module:
     """Channels-last weights, fp32 logits under amp, and an in-place compiled forward
     (``nn.Module.compile`` keeps the parameter names, so checkpoints and state dicts are
     unchanged). Returns the same module."""
-    if paths.amp:
-        fp32_logits(model)
-    if paths.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if paths.compile:
-        kwargs = {"backend": compile_backend} if compile_backend else {}
-        model.compile(**kwargs)
+    for name in FLAGS:
+        if getattr(paths, name):
+            _enable(name, model, compile_backend=compile_backend)
     return model
 
 
-FLAGS = {"amp": "--no-amp", "channels_last": "--no-channels-last", "compile": "--no-compile"}
-
-
-def _enable(name: str, model: nn.Module) -> None:
+def _enable(name: str, model: nn.Module, *, compile_backend: str | None = None) -> None:
     if name == "amp":
         fp32_logits(model)
     elif name == "channels_last":
         model.to(memory_format=torch.channels_last)
     elif name == "compile":
-        model.compile()
+        model.compile(**({"backend": compile_backend} if compile_backend else {}))
 
 
 def _disable(name: str, model: nn.Module) -> None:
@@ -158,7 +154,7 @@ def apply_checked(
     """
     effective = dataclasses.replace(paths, amp=False, channels_last=False, compile=False)
     models = [student, *teachers]
-    for name in ("amp", "channels_last", "compile"):
+    for name in FLAGS:
         if not getattr(paths, name):
             continue
         candidate = dataclasses.replace(effective, **{name: True})

@@ -47,9 +47,8 @@ def describe(exc: BaseException) -> str:
     code = errno_of(exc)
     reason = os.strerror(code) if code is not None else str(exc)
     path = getattr(exc, "filename", None)
-    where = f" {path}" if path else ""
-    fix = FIXES.get(code, "check the path and the disk")
-    return f"operating-system error at{where}: {reason}; {fix}" if where else f"operating-system error: {reason}; {fix}"
+    where = f" at {path}" if path else ""
+    return f"operating-system error{where}: {reason}; {FIXES.get(code, 'check the path and the disk')}"
 
 
 def check_writable(folder: str | Path, *, what: str = "--runs-dir") -> None:

@@ -22,8 +22,8 @@ def _type_name(tp: Any) -> str:
 
 
 #: Number text a user may type for a float field (YAML 1.1 leaves ``2e-4``, ``1E9`` as strings).
-_FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf(?:inity)?", re.IGNORECASE)
 _NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_FLOAT_TEXT = re.compile(_NUMBER_TEXT.pattern + r"|[-+]?inf(?:inity)?", re.IGNORECASE)
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:

@@ -118,7 +118,7 @@ class AttackReport:
         console = console or Console()
         m = self.meta
         arch = m.get("arch") if m.get("arch") == m.get("paper_arch") else f"{m.get('arch')} for {m.get('paper_arch')}"
-        title = f"{m.get('method')} · {arch} · {m.get('dataset')} · scale {m.get('scale') or '?'} · epoch {int(m.get('epoch', -1)) + 1}"
+        title = f"{m.get('method')} · {arch} · {m.get('dataset')} · scale {m.get('scale') or '?'} · epoch {m.get('epoch', '?')}"
         caption = str(self.checkpoint) + (f"\ncrafted on {self.surrogate}" if self.surrogate else "")
         table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
         for col in ("attack", "accuracy %", "W-Robust %", "correct / n", "seconds"):
@@ -232,7 +232,8 @@ def run_attack(
     what = f"transfer from {surrogate}" if surrogate else "white-box"
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     t0 = time.perf_counter()
-    state_dir = Path(runs_dir) / "attack-state" / f"{sha256_file(ckpt)[:16]}-{len(data)}-{eps_parsed.value:.6f}"
+    sha = sha256_file(ckpt)
+    state_dir = Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}"
     outcomes = evaluate(
         model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
         attack_params=attack_params, state_dir=state_dir, fast=fast,
@@ -240,7 +241,6 @@ def run_attack(
     if is_main():
         shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
     reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
-    sha = sha256_file(ckpt)
     transfer = surrogate is not None
     accs = [Accuracy(record_attack_id(a, transfer), "transfer" if transfer and a != CLEAN else o.kind, o.accuracy) for a, o in outcomes.items()]
     if transfer:

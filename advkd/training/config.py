@@ -1,7 +1,7 @@
 """Run configuration: one typed dataclass, presets, and the layering that fills it.
 
-Layering (later wins): dataclass defaults < preset ``train`` < preset per-method ``train`` <
-``--set key=value`` < explicit CLI flags. Method hyper-parameters live in ``method`` and are
+Layering (later wins): dataclass defaults < the method's ``train_defaults`` < preset ``train`` <
+preset per-method ``train`` < ``--set key=value`` < explicit CLI flags. Method hyper-parameters live in ``method`` and are
 layered the same way (method defaults < preset < ``--set method.k=v``); they are type-checked
 against the method's own parameter dataclass when the method is built.
 """

@@ -374,7 +374,7 @@ def nonfinite_flag(model: nn.Module, optimizer: torch.optim.Optimizer) -> torch.
 def require_finite(setup: Setup, optimizer: torch.optim.Optimizer, number: int, where: str = "") -> None:
     """Stop (AdvkdError) when the weights or optimizer state became inf/nan, on every rank alike
     (the flags are summed over ranks, one host sync)."""
-    if all_reduce_sum(nonfinite_flag(setup.model, optimizer)).item() > 0:
+    if _on_any_rank(nonfinite_flag(setup.model, optimizer)):
         raise AdvkdError(_nonfinite_message(setup, number, where))
 
 
@@ -385,8 +385,13 @@ def _nonfinite_message(setup: Setup, number: int, where: str = "") -> str:
 
 def _finite_everywhere(loss: torch.Tensor) -> bool:
     """True when the loss is finite on every rank (all ranks stop together otherwise)."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0])
-    return all_reduce_sum(bad).item() == 0
+    return not _on_any_rank(torch.tensor([0.0 if torch.isfinite(loss.detach()).item() else 1.0]))
+
+
+def _on_any_rank(flag: torch.Tensor) -> bool:
+    """True when ``flag`` (a 0/1 float tensor) is set on any rank: one all-reduce, one host sync,
+    so every rank takes the same decision."""
+    return all_reduce_sum(flag).item() > 0
 
 
 def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:

@@ -103,7 +103,7 @@ def save_resume(
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def load_resume(path: Path, setup: Any = None) -> ResumeState:
+def load_resume(path: Path) -> ResumeState:
     """Read a resume state; AdvkdError (one line, with the way out) when it cannot be trusted.
 
     A ``resume.safetensors`` exists only once an epoch has committed (it is renamed into place
@@ -128,11 +128,9 @@ def load_resume(path: Path, setup: Any = None) -> ResumeState:
             optimizer=state["optimizer"],
             tensors=tensors,
         )
-    except ValueError as e:
-        if str(e).startswith("advkd-resume-"):
-            raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; {way_out}") from None
-        raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
     except Exception as e:  # any failure here means the file cannot be trusted
+        if isinstance(e, ValueError) and str(e).startswith("advkd-resume-"):
+            raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; {way_out}") from None
         raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
 
 
