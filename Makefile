@@ -10,7 +10,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install test test-slow demo lint clean-demo reproduce-mini bench
+.PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench
 
 $(BIN)/advkd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,25 @@ demo: install
 
 # AdaAD Table 2, ResNet-18 rows, WRN-34-10 teacher, at mini scale: plan, run, show (see README).
 reproduce-mini: install
+	mkdir -p $(ADVKD_RUNS_DIR)
 	$(ADVKD) report table2 --plan --preset mini --only student=resnet18 --only teacher=wrn34-10 --n-examples 200 > $(ADVKD_RUNS_DIR)/reproduce-mini.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-mini.sh
 	$(ADVKD) report table2
+
+# Both papers' CIFAR-10 tables at small scale (about 3 h on 2 cores; resumable: run it again to
+# continue): AdaAD Table 2 (ResNet-18 rows, WRN-34-10 teacher) and the RSLAD, MTARD and B-MTARD
+# students of B-MTARD Table III, two seeds of RSLAD and B-MTARD; then the teachers' own accuracy
+# and both tables with the ranking footer (see README "Results at small scale").
+SMALL_TEACHERS = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-small-s0/best.safetensors $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/resnet56-natural-small-s0/best.safetensors
+reproduce-small: install
+	mkdir -p $(ADVKD_RUNS_DIR)
+	$(ADVKD) report table2 --plan --preset small --only student=resnet18 --only teacher=wrn34-10 > $(ADVKD_RUNS_DIR)/reproduce-small-table2.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-small-table2.sh
+	$(ADVKD) report bmtard-table3 --plan --preset small --only student=resnet18 --only dataset=cifar10 --only method=rslad,mtard,bmtard > $(ADVKD_RUNS_DIR)/reproduce-small-table3.sh
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-small-table3.sh
+	for t in $(SMALL_TEACHERS); do $(ADVKD) attack $$t --suite quick --n-examples 1000 --format json > /dev/null || exit 1; done
+	$(ADVKD) report table2 --ranking
+	$(ADVKD) report bmtard-table3 --ranking
 
 bench: install
 	$(BIN)/python -m benchmarks.bench

@@ -234,6 +234,7 @@ def _attack_help() -> str:
 
 def _evaluation_options(
     n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
+    attack_examples: Annotated[Optional[list[str]], typer.Option("--attack-examples", metavar="ATTACK=N", help="Score this attack on the first N of those images only, e.g. aa=100 (slow attacks). Repeatable.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
@@ -256,7 +257,7 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
     g = _globals(ctx, **opts)
     report = run_attack(
         checkpoint, n_examples=opts["n_examples"], batch_size=opts["batch_size"], eps=opts["eps"], data_dir=g.data_dir,
-        runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"],
+        runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"], attack_examples=opts["attack_examples"],
         fast_flags={k: opts[k] for k in ("amp", "channels_last", "fold_bn")}, **command_args,
     )
     if not is_main():

@@ -72,6 +72,25 @@ def parse_attack_set(items: list[str] | None, ids: list[str]) -> dict[str, dict[
     return out
 
 
+def clean_accuracy_on(clean: Outcome, n: int) -> float:
+    head = clean.correct[:n]
+    return 100.0 * float(head.float().mean()) if head.numel() else 0.0
+
+
+def parse_attack_examples(items: list[str] | None, ids: list[str]) -> dict[str, int]:
+    """``--attack-examples aa=100`` -> {"aa": 100}: that attack scores only the first 100 images."""
+    out: dict[str, int] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        attack = ATTACKS.canonical(key.strip()) if key.strip() in ATTACKS else key.strip()
+        if not sep or not value.strip().isdigit() or int(value) < 1:
+            raise AdvkdError(f"--attack-examples {item!r} is not ATTACK=N with N >= 1; e.g. --attack-examples aa=100")
+        if attack not in ids or attack == CLEAN:
+            raise AdvkdError(f"--attack-examples {item!r} names {attack!r}, which is not among the attacks run ({', '.join(a for a in ids if a != CLEAN)})")
+        out[attack] = int(value)
+    return out
+
+
 def record_attack_id(attack: str, transfer: bool) -> str:
     return f"{TRANSFER_PREFIX}{attack}" if transfer and attack != CLEAN else attack
 
@@ -89,6 +108,10 @@ class AttackReport:
     def clean_acc(self) -> float:
         return self.outcomes[CLEAN].accuracy
 
+    def clean_acc_on(self, n: int) -> float:
+        """Clean accuracy on the first ``n`` points: the W-Robust partner of an attack limited to them."""
+        return clean_accuracy_on(self.outcomes[CLEAN], n)
+
     def worst_acc(self) -> float:
         flags = worst_case(self.outcomes)
         return 100.0 * float(flags.float().mean()) if flags.numel() else 0.0
@@ -99,15 +122,15 @@ class AttackReport:
     def as_json(self) -> dict[str, Any]:
         rows = []
         for a, o in self.outcomes.items():
-            row = {"attack": self.label(a), "accuracy": o.accuracy, "correct": o.n_correct, "n": o.n, "w_robust": w_robust(self.clean_acc, o.accuracy), "seconds": o.seconds}
+            row = {"attack": self.label(a), "accuracy": o.accuracy, "correct": o.n_correct, "n": o.n, "w_robust": w_robust(self.clean_acc_on(o.n), o.accuracy), "seconds": o.seconds}
             row.update({k: v for k, v in o.extra.items() if k != "model_was_training"})
             rows.append(row)
-        worst = self.worst_acc()
+        worst, n_worst = self.worst_acc(), min(o.n for o in self.outcomes.values())
         out = {
             "checkpoint": str(self.checkpoint),
             **{k: self.meta.get(k) for k in META_KEYS},
             "results": rows,
-            "worst_case": {"attacks": [self.label(a) for a in self.outcomes], "accuracy": worst, "w_robust": w_robust(self.clean_acc, worst)},
+            "worst_case": {"attacks": [self.label(a) for a in self.outcomes], "accuracy": worst, "n": n_worst, "w_robust": w_robust(self.clean_acc_on(n_worst), worst)},
             "sanity_flags": self.flags,
         }
         if self.surrogate is not None:
@@ -124,12 +147,13 @@ class AttackReport:
         for col in ("attack", "accuracy %", "W-Robust %", "correct / n", "seconds"):
             table.add_column(col, justify="left" if col == "attack" else "right")
         for a, o in self.outcomes.items():
-            table.add_row(self.label(a), f"{o.accuracy:.2f}", f"{w_robust(self.clean_acc, o.accuracy):.2f}", f"{o.n_correct} / {o.n}", f"{o.seconds:.1f}")
+            table.add_row(self.label(a), f"{o.accuracy:.2f}", f"{w_robust(self.clean_acc_on(o.n), o.accuracy):.2f}", f"{o.n_correct} / {o.n}", f"{o.seconds:.1f}")
             for stage, acc in (o.extra.get("stages") or {}).items():
                 table.add_row(f"  after {stage}", f"{acc:.2f}", "", "", "", style="dim")
         if len(self.outcomes) > 2:
-            worst = self.worst_acc()
-            table.add_row("[bold]worst case[/bold]", f"[bold]{worst:.2f}[/bold]", f"{w_robust(self.clean_acc, worst):.2f}", "", "")
+            worst, n_worst = self.worst_acc(), min(o.n for o in self.outcomes.values())
+            label = "worst case" if n_worst == self.outcomes[CLEAN].n else f"worst case (first {n_worst})"
+            table.add_row(f"[bold]{label}[/bold]", f"[bold]{worst:.2f}[/bold]", f"{w_robust(self.clean_acc_on(n_worst), worst):.2f}", "", "")
         console.print(table)
         for flag in self.flags:
             console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False)
@@ -137,8 +161,10 @@ class AttackReport:
 
 def make_record(
     ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, label: str, n: int, batch_size: int, seed: int,
-    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths,
+    env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths, clean_accuracy: float | None = None,
 ) -> dict[str, Any]:
+    """One results.jsonl line. ``n`` is the evaluation set's size; an attack limited to its first
+    ``outcome.n`` points also records ``clean_accuracy`` on those points (its W-Robust partner)."""
     eps = outcome.eps
     record = {
         "checkpoint": str(ckpt),
@@ -153,7 +179,7 @@ def make_record(
         "threat_model": outcome.threat_model,
         "eps": eps.text if eps else None,
         "eps_value": eps.value if eps else None,
-        "n_examples": n,
+        "n_examples": outcome.n,
         "correct": outcome.n_correct,
         "accuracy": outcome.accuracy,
         "robust_flags": pack_flags(outcome.correct),
@@ -167,6 +193,8 @@ def make_record(
         "device": env["device"],
         "time": now_iso(),
     }
+    if outcome.n < n:  # scored on the first outcome.n points only: keep the clean accuracy on those for W-Robust
+        record["clean_accuracy"] = clean_accuracy
     record.update({k: v for k, v in outcome.extra.items() if k != "model_was_training"})
     if surrogate is not None:
         record["surrogate"] = surrogate
@@ -198,6 +226,7 @@ def run_attack(
     surrogate: Path | None = None,
     set_items: list[str] | None = None,
     fast_flags: dict[str, bool | None] | None = None,
+    attack_examples: list[str] | None = None,
 ) -> AttackReport:
     """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records.
 
@@ -208,6 +237,7 @@ def run_attack(
 
     ids = attack_list(suite, attacks, default_suite="transfer" if surrogate else "quick")
     attack_params = parse_attack_set(set_items, ids)
+    limits = parse_attack_examples(attack_examples, ids)
     eps_parsed = parse_eps(eps)
     for a in ids:  # every attack built once with its --set parameters: a bad one is refused before any work
         if a != CLEAN:
@@ -233,10 +263,11 @@ def run_attack(
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     t0 = time.perf_counter()
     sha = sha256_file(ckpt)
-    state_dir = Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}"
+    limited = "".join(f"-{a}{k}" for a, k in sorted(limits.items()))
+    state_dir = Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}{limited}"
     outcomes = evaluate(
         model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
-        attack_params=attack_params, state_dir=state_dir, fast=fast,
+        attack_params=attack_params, state_dir=state_dir, fast=fast, limits=limits,
     )
     if is_main():
         shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
@@ -249,7 +280,7 @@ def run_attack(
     env = environment(dev)
     records = [
         make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags,
-                    surrogate=surrogate_info, fast=fast)
+                    surrogate=surrogate_info, fast=fast, clean_accuracy=clean_accuracy_on(outcomes[CLEAN], o.n))
         for a, o in outcomes.items()
     ]
     if is_main():

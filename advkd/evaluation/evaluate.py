@@ -131,6 +131,7 @@ def evaluate(
     surrogate: nn.Module | None = None,
     state_dir: Path | None = None,
     fast: FastPaths | None = None,
+    limits: dict[str, int] | None = None,
 ) -> dict[str, Outcome]:
     """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``.
 
@@ -139,6 +140,8 @@ def evaluate(
     ``state_dir``: where resumable attacks keep their progress (an interrupted AutoAttack run
     continues from its last finished stage when called again with the same folder).
     ``fast``: speed switches (default: BN folded into convs, fp32, no layout change).
+    ``limits``: attack id -> N: that attack scores only the first N points (slow attacks such as
+    AutoAttack on a subset, as the scaled-down presets do); its Outcome has N flags.
     """
     fast = fast or FastPaths()
     eps = parse_eps(eps)
@@ -156,11 +159,13 @@ def evaluate(
         idx = torch.nonzero(clean).flatten()
         for attack_id, attack in built.items():
             t0 = time.perf_counter()
-            correct = torch.zeros(len(data), dtype=torch.bool)
-            with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(idx) // world_size()) as task:
-                correct[idx] = _attack_points(attack, net, crafter, data, idx, batch_size, device, task, fast)
-                task.fields["acc"] = 100.0 * float(correct.float().mean()) if len(data) else 0.0
-            extra = _stage_accuracies(attack, len(data))
+            n = min(len(data), (limits or {}).get(attack_id, len(data)))
+            points = idx[idx < n]
+            correct = torch.zeros(n, dtype=torch.bool)
+            with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(points) // world_size()) as task:
+                correct[points] = _attack_points(attack, net, crafter, data, points, batch_size, device, task, fast)
+                task.fields["acc"] = 100.0 * float(correct.float().mean()) if n else 0.0
+            extra = _stage_accuracies(attack, n)
             out[attack_id] = Outcome(
                 attack_id, correct, time.perf_counter() - t0, params=dict(attack.params), eps=attack.eps,
                 threat_model=attack.threat_model, kind=attack_kind(attack_id), extra=extra,
@@ -169,8 +174,14 @@ def evaluate(
 
 
 def worst_case(outcomes: dict[str, Outcome]) -> torch.Tensor:
-    """Pointwise worst case: robust only where every listed attack (and clean) was survived."""
-    flags = None
+    """Pointwise worst case: robust only where every listed attack (and clean) was survived.
+
+    Over the points every outcome scored: with per-attack limits, the first ``min(n)`` points.
+    """
+    if not outcomes:
+        return torch.zeros(0, dtype=torch.bool)
+    n = min(o.n for o in outcomes.values())
+    flags = torch.ones(n, dtype=torch.bool)
     for outcome in outcomes.values():
-        flags = outcome.correct.clone() if flags is None else flags & outcome.correct
-    return flags if flags is not None else torch.zeros(0, dtype=torch.bool)
+        flags &= outcome.correct[:n]
+    return flags

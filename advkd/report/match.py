@@ -26,7 +26,8 @@ every architecture, never ``arch``, so mini runs match through the mini preset's
   (Tables VII/VIII, values parsed from the CSV note). Other ``method_params`` do not block a match
   but are flagged on the cell.
 - **W-Robust** cells take the attack record as above and the newest ``clean`` record of the same
-  checkpoint (sha256) and show (clean + robust) / 2.
+  checkpoint (sha256) and show (clean + robust) / 2. An attack scored on a subset of the
+  evaluation set (``--attack-examples``) carries its own ``clean_accuracy`` on that subset, used instead.
 - **preset**: a record made under one paper's preset (``adaad-*`` / ``bmtard-*``: those papers'
   training recipes differ, e.g. AdaAD's PGD-AT vs B-MTARD's SAT) fills only that paper's tables;
   any other preset (``mini``, ``official``, custom YAML, none) may fill either paper's tables.
@@ -301,33 +302,67 @@ def checkpoint_key(rec: dict[str, Any]) -> str:
     return str(rec.get("sha256") or rec.get("checkpoint") or "")
 
 
-def find(spec: CellSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Records for one cell: ``{"ours", "sources", "n_candidates", "flags"}`` (``ours`` None if none)."""
-    if spec.metric != "w_robust":
-        hits = [i for i, r in enumerate(records) if matches(spec, r)]
-        if not hits:
-            return {"ours": None, "sources": [], "n_candidates": 0, "flags": []}
-        best = newest(hits, records)
-        rec = records[best]
-        value = rec.get("value") if spec.kind == "knowledge" else rec.get("accuracy")
-        return {"ours": _float(value), "sources": [best], "n_candidates": len(hits), "flags": []}
+def seed_group(rec: dict[str, Any]) -> str:
+    """The run a record's checkpoint came from, without its seed: records of one group differ only
+    by ``--seed`` (run names end in ``-s<seed>``; see :func:`advkd.core.runs.default_name`)."""
+    run = str(rec.get("run") or "")
+    head, sep, tail = run.rpartition("-s")
+    return head if sep and tail.isdigit() else run or checkpoint_key(rec)
 
-    robust = [i for i, r in enumerate(records) if matches(spec, r)]
-    if not robust:
-        return {"ours": None, "sources": [], "n_candidates": 0, "flags": []}
+
+def _one_value(spec: CellSpec, i: int, records: list[dict[str, Any]], clean_of: dict[str, list[int]]) -> tuple[float | None, list[int]]:
+    """(value, source record indices) of one matching record; None when W-Robust has no clean partner."""
+    rec = records[i]
+    if spec.metric != "w_robust":
+        return _float(rec.get("value") if spec.kind == "knowledge" else rec.get("accuracy")), [i]
+    r = _float(rec.get("accuracy"))
+    if _float(rec.get("clean_accuracy")) is not None:  # scored on a subset: its own clean accuracy on those points
+        return (None if r is None else (float(rec["clean_accuracy"]) + r) / 2), [i]
+    cleans = clean_of.get(checkpoint_key(rec))
+    if not cleans:
+        return None, []
+    clean = newest(cleans, records)
+    c = _float(records[clean].get("accuracy"))
+    return (None if c is None or r is None else (c + r) / 2), [clean, i]
+
+
+def find(spec: CellSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Records for one cell: ``{"ours", "spread", "seeds", "sources", "n_candidates", "flags"}``.
+
+    The newest matching record wins; when other seeds of the same run also match (same run name
+    but the ``-s<seed>`` suffix), the cell is the mean over seeds (each seed's newest record) and
+    ``spread`` is the sample standard deviation. ``ours`` is None when nothing matched.
+    """
+    hits = [i for i, r in enumerate(records) if matches(spec, r)]
     clean_of: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        if r.get("attack") == "clean" and not is_knowledge(r) and checkpoint_key(r):
-            clean_of.setdefault(checkpoint_key(r), []).append(i)
-    paired = [i for i in robust if clean_of.get(checkpoint_key(records[i]))]
-    if not paired:
-        return {"ours": None, "sources": [], "n_candidates": len(robust),
-                "flags": ["no clean record of the attacked checkpoint: W-Robust not computed"]}
-    best = newest(paired, records)
-    clean = newest(clean_of[checkpoint_key(records[best])], records)
-    c, r = _float(records[clean].get("accuracy")), _float(records[best].get("accuracy"))
-    ours = None if c is None or r is None else (c + r) / 2
-    return {"ours": ours, "sources": [clean, best], "n_candidates": len(paired), "flags": []}
+    if spec.metric == "w_robust":
+        for i, r in enumerate(records):
+            if r.get("attack") == "clean" and not is_knowledge(r) and checkpoint_key(r):
+                clean_of.setdefault(checkpoint_key(r), []).append(i)
+        if hits and not any(_one_value(spec, i, records, clean_of)[1] for i in hits):
+            return {"ours": None, "spread": None, "seeds": 0, "sources": [], "n_candidates": len(hits),
+                    "flags": ["no clean record of the attacked checkpoint: W-Robust not computed"]}
+        hits = [i for i in hits if _one_value(spec, i, records, clean_of)[1]]
+    if not hits:
+        return {"ours": None, "spread": None, "seeds": 0, "sources": [], "n_candidates": 0, "flags": []}
+    group = seed_group(records[newest(hits, records)])
+    by_seed: dict[str, list[int]] = {}
+    for i in hits:
+        if seed_group(records[i]) == group:
+            by_seed.setdefault(str(records[i].get("seed", records[i].get("run"))), []).append(i)
+    values, sources = [], []
+    for seed in sorted(by_seed):
+        value, used = _one_value(spec, newest(by_seed[seed], records), records, clean_of)
+        if value is not None:
+            values.append(value)
+            sources += used
+    if not values:
+        return {"ours": None, "spread": None, "seeds": 0, "sources": [], "n_candidates": len(hits), "flags": []}
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    flags = [f"mean of {len(values)} seeds"] if len(values) > 1 else []
+    n_candidates = len(hits) - len(by_seed) + 1  # several records of one seed: newest wins
+    return {"ours": mean, "spread": spread, "seeds": len(values), "sources": sources, "n_candidates": n_candidates, "flags": flags}
 
 
 def _float(v: Any) -> float | None:

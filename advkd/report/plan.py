@@ -17,7 +17,9 @@ from pathlib import Path
 from advkd.core.errors import AdvkdError
 from advkd.core.runs import BEST, load_run, run_dir
 from advkd.evaluation.records import RESULTS_FILE, read_records
+from advkd.evaluation.suites import SUITES, suite_attacks
 from advkd.report import build_table, canonical_id, lookup
+from advkd.report.match import CSV_TO_RECORD_ATTACK
 from advkd.training.config import load_preset, variant_name
 
 ROLE_ORDER = ("clean_teacher", "robust_teacher", "teacher")
@@ -58,12 +60,12 @@ def _teacher_method(role: str, arch: str, paper: str, preset: str) -> str:
     return "trades"
 
 
-def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float]) -> str:
+def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float], seed: int = 0) -> str:
     """The CLI's default run name (``advkd.core.runs.default_name``) for these settings."""
     parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [load_preset(preset).name]
     if params:
         parts.append(variant_name(params))
-    return "-".join(parts + ["s0"])
+    return "-".join(parts + [f"s{seed}"])
 
 
 def _complete(path: Path) -> bool:
@@ -76,12 +78,28 @@ def _q(*args: str) -> str:
 
 
 class Planner:
+    """Collects the jobs behind a table's cells; :meth:`commands` prints what is still to run.
+
+    The student preset's ``evaluation`` section sets the plan's evaluation: ``n_examples`` (unless
+    ``--n-examples`` is given), ``attack_examples`` (slow attacks on fewer images) and ``seeds``
+    (method -> number of seeds to train and attack: 0, 1, ...).
+    """
+
     def __init__(self, paper: str, preset: str, runs_dir: Path, n_examples: int | None = None) -> None:
         self.paper, self.runs_dir = paper, runs_dir
-        self.eval_args = ["--n-examples", str(n_examples)] if n_examples else []
         self.student_preset, self.teacher_preset = _presets(paper, preset)
+        evaluation = load_preset(self.student_preset).evaluation
+        n = n_examples if n_examples is not None else evaluation.get("n_examples")
+        self.eval_args = ["--n-examples", str(n)] if n else []
+        self.attack_examples: dict[str, int] = dict(evaluation.get("attack_examples") or {})
+        self.seeds: dict[str, int] = dict(evaluation.get("seeds") or {})
         self.scale = preset
         self.jobs: dict[str, Job] = {}
+        self.attacks: dict[Path, dict[str, None]] = {}  # checkpoint -> attack ids its cells need (ordered)
+        self.recorded = {(r.get("checkpoint"), r.get("attack")) for r in read_records(runs_dir / RESULTS_FILE)}
+
+    def seeds_of(self, method: str) -> range:
+        return range(max(1, int(self.seeds.get(method, 1))))
 
     def add(self, job: Job) -> None:
         self.jobs.setdefault(job.key, job)
@@ -97,30 +115,52 @@ class Planner:
         self.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
         return path / BEST
 
-    def student(self, row, teachers: dict[str, str], params: dict[str, float | str]) -> Path:
+    def student(self, row, teachers: dict[str, str], params: dict[str, float | str], seed: int = 0) -> Path:
         paths = {role: self.teacher(role, arch, row.dataset) for role, arch in teachers.items()}
         archs = {role: ARCH_ALIASES.get(a, a) for role, a in teachers.items()}
-        name = _name(row.student, row.method, archs, self.student_preset, params)
+        name = _name(row.student, row.method, archs, self.student_preset, params, seed)
         path = run_dir(self.runs_dir, "distill", row.dataset, name)
         args = ["advkd", "distill", "--method", row.method, "--student", row.student, "--dataset", row.dataset, "--preset", self.student_preset]
         for role in sorted(paths):
             args += [f"--{role.replace('_', '-')}", str(paths[role])]
         for key, value in sorted(params.items()):
             args += ["--set", f"method.{key}={value}"]
+        if seed:
+            args += ["--seed", str(seed)]
         args += ["--runs-dir", str(self.runs_dir), "--resume"]
         self.add(Job(1, f"student:{row.dataset}:{name}", _q(*args), path))
         return path / BEST
 
-    def attack(self, ckpt: Path, suite: str) -> None:
-        self.add(Job(2, f"attack:{ckpt}:{suite}", _q("advkd", "attack", str(ckpt), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
+    def attack(self, ckpt: Path, suite: str, attacks: list[str] | None = None) -> None:
+        """Ask for ``attacks`` (default: the whole ``suite``) on ``ckpt``; one command per checkpoint
+        runs the union of what its cells ask for, less what results.jsonl already has for it."""
+        wanted = self.attacks.setdefault(ckpt, {})
+        for a in suite_attacks(suite) if attacks is None else attacks:
+            if a != "clean":
+                wanted[a] = None
+
+    def _attack_jobs(self) -> list[Job]:
+        jobs = []
+        for ckpt, wanted in self.attacks.items():
+            missing = [a for a in wanted if (str(ckpt), a) not in self.recorded]
+            if not missing:
+                continue
+            suite = next((name for name in SUITES.names() if set(suite_attacks(name)) - {"clean"} == set(missing)), None)
+            which = ["--suite", suite] if suite else ["--attacks", ",".join(missing)]
+            limits = [f"--attack-examples={a}={n}" for a, n in self.attack_examples.items() if a in missing]
+            jobs.append(Job(2, f"attack:{ckpt}", _q("advkd", "attack", str(ckpt), *which, *self.eval_args, *limits, "--runs-dir", str(self.runs_dir))))
+        return jobs
 
     def transfer(self, surrogate: Path, target: Path) -> None:
         suite = TRANSFER_SUITE[self.paper]
         self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
 
     def commands(self) -> list[str]:
-        jobs = sorted(self.jobs.values(), key=lambda j: j.stage)
+        jobs = sorted([*self.jobs.values(), *self._attack_jobs()], key=lambda j: j.stage)
         return [j.command for j in jobs if j.run is None or not _complete(j.run)]
+
+    def n_jobs(self) -> int:
+        return len(self.jobs) + len(self.attacks)
 
 
 def _params_from_note(note: str) -> dict[str, float]:
@@ -147,7 +187,8 @@ def _keep(row, only: dict[str, str]) -> bool:
         have = getattr(row, key, None)
         if have is None:
             raise AdvkdError(f"--only {key}=...: unknown column; valid: dataset, student, teacher, clean_teacher, robust_teacher, method, attack")
-        if have != want and not (key == "teacher" and not have and f"block teacher {want}" in row.note):
+        wants = want.split(",")  # method=bmtard,mtard,rslad keeps any of them
+        if have not in wants and not (key == "teacher" and not have and any(f"block teacher {w}" in row.note for w in wants)):
             return False
     return True
 
@@ -174,27 +215,31 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     notes: list[str] = []
     for cell in table.iter_cells():
         row = cell.csv
-        if cell.ours is not None or not _keep(row, only or {}):
+        seeded = len(planner.seeds_of(row.method)) > 1  # a filled cell may still lack its other seeds
+        if (cell.ours is not None and not seeded) or not _keep(row, only or {}):
             continue
         if row.metric == "knowledge_scale":
             notes.append("# B-MTARD Table I is computed from a finished bmtard run: run the bmtard-table3 plan, then `advkd report bmtard-table1`")
             continue
+        suite = SUITE_BY_TABLE.get(csv_id, "adaad")
+        attack = [CSV_TO_RECORD_ATTACK.get(row.attack, row.attack)]
         if row.method == "teacher":
             role = "clean_teacher" if row.clean_teacher else "robust_teacher"
             arch = row.clean_teacher or row.robust_teacher or row.teacher
-            planner.attack(planner.teacher(role, arch, row.dataset), SUITE_BY_TABLE.get(csv_id, "adaad"))
+            planner.attack(planner.teacher(role, arch, row.dataset), suite, attack)
             continue
         teachers = _teachers_of(row)
         if csv_id == "adaad-table4":  # the CSV's teacher column holds the transfer surrogate
             ckpt = planner.student(row, {"teacher": _adaad_table4_teacher(row.dataset)} if row.method not in TEACHER_FREE else {}, {})
             planner.transfer(_surrogate(planner, row.teacher, row.dataset), ckpt)
             continue
-        ckpt = planner.student(row, teachers, _params_from_note(row.note))
-        if row.attack.startswith("transfer-"):
-            planner.transfer(planner.teacher("robust_teacher", row.robust_teacher or "wrn34-10", row.dataset), ckpt)
-        else:
-            planner.attack(ckpt, SUITE_BY_TABLE.get(csv_id, "adaad"))
-    lines = [f"# advkd plan for {tid.id} at {preset} scale: {len(planner.jobs)} jobs, {len(planner.commands())} still to run"]
+        for seed in planner.seeds_of(row.method):
+            ckpt = planner.student(row, teachers, _params_from_note(row.note), seed)
+            if row.attack.startswith("transfer-"):
+                planner.transfer(planner.teacher("robust_teacher", row.robust_teacher or "wrn34-10", row.dataset), ckpt)
+            else:
+                planner.attack(ckpt, suite, attack)
+    lines = [f"# advkd plan for {tid.id} at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"]
     lines += sorted(set(notes))
     lines += planner.commands()
     return "\n".join(lines)
@@ -253,18 +298,15 @@ def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: 
     dataset = only.get("dataset", "cifar10")
     teachers = [t for t in FIG2_TEACHERS if only.get("teacher", t) == t] or [only["teacher"]]
     planner = Planner("adaad", preset, runs_dir, n_examples)
-    attacked = {r.get("checkpoint") for r in read_records(runs_dir / RESULTS_FILE) if r.get("attack") == "aa"}
     row = _SweepRow(dataset, student, method)
     for teacher in teachers:
         roles = {} if method in TEACHER_FREE else {"teacher": teacher}
         for e in FIG2_EPS:
             params = {} if e == 8 else {"eps": f"{e}/255", "step_size": f"{e // 4}/255"}
-            ckpt = planner.student(row, roles, params)
-            if str(ckpt) not in attacked:
-                planner.attack(ckpt, "aa")
+            planner.attack(planner.student(row, roles, params), "aa")  # skipped once results.jsonl has it
         if not roles:
             break  # a teacher-free baseline has one sweep, not one per teacher
-    head = f"# advkd plan for fig2 at {preset} scale: {len(planner.jobs)} jobs, {len(planner.commands())} still to run"
+    head = f"# advkd plan for fig2 at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"
     note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (spec single-teacher 3.4); evaluation stays at 8/255"
     return "\n".join([head, note, *planner.commands()])
 

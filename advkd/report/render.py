@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 from advkd.core.errors import AdvkdError
-from advkd.report.table import CUSTOM_MARK, MINI_MARK, MISMATCH_MARK, Cell, Table
+from advkd.report.table import CUSTOM_MARK, MINI_MARK, MISMATCH_MARK, SCALE_MARKS, SMALL_MARK, Cell, Table
 
 FORMATS = ("rich", "markdown", "csv", "json", "latex")
 
@@ -34,7 +34,7 @@ def cell_text(cell: Cell) -> str:
     paper = cell.paper + cell.marker
     if cell.ours is None:
         return paper
-    return f"{cell.fmt(cell.ours)}{cell.scale_mark} / {paper} ({cell.fmt_diff()})"
+    return f"{cell.ours_text}{cell.scale_mark} / {paper} ({cell.fmt_diff()})"
 
 
 def render(table: Table, fmt: str) -> Any:
@@ -75,7 +75,7 @@ def _rich(table: Table):
                 cell = table.cell(block.key, row.key, col.group, col.key)
                 cells.append(_rich_cell(cell, Text))
             out.add_row(*cells)
-    footer = [Text(line, style="yellow" if line.startswith((MINI_MARK, CUSTOM_MARK)) else "dim") for line in table.footer]
+    footer = [Text(line, style="yellow" if line.startswith(tuple(mark for mark, _ in SCALE_MARKS.values())) else "dim") for line in table.footer]
     footer += [Text(line, style="dim") for line in table.notes + table.footnotes]
     return Group(Text(table.title, style="bold"), out, *footer)
 
@@ -88,7 +88,7 @@ def _rich_cell(cell: Cell | None, Text) -> Any:
         return Text(paper, style="dim")
     colour = COLOURS.get(cell.closeness(), "")
     text = Text()
-    text.append(cell.fmt(cell.ours), style=f"bold {colour}".strip())
+    text.append(cell.ours_text, style=f"bold {colour}".strip())
     if cell.scale_mark:
         text.append(cell.scale_mark, style="yellow")
     text.append("\n")
@@ -131,14 +131,14 @@ def _markdown(table: Table) -> str:
 def _md_cell(cell: Cell) -> str:
     if cell.ours is None:
         return cell.paper + cell.marker
-    return f"**{cell.fmt(cell.ours)}**{cell.scale_mark} / {cell.paper}{cell.marker} ({cell.fmt_diff()})"
+    return f"**{cell.ours_text}**{cell.scale_mark} / {cell.paper}{cell.marker} ({cell.fmt_diff()})"
 
 
 # ---------------------------------------------------------------------------------------------- csv
 
 CSV_COLUMNS = (
     "table", "block", "row", "column_group", "column", "dataset", "student", "teacher", "clean_teacher",
-    "robust_teacher", "method", "attack", "metric", "paper", "marker", "ours", "diff", "scale", "sources",
+    "robust_teacher", "method", "attack", "metric", "paper", "marker", "ours", "ours_sd", "seeds", "diff", "scale", "sources",
     "runs", "flags", "csv_line",
 )
 
@@ -160,7 +160,7 @@ def _csv(table: Table) -> str:
         w.writerow([
             table.id, labels[cell.block], rows[(cell.block, cell.row)], col.group_label, col.label, p.dataset,
             p.student, p.teacher, p.clean_teacher, p.robust_teacher, p.method, p.attack, p.metric, cell.paper,
-            cell.marker, _num(cell.ours), _num(cell.diff), cell.scale or "", " ".join(map(str, cell.sources)),
+            cell.marker, _num(cell.ours), _num(cell.spread), cell.seeds or "", _num(cell.diff), cell.scale or "", " ".join(map(str, cell.sources)),
             " ".join(cell.runs), "; ".join(cell.flags), p.index + 2,
         ])
     return buf.getvalue()
@@ -178,8 +178,8 @@ def _json(table: Table) -> str:
 _TEX = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "τ": r"$\tau$", "β": r"$\beta$", "∞": r"$\infty$",
-    "·": r"$\cdot$", "−": "-", "→": r"$\to$", MISMATCH_MARK: r"\textsuperscript{\dag}",
-    MINI_MARK: r"\textsuperscript{m}", CUSTOM_MARK: r"\textsuperscript{c}",
+    "·": r"$\cdot$", "±": r"$\pm$", "−": "-", "→": r"$\to$", MISMATCH_MARK: r"\textsuperscript{\dag}",
+    MINI_MARK: r"\textsuperscript{m}", SMALL_MARK: r"\textsuperscript{s}", CUSTOM_MARK: r"\textsuperscript{c}",
 }
 _TEX_COLOURS = {"good": "green!50!black", "fair": "orange", "far": "red"}
 
@@ -195,7 +195,7 @@ def _latex_cell(cell: Cell | None) -> str:
     if cell.ours is None:
         return rf"\textcolor{{gray}}{{{paper}}}"
     colour = _TEX_COLOURS.get(cell.closeness(), "black")
-    return rf"\textbf{{{cell.fmt(cell.ours)}}}{tex(cell.scale_mark)} / {paper} \textcolor{{{colour}}}{{({cell.fmt_diff()})}}"
+    return rf"\textbf{{{tex(cell.ours_text)}}}{tex(cell.scale_mark)} / {paper} \textcolor{{{colour}}}{{({cell.fmt_diff()})}}"
 
 
 def _latex(table: Table) -> str:

@@ -13,6 +13,7 @@ from advkd.report.paper import PaperRow, table_rows
 
 MISMATCH_MARK = "†"
 MINI_MARK = "ᵐ"
+SMALL_MARK = "ˢ"
 CUSTOM_MARK = "ᶜ"
 
 MINI_WARNING = (
@@ -21,6 +22,13 @@ MINI_WARNING = (
     "and are NOT comparable to the paper's numbers."
 )
 CUSTOM_WARNING = "Scale custom: some numbers come from runs with non-preset settings; compare them with care."
+SMALL_WARNING = (
+    "Scale small: these numbers come from the small preset (ResNet-8 students and ResNet-14 teachers for the paper's "
+    "architectures, a few thousand training images, 4 epochs, 1000 test points, AutoAttack on 100); compare the ORDER of "
+    "methods with the paper's (--ranking), not the values (docs/scales.md)."
+)
+# Reduced scales, most reduced first: a cell mixing scales shows the first; each has a mark and a footer line.
+SCALE_MARKS = {"mini": (MINI_MARK, MINI_WARNING), "small": (SMALL_MARK, SMALL_WARNING), "custom": (CUSTOM_MARK, CUSTOM_WARNING)}
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class Cell:
     csv: PaperRow
     spec: CellSpec
     ours: float | None = None
+    spread: float | None = None  # sample standard deviation over seeds (None: one seed)
+    seeds: int = 0
     diff: float | None = None
     scale: str | None = None
     sources: list[int] = field(default_factory=list)
@@ -86,7 +96,7 @@ class Cell:
 
     @property
     def scale_mark(self) -> str:
-        return {"mini": MINI_MARK, "custom": CUSTOM_MARK}.get(self.scale or "", "")
+        return SCALE_MARKS.get(self.scale or "", ("", ""))[0]
 
     @property
     def decimals(self) -> int:
@@ -94,6 +104,13 @@ class Cell:
 
     def fmt(self, x: float) -> str:
         return f"{x:.{self.decimals}f}"
+
+    @property
+    def ours_text(self) -> str:
+        """Our number as printed: ``24.30``, or ``24.30±0.85`` for a mean over seeds (± sample s.d.)."""
+        if self.ours is None:
+            return ""
+        return self.fmt(self.ours) + ("" if self.spread is None else f"±{self.spread:.{min(self.decimals, 2)}f}")
 
     def fmt_diff(self) -> str:
         return "" if self.diff is None else f"{self.diff:+.{self.decimals}f}"
@@ -110,7 +127,7 @@ class Cell:
         return {
             "block": self.block, "row": self.row, "group": self.group, "column": self.column,
             "paper": self.paper, "paper_value": self.paper_value, "marker": self.marker,
-            "ours": self.ours, "diff": self.diff, "scale": self.scale, "sources": self.sources,
+            "ours": self.ours, "spread": self.spread, "seeds": self.seeds, "diff": self.diff, "scale": self.scale, "sources": self.sources,
             "runs": self.runs, "flags": self.flags, "csv": self.csv.as_dict(), "csv_line": self.csv.index + 2,
         }
 
@@ -254,15 +271,15 @@ def _fill(table: Table, records: list[dict[str, Any]]) -> None:
         cell.flags += hit["flags"]
         if hit["ours"] is None:
             continue
-        cell.ours = hit["ours"]
+        cell.ours, cell.spread, cell.seeds = hit["ours"], hit["spread"], hit["seeds"]
         cell.diff = cell.ours - cell.paper_value
         cell.sources = hit["sources"]
         used = [records[i] for i in cell.sources]
         cell.runs = list(dict.fromkeys(run_name(r) for r in used))
         scales = {str(r.get("scale") or "unknown") for r in used}
-        cell.scale = "mini" if "mini" in scales else "custom" if "custom" in scales else sorted(scales)[0]
-        if cell.scale == "mini":
-            cell.flags.append("mini")
+        cell.scale = next((sc for sc in SCALE_MARKS if sc in scales), sorted(scales)[0])
+        if cell.scale in ("mini", "small"):
+            cell.flags.append(cell.scale)
         if hit["n_candidates"] > 1:
             cell.flags.append(f"newest of {hit['n_candidates']}")
             table.newest_of.append((table.label_of(cell), hit["n_candidates"]))
@@ -292,10 +309,12 @@ def _footer(table: Table, tid: layouts.TableId) -> None:
             f"No result record matched this table ({_n(table.n_records_read, 'record')} read): only the paper's numbers are shown. "
             f"To fill it: {tid.hint}."
         )
-    if "mini" in table.scales:
-        lines.append(f"{MINI_MARK} {MINI_WARNING}")
-    if "custom" in table.scales:
-        lines.append(f"{CUSTOM_MARK} {CUSTOM_WARNING}")
+    for scale, (mark, warning) in SCALE_MARKS.items():
+        if scale in table.scales:
+            lines.append(f"{mark} {warning}")
+    seeded = [c for c in filled if c.seeds > 1]
+    if seeded:
+        lines.append(f"a±b: mean ± sample standard deviation over seeds ({_n(len(seeded), 'cell')}, {'/'.join(sorted({str(c.seeds) for c in seeded}))} seeds each).")
     if table.newest_of:
         shown = "; ".join(f"{label} (newest of {n})" for label, n in table.newest_of[:5])
         more = f"; and {len(table.newest_of) - 5} more" if len(table.newest_of) > 5 else ""

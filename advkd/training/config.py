@@ -167,6 +167,7 @@ class Preset:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> {train: {...}, params: {...}}
     rules: list[dict[str, Any]] = field(default_factory=list)
     arch_map: dict[str, str] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # what `report --plan` evaluates: n_examples, attack_examples, seeds
 
     def matching(self, run: dict[str, str]) -> list[dict[str, Any]]:
         """The ``methods`` entry of run["method"] followed by the matching rules."""
