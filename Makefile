@@ -8,7 +8,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 
 # The demo: the whole pipeline on CIFAR-10 at mini scale (see README "make demo").
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
-DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0/best.safetensors
+DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-akd-wrn34-10-mini-s0/best.safetensors
 
 .PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench
 
@@ -31,7 +31,7 @@ lint: install
 
 demo: install
 	$(ADVKD) pretrain-teacher --arch wrn34-10 --method trades --dataset cifar10 --preset mini --resume --download
-	$(ADVKD) distill --method rslad --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
+	$(ADVKD) distill --method akd --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
 	$(ADVKD) attack $(DEMO_STUDENT) --suite quick --n-examples 1000
 	$(ADVKD) report table2
 
@@ -61,4 +61,4 @@ bench: install
 	$(BIN)/python -m benchmarks.bench
 
 clean-demo:
-	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-rslad-wrn34-10-mini-s0
+	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-akd-wrn34-10-mini-s0

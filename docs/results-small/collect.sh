@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Copy the records of a `make reproduce-small` runs dir into docs/results-small/records (no
+# checkpoints) and render docs/results-small/{table2,bmtard-table3}.md and runs.md from them.
+# Usage: bash docs/results-small/collect.sh RUNS_DIR   (ADVKD may name the advkd executable)
+set -euo pipefail
+A="${ADVKD:-advkd}"
+RUNS="$1"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+OUT="$HERE/records"
+rm -rf "$OUT" && mkdir -p "$OUT"
+cp "$RUNS/results.jsonl" "$OUT/results.jsonl"
+for run in "$RUNS"/*/*/*/config.yaml; do
+  dir="$(dirname "$run")"
+  rel="${dir#"$RUNS"/}"
+  mkdir -p "$OUT/$rel"
+  cp "$dir/config.yaml" "$OUT/$rel/"
+  [ -f "$dir/metrics.jsonl" ] && cp "$dir/metrics.jsonl" "$OUT/$rel/"
+done
+"$A" report table2 --format markdown --ranking --runs-dir "$OUT" > "$HERE/table2.md"
+"$A" report bmtard-table3 --format markdown --ranking --runs-dir "$OUT" > "$HERE/bmtard-table3.md"
+python3 "$HERE/../scales/summarize.py" "$OUT" > "$HERE/runs.md"
+echo "records and renders written under $HERE"
