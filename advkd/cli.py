@@ -307,7 +307,7 @@ def landscape(
     checkpoints: Annotated[list[Path], typer.Argument(help="One or more checkpoints (same dataset).")],
     directions: Annotated[int, typer.Option("--directions", help="Random directions per checkpoint.")] = 10,
     points: Annotated[int, typer.Option("--points", help="Grid points along each direction (odd: alpha 0 is on the grid).")] = 21,
-    radius: Annotated[float, typer.Option("--radius", help="Grid from -radius to +radius (UNCONFIRMED default 1).")] = 1.0,
+    radius: Annotated[float, typer.Option("--radius", help="Grid from -radius to +radius, in units of the filter-normalised directions (the paper does not state its range).")] = 1.0,
     n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="First N test images.")] = 1000,
     attack_id: Annotated[str, typer.Option("--attack", help="Attack regenerated on each perturbed model ('clean' for the plain loss).")] = "pgd10",
     eps: Annotated[str, typer.Option("--eps", help="Attack budget.")] = "8/255",
@@ -353,7 +353,7 @@ def _report_help() -> str:
     return "\n\n".join(f"{i}: {d}" for i, d in list_ids())
 
 
-@app.command(help="The papers' tables and figures with our numbers beside the published ones. ID is 'list' or one of:\n\n" + _report_help())
+@app.command(help="The papers' tables and figures with our numbers beside the published ones (ID: a table or figure, or 'list').\n\nIDs:\n\n" + _report_help())
 def report(
     ctx: typer.Context,
     table_id: Annotated[str, typer.Argument(metavar="ID", help="Table or figure id (see below), or 'list'.")],
@@ -418,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advkd: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except click_exceptions.ClickException as e:
-        print(f"advkd: error: {_one_line(e.format_message())} (see advkd --help)", file=sys.stderr)
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None and ctx.command_path else "advkd"
+        print(f"advkd: error: {_one_line(e.format_message())} (see {where} --help)", file=sys.stderr)
         return 2
     except (Interrupted, typer.Abort, KeyboardInterrupt):
         print(interrupted_line(args), file=sys.stderr)

@@ -46,10 +46,10 @@ def test_python_dash_m_works():
 
 def test_pretrain_distill_attack_end_to_end(env, capsys):
     assert advkd("pretrain-teacher", "--arch", "tinycnn", "--method", "trades", *FAST, *STEPS) == 0
-    teacher = env / "runs" / "pretrain-teacher" / "synthetic" / "tinycnn-trades-steps2-s0" / "best.safetensors"
+    teacher = env / "runs" / "pretrain-teacher" / "synthetic" / "tinycnn-trades-steps2-b32-ev32-n64-s0" / "best.safetensors"
     assert teacher.is_file()
     assert advkd("distill", "--method", "rslad", "--student", "tinycnn", "--teacher", "tinycnn", *FAST, *STEPS) == 0
-    student = env / "runs" / "distill" / "synthetic" / "tinycnn-rslad-tinycnn-steps2-s0" / "best.safetensors"
+    student = env / "runs" / "distill" / "synthetic" / "tinycnn-rslad-tinycnn-steps2-b32-ev32-n64-s0" / "best.safetensors"
     assert student.is_file()
     capsys.readouterr()
     assert advkd("attack", "--suite", "quick", "--n-examples", "40", "--format", "json") == 0

@@ -595,7 +595,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("name", ["fair-ard", "fair-rslad", "absld"])
 def test_cli_distill(runs, name):
     assert main(["--runs-dir", str(runs), "distill", "--method", name, "--student", "tinycnn", "--teacher", "tinycnn", *FAST]) == 0
-    (metrics,) = runs.glob(f"distill/synthetic/tinycnn-{name}-tinycnn-steps2-s0/metrics.jsonl")
+    (metrics,) = runs.glob(f"distill/synthetic/tinycnn-{name}-tinycnn-steps2-b32-ev32-n64-s0/metrics.jsonl")
     row = json.loads(metrics.read_text().splitlines()[-1])
     key = "method_tau_adv" if name == "absld" else "method_class_weights"
     assert len(row[key]) == 10
@@ -603,6 +603,6 @@ def test_cli_distill(runs, name):
 
 def test_cli_score_pretrain_and_distill(runs):
     assert main(["--runs-dir", str(runs), "pretrain-teacher", "--arch", "tinycnn", "--method", "score", *FAST]) == 0
-    assert list(runs.glob("pretrain-teacher/synthetic/tinycnn-score-steps2-s0/best.safetensors"))
+    assert list(runs.glob("pretrain-teacher/synthetic/tinycnn-score-steps2-b32-ev32-n64-s0/best.safetensors"))
     assert main(["--runs-dir", str(runs), "distill", "--method", "score", "--student", "tinycnn", *FAST]) == 0
     assert list(runs.glob("distill/synthetic/tinycnn-score*/best.safetensors"))

@@ -514,7 +514,7 @@ def _pretrain(runs: Path):
     assert main(["--runs-dir", str(runs), "pretrain-teacher", "--arch", "tinycnn", "--method", "trades", *FAST]) == 0
     assert main(["--runs-dir", str(runs), "pretrain-teacher", "--arch", "tinycnn", "--method", "natural", *FAST[:-2]]) == 0
     found = {p.parent.name: p for p in runs.glob("pretrain-teacher/synthetic/*/best.safetensors")}
-    yield runs, found["tinycnn-trades-steps2-s0"], found["tinycnn-natural-s0"]
+    yield runs, found["tinycnn-trades-steps2-b32-ev32-n64-s0"], found["tinycnn-natural-b32-ev32-n64-s0"]
 
 
 @pytest.mark.parametrize(

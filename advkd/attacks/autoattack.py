@@ -38,7 +38,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -140,6 +141,8 @@ class _StagedAutoAttack(Attack):
     threat_model = "Linf"
     component: ClassVar[str | None] = None  # set by the single-stage ids
     whole_set: ClassVar[bool] = True  # evaluation hands over every point at once; batching is internal
+
+    log: Callable[[str], None] | None = None  # set by the evaluation: one progress line per finished stage
 
     def __init__(self, eps: Any = None, *, state_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(eps, **params)
@@ -243,9 +246,10 @@ class _StagedAutoAttack(Attack):
             flags[_CLEAN] = robust.clone()
             x_adv = x.clone()
 
-        for stage in stages:
+        for number, stage in enumerate(stages, 1):
             if stage in done:
                 continue
+            t0 = time.perf_counter()
             idx = robust.nonzero().flatten()
             if idx.numel():
                 adversary.attacks_to_run = [stage]
@@ -258,6 +262,9 @@ class _StagedAutoAttack(Attack):
             done.append(stage)
             if path is not None:
                 self._save_state(path, meta, done, flags, x_adv)
+            if self.log is not None:
+                self.log(f"{stage} (stage {number}/{len(stages)}) in {time.perf_counter() - t0:.1f}s: "
+                         f"{int(robust.sum())} of {idx.numel()} attacked points still robust")
 
         self.stage_flags = flags
         self.stage_accuracy = {k: (v.float().mean().item() if n else float("nan")) for k, v in flags.items()}

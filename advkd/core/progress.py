@@ -23,12 +23,24 @@ def _fmt(fields: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
-class Task:
-    """One running task; ``advance`` moves it and updates the fields shown beside the bar."""
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
-    def __init__(self, reporter: Reporter, description: str, total: int) -> None:
+
+class Task:
+    """One running task; ``advance`` moves it and updates the fields shown beside the bar.
+
+    ``unit`` names what ``total`` counts ("batches", "clean-correct points"): every line says it,
+    with the rate so far and, while running, the time left at that rate.
+    """
+
+    def __init__(self, reporter: Reporter, description: str, total: int, unit: str = "") -> None:
         self.reporter = reporter
         self.description = description
+        self.unit = unit
         self.total = total
         self.done = 0
         self.fields: dict[str, Any] = {}
@@ -40,6 +52,25 @@ class Task:
         self.done += n
         self.fields.update(fields)
         self.reporter._update(self)
+
+    def rate(self) -> str:
+        """``"83/s"`` or ``"2.2 s each"`` from the work done so far ('' before any)."""
+        elapsed = time.monotonic() - self.started
+        if self.done <= 0 or elapsed <= 0:
+            return ""
+        per_s = self.done / elapsed
+        return f"{per_s:.3g}/s" if per_s >= 1 else f"{1 / per_s:.3g} s each"
+
+    def line(self, *, final: bool) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        elapsed = time.monotonic() - self.started
+        parts = [f"{self.description}: {self.done}/{self.total}{unit}"]
+        if final:
+            parts.append(f"in {elapsed:.1f}s")
+        rate = self.rate()
+        if rate:
+            parts.append(f"({rate})" if final else f"{rate}, ETA {_duration(elapsed / self.done * (self.total - self.done))}")
+        return " ".join(parts + [_fmt(self.fields)]).rstrip()
 
 
 class Reporter:
@@ -69,8 +100,8 @@ class Reporter:
             self.console.print(f"[{time.strftime('%H:%M:%S')}] {message}", highlight=False, markup=False, soft_wrap=True)
 
     @contextlib.contextmanager
-    def task(self, description: str, total: int) -> Iterator[Task]:
-        task = Task(self, description, total)
+    def task(self, description: str, total: int, unit: str = "") -> Iterator[Task]:
+        task = Task(self, description, total, unit)
         if self.rich:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -83,7 +114,7 @@ class Reporter:
                 transient=True,
             ) as progress:
                 self._progress = progress
-                task._id = progress.add_task(description, total=total, info="")
+                task._id = progress.add_task(f"{description} ({unit})" if unit else description, total=total, info="")
                 try:
                     yield task
                 finally:
@@ -91,8 +122,7 @@ class Reporter:
         else:
             yield task
         if self.enabled and not self.rich and total > 0:
-            elapsed = time.monotonic() - task.started
-            self.log(f"{description}: {task.done}/{total} in {elapsed:.1f}s {_fmt(task.fields)}".rstrip())
+            self.log(task.line(final=True))
 
     def _update(self, task: Task) -> None:
         if not self.enabled:
@@ -103,7 +133,7 @@ class Reporter:
         now = time.monotonic()
         if now - task._last_line >= HEARTBEAT_S and task.done < task.total:
             task._last_line = now
-            self.log(f"{task.description}: {task.done}/{task.total} {_fmt(task.fields)}".rstrip())
+            self.log(task.line(final=False))
 
 
 def warn(message: str) -> None:

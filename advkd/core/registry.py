@@ -25,6 +25,13 @@ class Entry(Generic[T]):
     meta: dict = field(default_factory=dict)
 
 
+def summary(doc: str | None) -> str:
+    """A docstring's first paragraph as one line of plain text (for ``--help``): wrapped lines
+    joined, reST ``literals`` shown without their backquotes."""
+    first = (doc or "").strip().split("\n\n", 1)[0]
+    return " ".join(line.strip() for line in first.splitlines()).replace("``", "")
+
+
 class Registry(Generic[T]):
     """Name -> object, with aliases, one-line help and free-form metadata per entry."""
 
@@ -50,8 +57,7 @@ class Registry(Generic[T]):
         """Decorator form of :meth:`add`."""
 
         def deco(obj: T) -> T:
-            doc = help or ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
-            return self.add(name, obj, help=doc, aliases=aliases, **meta)
+            return self.add(name, obj, help=help or summary(getattr(obj, "__doc__", None)), aliases=aliases, **meta)
 
         return deco
 

@@ -127,7 +127,8 @@ def safe_name(text: str) -> str:
 def default_name(cfg: Any, teacher_archs: dict[str, str]) -> str:
     """Deterministic, so re-running a command with --resume finds its own run.
 
-    ``<arch>-<method>[-<teacher archs>][-<preset>][-<--set method.* overrides>]-s<seed>``, with
+    ``<arch>-<method>[-<teacher archs>][-<preset>][-<--set method.* overrides>][-<training settings
+    changed from the preset>]-s<seed>``, with
     the paper arch names (teacher archs in role order: clean, robust, single).
     """
     parts = [cfg.paper_arch or cfg.arch, cfg.method]
@@ -136,6 +137,8 @@ def default_name(cfg: Any, teacher_archs: dict[str, str]) -> str:
         parts.append(cfg.preset)
     if getattr(cfg, "variant", ""):
         parts.append(cfg.variant)
+    if getattr(cfg, "overrides", ""):
+        parts.append(cfg.overrides)
     parts.append(f"s{cfg.seed}")
     return safe_name("-".join(parts))
 

@@ -162,7 +162,10 @@ def evaluate(
             n = min(len(data), (limits or {}).get(attack_id, len(data)))
             points = idx[idx < n]
             correct = torch.zeros(n, dtype=torch.bool)
-            with reporter.task(f"{attack_id}{' (transfer)' if surrogate is not None else ''}", total=len(points) // world_size()) as task:
+            label = f"{attack_id}{' (transfer)' if surrogate is not None else ''}"
+            if hasattr(attack, "log"):  # staged attacks (AutoAttack) report each finished stage
+                attack.log = lambda line, label=label: reporter.log(f"{label}: {line}")
+            with reporter.task(label, total=len(points) // world_size(), unit="clean-correct points") as task:
                 correct[points] = _attack_points(attack, net, crafter, data, points, batch_size, device, task, fast)
                 task.fields["acc"] = 100.0 * float(correct.float().mean()) if n else 0.0
             extra = _stage_accuracies(attack, n)

@@ -12,7 +12,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advkd.methods.base import InnerParams, Method
-from advkd.methods.losses import tempered_probs
+from advkd.methods.losses import batch_accuracy, tempered_probs
 from advkd.methods.registry import register
 
 
@@ -66,5 +66,4 @@ class AKD(Method):
         onehot = F.one_hot(y, num_classes=logits_adv.shape[1]).to(teacher.dtype)
         target = self.p.beta * teacher + (1 - self.p.beta) * onehot
         loss = -(target * F.log_softmax(logits_adv, dim=1)).sum(dim=1).mean()
-        acc = (logits_adv.argmax(1) == y).float().mean().item()
-        return loss, {"loss": loss.item(), "train_adv_acc": acc}
+        return loss, {"loss": loss.item(), "train_adv_acc": batch_accuracy(logits_adv, y)}

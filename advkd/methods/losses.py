@@ -42,3 +42,8 @@ def klm(student_logits: torch.Tensor, target_probs: torch.Tensor, smoothing: flo
 
 def tempered_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return F.softmax(logits / temperature, dim=1)
+
+
+def batch_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Training-batch accuracy in percent: the one unit of every accuracy advkd logs and records."""
+    return 100.0 * (logits.argmax(1) == y).float().mean().item()

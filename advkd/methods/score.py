@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from advkd.attacks.modes import training_mode
 from advkd.core.errors import AdvkdError
 from advkd.methods.base import InnerParams, Method
+from advkd.methods.losses import batch_accuracy
 from advkd.methods.registry import register
 
 
@@ -98,5 +99,5 @@ class SCORE(Method):
             "loss_natural": natural.mean().item(),
             "loss_robust": robust.mean().item(),
             "clipped": (per_sample == 0).float().mean().item(),
-            "train_acc": (logits.argmax(1) == y).float().mean().item(),
+            "train_acc": batch_accuracy(logits, y),
         }

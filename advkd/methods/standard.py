@@ -13,7 +13,7 @@ from torch import nn
 
 from advkd.attacks.modes import training_mode
 from advkd.methods.base import InnerParams, Method, side_forward
-from advkd.methods.losses import kl_div
+from advkd.methods.losses import batch_accuracy, kl_div
 from advkd.methods.registry import register
 
 
@@ -38,7 +38,7 @@ class Natural(Method):
     def loss(self, student, x, x_adv, y):
         logits = student(x)
         loss = F.cross_entropy(logits, y)
-        return loss, {"loss": loss.item(), "train_acc": _acc(logits, y)}
+        return loss, {"loss": loss.item(), "train_acc": batch_accuracy(logits, y)}
 
 
 @dataclass
@@ -72,7 +72,7 @@ class PGDAT(Method):
         loss = F.cross_entropy(logits_adv, y)
         if self.p.bn_side_forward:
             side_forward(student, x)
-        return loss, {"loss": loss.item(), "train_adv_acc": _acc(logits_adv, y)}
+        return loss, {"loss": loss.item(), "train_adv_acc": batch_accuracy(logits_adv, y)}
 
 
 @dataclass
@@ -118,8 +118,5 @@ class TRADES(Method):
             side_forward(student, x)
         robust = kl_div(logits_adv, F.softmax(logits, dim=1), "batchmean")
         loss = natural + self.p.beta * robust
-        return loss, {"loss": loss.item(), "loss_natural": natural.item(), "loss_robust": robust.item(), "train_acc": _acc(logits, y)}
+        return loss, {"loss": loss.item(), "loss_natural": natural.item(), "loss_robust": robust.item(), "train_acc": batch_accuracy(logits, y)}
 
-
-def _acc(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return (logits.argmax(1) == y).float().mean().item()

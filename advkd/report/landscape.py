@@ -204,7 +204,7 @@ def weight_loss_landscape(
     zero = alphas.index(0.0)
     losses: list[list[float]] = [[math.nan] * points for _ in range(directions)]
     try:
-        with training_mode(net, train=False), reporter.task(f"landscape {label}".strip(), total=directions * points) as task:
+        with training_mode(net, train=False), reporter.task(f"landscape {label}".strip(), total=directions * points, unit="grid points") as task:
             base = _adversarial_loss(net, atk, data, batch_size, device, seed)
             for i in range(directions):
                 gen = torch.Generator().manual_seed(direction_seed(seed, i))

@@ -42,8 +42,10 @@ class TrainConfig:
     paper_arch: str = ""  # the architecture the run stands for (differs from arch under a mini preset)
     dataset: str = "cifar10"
     teachers: dict[str, str] = field(default_factory=dict)  # role -> teacher spec as given by the user
+    resolved_teachers: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> the checkpoint it resolved to (source, sha256, arch, paper_arch, method)
     preset_teachers: dict[str, str] = field(default_factory=dict)  # role -> the preset's default teacher
     preset: str = ""
+    preset_file: str = ""  # the preset's YAML path when it is not one of advkd/presets (what --preset must be given again)
     scale: str = "paper"  # "paper" | "mini" | "custom": which scale produced the numbers
     # optimisation (SGD)
     epochs: int = 200
@@ -72,6 +74,7 @@ class TrainConfig:
     seed: int = 0
     name: str = ""
     variant: str = ""  # the --set method.* overrides, for the default run name (e.g. "tau_adv_init2")
+    overrides: str = ""  # the training settings changed from the preset by flags or --set, for the default run name (e.g. "n1000")
     method_params: dict[str, Any] = field(default_factory=dict)  # method.* hyper-parameters
     arch_map: dict[str, str] = field(default_factory=dict)  # paper arch -> stand-in (mini presets)
 
@@ -237,9 +240,12 @@ def _canonical_run(cfg: TrainConfig) -> dict[str, str]:
 DERIVED_FIELDS = {
     "scale": "the scale is the preset's (--preset mini / small / a paper preset); any other run is recorded as custom",
     "preset": "pass --preset NAME",
+    "preset_file": "pass --preset PATH.yaml",
     "preset_teachers": "teachers come from --teacher / --clean-teacher / --robust-teacher or the preset",
     "teachers": "pass --teacher / --clean-teacher / --robust-teacher",
+    "resolved_teachers": "teachers are resolved from --teacher / --clean-teacher / --robust-teacher",
     "variant": "it is derived from the --set method.* overrides",
+    "overrides": "it is derived from the flags and --set settings that change the preset's",
     "method_params": "set method parameters one by one with --set method.KEY=VALUE",
     "arch_map": "stand-in architectures come from the preset",
     "paper_arch": "it is derived from --arch / --student and the preset",
@@ -282,18 +288,39 @@ def resolve_config(
             cfg = apply_overrides(cfg, part.get("train") or {}, where=f"preset {p.name} ({run['method']})")
             method_params.update(part.get("params") or {})
             teachers.update(part.get("teachers") or {})
-        cfg = dataclasses.replace(cfg, preset=p.name, scale=p.scale, arch_map=dict(p.arch_map), preset_teachers=teachers)
+        shipped = p.path.resolve().parent == PRESET_DIR.resolve()
+        cfg = dataclasses.replace(cfg, preset=p.name, preset_file="" if shipped else str(p.path), scale=p.scale, arch_map=dict(p.arch_map), preset_teachers=teachers)
+    before = cfg
     cfg = apply_overrides(cfg, set_train, where="--set")
     cfg = apply_overrides(cfg, given, where="flags")
+    changed = {k: getattr(cfg, k) for k in BUDGET_FIELDS if getattr(cfg, k) != getattr(before, k)}
     method_params.update(set_method)
-    cfg = dataclasses.replace(cfg, method_params=method_params, variant=variant_name(set_method))
+    cfg = dataclasses.replace(cfg, method_params=method_params, variant=variant_name(set_method), overrides=budget_name(changed))
     cfg.validate()
     return cfg
+
+
+# Settings that change what a run trains or which checkpoint it keeps, with their tag in a run
+# name: a flag or --set that changes one from the preset's value is named in the default run name
+# (``--train-subset 64 --batch-size 32`` -> ``...-b32-n64-s0``), so two budgets never share a run.
+# ``epochs`` is not: ``--epochs N --resume`` extends a run (README, --resume).
+BUDGET_FIELDS = {
+    "batch_size": "b", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "nesterov": "nesterov", "schedule": "sched",
+    "milestones": "ms", "lr_gamma": "gamma", "lr_step": "lrstep", "train_subset": "n", "augment": "aug", "normalize": "norm",
+    "eval_examples": "ev", "eval_attack": "evatk", "eval_eps": "eveps", "eval_every": "evevery", "eval_dense_from": "evdense", "select": "sel",
+}
+
+
+def budget_name(changed: dict[str, Any]) -> str:
+    """``{"train_subset": 64, "batch_size": 32}`` -> ``"b32-n64"``."""
+    return variant_name({BUDGET_FIELDS[k]: v for k, v in changed.items()})
 
 
 def variant_name(params: dict[str, Any]) -> str:
     """``{"tau_adv_init": 2, "ebb": False}`` -> ``"ebbfalse-tau_adv_init2"``: a readable, stable suffix."""
     def text(v: Any) -> str:
+        if isinstance(v, (list, tuple)):  # milestones [2, 3] -> 2_3
+            return "_".join(map(str, v)) or "none"
         return str(v).lower() if isinstance(v, bool) else str(v)
 
     return "-".join(f"{k}{text(v)}".replace("/", "_") for k, v in sorted(params.items()))

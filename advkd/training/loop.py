@@ -50,7 +50,7 @@ from advkd.models import build_model, canonical_arch
 from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, config_to_dict
 from advkd.training.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
-from advkd.training.teachers import Teacher, resolve_teacher
+from advkd.training.teachers import Teacher, resolve_teachers
 
 
 @dataclass
@@ -142,13 +142,11 @@ def prepare(
     train_data = train_data.head(cfg.train_subset or None)
     test_data = load_split(cfg.dataset, "test", data_dir, download=download, seed=cfg.seed)
     eval_data = test_data.head(min(cfg.eval_examples, len(test_data)) or None)
-    teachers = {
-        role: resolve_teacher(
-            spec, role=role, dataset=cfg.dataset, num_classes=info.num_classes, runs_dir=runs_dir, device=device,
-            preset=cfg.preset, arch_map=cfg.arch_map,
-        )
-        for role, spec in sorted(cfg.teachers.items())
-    }
+    teachers = resolve_teachers(
+        cfg.teachers, dataset=cfg.dataset, num_classes=info.num_classes, runs_dir=runs_dir, device=device,
+        preset=cfg.preset_file or cfg.preset, arch_map=cfg.arch_map,
+    )
+    cfg = dataclasses.replace(cfg, resolved_teachers={r: {k: v for k, v in t.record().items() if k != "spec"} for r, t in teachers.items()})
     method = build(
         cfg.method, {r: t.model for r, t in teachers.items()}, num_classes=info.num_classes, dataset=cfg.dataset, **cfg.method_params
     )
@@ -161,6 +159,17 @@ def prepare(
     cfg = dataclasses.replace(cfg, name=name)
     path = run_dir(runs_dir, cfg.kind, cfg.dataset, name)
     return Setup(cfg, device, model, method, teachers, train_data, eval_data, info.num_classes, path, fast)
+
+
+def run_header(setup: Setup) -> str:
+    """The first line of a run: what trains, what it stands for, at which scale, from which teachers."""
+    cfg = setup.cfg
+    net = cfg.arch if cfg.arch == cfg.paper_arch else f"{cfg.arch} standing in for {cfg.paper_arch}"
+    scale = f"preset {cfg.preset}, scale {cfg.scale}" if cfg.preset else f"scale {cfg.scale}"
+    steps = cfg.epochs * -(-len(setup.train_data) // cfg.batch_size)
+    teachers = "".join(f", {role.replace('_', ' ')} {t.arch if t.arch == t.paper_arch else f'{t.arch} (for {t.paper_arch})'}" for role, t in sorted(setup.teachers.items()))
+    return (f"{cfg.kind} {cfg.method}: {net} on {cfg.dataset} ({scale}; {cfg.epochs} epochs x {len(setup.train_data)} images = {steps} steps"
+            f"{teachers}) -> {setup.path}")
 
 
 # ----------------------------------------------------------------------------- files
@@ -241,7 +250,7 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
             raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
         saved = _saved_config(path)
         ours = config_to_dict(setup.cfg)
-        diff = [k for k in ours if k != "epochs" and saved.get(k) != ours[k]]
+        diff = [k for k in ours if k != "epochs" and k in saved and saved[k] != ours[k]]  # a setting an older release did not save cannot have changed
         if diff:
             k = diff[0]
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
@@ -317,7 +326,7 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
     totals: dict[str, float] = {}
     seen = 0
     per_iteration = cfg.lr_step == "iteration"
-    with reporter.task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches)) as task:
+    with reporter.task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), unit="batches") as task:
         for step, (x, y) in enumerate(batches.epoch(epoch)):
             if per_iteration:
                 set_lr(optimizer, lr_at(cfg, epoch + (step + 1) / len(batches)))
@@ -496,7 +505,7 @@ def run(
     setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download, fast=fast)
     state, created, lock = open_run_dir(setup, resume=resume, reporter=reporter)
     try:
-        reporter.log(f"{setup.cfg.kind} {setup.cfg.method}: {setup.cfg.arch} on {setup.cfg.dataset} -> {setup.path}")
+        reporter.log(run_header(setup))
         return fit(setup, state, reporter)
     except BaseException:
         if created and is_main() and not (setup.path / RESUME).exists():

@@ -48,10 +48,54 @@ def wants_robust(role: str) -> bool:
     return role not in CLEAN_ROLES
 
 
+class MissingTeacher(AdvkdError):
+    """No teacher of this architecture in the teacher store; ``hint`` is the command that makes one."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 def pretrain_hint(arch: str, role: str, dataset: str, preset: str) -> str:
     method = "trades" if wants_robust(role) else "natural"
     hint = f"advkd pretrain-teacher --arch {arch} --method {method} --dataset {dataset}"
     return hint + (f" --preset {preset}" if preset else "")
+
+
+def _scale_warning(preset: str) -> str:
+    """Said beside a hint that would start a paper-scale run: hours to days without a GPU."""
+    if preset and not preset.endswith(("-paper", "-teacher")) and preset != "official":
+        return ""
+    return " (paper scale: hundreds of epochs, days on a CPU; add --preset mini for minutes or --preset small for hours)"
+
+
+def _elsewhere(runs_dir: str | Path, paper_arch: str, robust: bool, dataset: str) -> list[str]:
+    """Teacher-store runs of ``paper_arch`` made at other scales (another stand-in or preset)."""
+    out = []
+    for run in find_runs(runs_dir, kind="pretrain-teacher", dataset=dataset):
+        cfg = run.config
+        if (cfg.get("paper_arch") or cfg.get("arch")) == paper_arch and (cfg.get("method") != "natural") == robust and (run.path / BEST).exists():
+            given = cfg.get("preset_file") or cfg.get("preset")
+            out.append(f"{run.path / BEST} (preset {cfg['preset']}: add --preset {given})" if cfg.get("preset") else str(run.path / BEST))
+    return out
+
+
+def resolve_teachers(specs: dict[str, str], **kwargs: Any) -> dict[str, Teacher]:
+    """:func:`resolve_teacher` for every role; all missing store teachers are named in one error."""
+    out: dict[str, Teacher] = {}
+    missing: list[MissingTeacher] = []
+    for role, spec in sorted(specs.items()):
+        try:
+            out[role] = resolve_teacher(spec, role=role, **kwargs)
+        except MissingTeacher as e:
+            missing.append(e)
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:
+        what = "; ".join(str(e).split("; create it with:")[0] for e in missing)
+        hints = " && ".join(e.hint for e in missing)
+        raise AdvkdError(f"{what}; create them with: {hints}{_scale_warning(kwargs.get('preset', ''))}")
+    return out
 
 
 def resolve_teacher(
@@ -100,9 +144,15 @@ def _from_store(spec, *, role, dataset, num_classes, runs_dir, device, preset, a
         teacher = _from_checkpoint(spec, run.path / BEST, role=role, dataset=dataset, num_classes=num_classes, device=device)
         return teacher
     kind = "robust" if robust else "clean (natural)"
-    raise AdvkdError(
-        f"no {kind} {paper_arch} teacher for {dataset} in {Path(runs_dir) / 'pretrain-teacher'}; "
-        f"create it with: {pretrain_hint(paper_arch, role, dataset, preset)}"
+    label = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    scale = f" at preset {label} ({arch} standing in)" if preset and arch != paper_arch else f" at preset {label}" if preset else ""
+    hint = pretrain_hint(paper_arch, role, dataset, preset)
+    others = _elsewhere(runs_dir, paper_arch, robust, dataset)
+    found = f"; found at another scale: {', '.join(others[:3])}" if others else ""
+    raise MissingTeacher(
+        f"no {kind} {paper_arch} teacher{scale} for {dataset} in {Path(runs_dir) / 'pretrain-teacher'}; "
+        f"create it with: {hint}{_scale_warning(preset)}{found}",
+        hint,
     )
 
 

@@ -1,0 +1,133 @@
+"""What a newcomer trips over (issue 16): scale-aware teacher hints, run headers that name the
+stand-in, one accuracy unit, resolved teachers in config.yaml, budget overrides in run names,
+progress lines that say what they count, and complete help texts."""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from advkd.cli import app, main
+from advkd.core.files import sha256_file
+from advkd.core.progress import Reporter
+
+TINY_PRESET = """
+description: test scale - paper archs stand in as tinycnn
+scale: mini
+arch_map: {resnet56: tinycnn, wrn34-10: tinycnn, resnet18: tinycnn}
+train: {epochs: 1, batch_size: 32, train_subset: 64, eval_examples: 32, eval_batch_size: 32, milestones: [], select: last}
+"""
+STEPS = ["--set", "method.steps=2"]
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVKD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ADVKD_RUNS_DIR", str(tmp_path / "runs"))
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY_PRESET)
+    return tmp_path, str(preset)
+
+
+def _error(capsys, *args: str) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("advkd: error: ")
+    return err
+
+
+def test_missing_teachers_are_named_together_with_the_preset_and_the_scale(env, capsys):
+    tmp, preset = env
+    assert main(["pretrain-teacher", "--arch", "resnet56", "--method", "natural", "--dataset", "synthetic", "--preset", preset]) == 0
+    capsys.readouterr()
+    # no preset: the store has a resnet56 at the tiny scale only; wrn34-10 nowhere
+    err = _error(capsys, "distill", "--method", "bmtard", "--student", "tinycnn", "--dataset", "synthetic",
+                 "--clean-teacher", "resnet56", "--robust-teacher", "wrn34-10")
+    assert "no clean (natural) resnet56 teacher" in err and "no robust wrn34-10 teacher" in err  # both roles, one line
+    assert "advkd pretrain-teacher --arch resnet56 --method natural --dataset synthetic && advkd pretrain-teacher --arch wrn34-10 --method trades" in err
+    assert "paper scale" in err and "--preset mini" in err  # warned before a days-long command
+    # one missing role at the preset's scale: the hint keeps the preset, with no paper-scale warning
+    err = _error(capsys, "distill", "--method", "rslad", "--student", "resnet18", "--dataset", "synthetic", "--teacher", "wrn34-10", "--preset", preset)
+    assert "at preset tiny (tinycnn standing in)" in err and f"--preset {preset}" in err and "paper scale" not in err
+    # the teacher exists at another scale: say where, and which --preset finds it
+    err = _error(capsys, "distill", "--method", "rslad", "--student", "tinycnn", "--dataset", "synthetic", "--teacher", "resnet56")
+    assert "found at another scale" not in err  # a clean teacher does not stand in for a robust one
+    assert main(["pretrain-teacher", "--arch", "wrn34-10", "--method", "trades", "--dataset", "synthetic", "--preset", preset, *STEPS]) == 0
+    capsys.readouterr()
+    err = _error(capsys, "distill", "--method", "rslad", "--student", "tinycnn", "--dataset", "synthetic", "--teacher", "wrn34-10")
+    assert "found at another scale:" in err and f"wrn34-10-trades-tiny-steps2-s0/best.safetensors (preset tiny: add --preset {preset})" in err
+
+
+def test_a_run_names_its_stand_in_scale_and_budget_and_records_percent_and_its_teacher(env, capsys):
+    tmp, preset = env
+    runs = tmp / "runs"
+    assert main(["pretrain-teacher", "--arch", "wrn34-10", "--method", "trades", "--dataset", "synthetic", "--preset", preset, *STEPS]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"pretrain-teacher trades: tinycnn standing in for wrn34-10 on synthetic \(preset tiny, scale mini; 1 epochs x 64 images = 2 steps\)", err), err
+    teacher = runs / "pretrain-teacher" / "synthetic" / "wrn34-10-trades-tiny-steps2-s0"
+    row = json.loads((teacher / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= row["train_acc"] <= 100.0 and 0.0 <= row["clean_acc"] <= 100.0
+    assert main(["distill", "--method", "rslad", "--student", "resnet18", "--dataset", "synthetic", "--teacher", "wrn34-10", "--preset", preset, *STEPS]) == 0
+    err = capsys.readouterr().err
+    assert "distill rslad: tinycnn standing in for resnet18" in err and "teacher tinycnn (for wrn34-10)" in err
+    student = runs / "distill" / "synthetic" / "resnet18-rslad-wrn34-10-tiny-steps2-s0"
+    cfg = yaml.safe_load((student / "config.yaml").read_text())
+    assert cfg["teachers"] == {"teacher": "wrn34-10"}  # as typed ...
+    resolved = cfg["resolved_teachers"]["teacher"]  # ... and what it resolved to
+    assert resolved["source"] == str(teacher / "best.safetensors") and resolved["sha256"] == sha256_file(teacher / "best.safetensors")
+    assert (resolved["arch"], resolved["paper_arch"], resolved["method"]) == ("tinycnn", "wrn34-10", "trades")
+
+
+def test_natural_training_accuracy_is_a_percent(env):
+    tmp, preset = env
+    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "natural", "--dataset", "synthetic", "--epochs", "2",
+                 "--set", "train_subset=256", "--set", "eval_examples=32"]) == 0
+    (metrics,) = (tmp / "runs").glob("pretrain-teacher/synthetic/*/metrics.jsonl")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert rows[-1]["train_acc"] > 1.0  # a learnable 10-class set above chance: a fraction would stay <= 1
+
+
+def test_budget_overrides_are_in_the_run_name_and_epochs_are_not(env, capsys):
+    tmp, preset = env
+    base = ["pretrain-teacher", "--arch", "tinycnn", "--method", "natural", "--dataset", "synthetic", "--preset", preset]
+    assert main(base) == 0
+    assert main([*base, "--train-subset", "32"]) == 0  # another budget: another run, not "already exists"
+    assert main([*base, "--set", "lr=0.05", "--set", "milestones=[1]"]) == 0
+    names = sorted(p.name for p in (tmp / "runs" / "pretrain-teacher" / "synthetic").iterdir())
+    assert names == ["tinycnn-natural-tiny-lr0.05-ms1-s0", "tinycnn-natural-tiny-n32-s0", "tinycnn-natural-tiny-s0"]
+    assert main([*base, "--train-subset", "64"]) == 2  # the preset's own value changes nothing: that run exists
+    assert "already exists" in capsys.readouterr().err
+    assert main([*base, "--epochs", "2", "--resume"]) == 0  # a larger --epochs extends the same run
+    rows = (tmp / "runs" / "pretrain-teacher" / "synthetic" / "tinycnn-natural-tiny-s0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+
+
+def test_progress_lines_say_what_they_count_with_a_rate():
+    buf = io.StringIO()
+    reporter = Reporter(console=Console(file=buf, width=200), force_plain=True)
+    with reporter.task("pgd10", total=4, unit="clean-correct points") as task:
+        task.advance(4, acc=12.5)
+    line = buf.getvalue().strip()
+    assert re.search(r"pgd10: 4/4 clean-correct points in [0-9.]+s \(([0-9.e+]+/s|[0-9.e+-]+ s each)\) acc=12\.5$", line), line
+
+
+def test_help_texts_are_complete_and_plain():
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "or one of:" not in top and "(ID: a table or figure, or 'list')" in top
+    attack = runner.invoke(app, ["attack", "--help"], env={"COLUMNS": "200"}).output
+    assert "``" not in attack
+    assert 'Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses"' in " ".join(attack.split())
+    landscape = runner.invoke(app, ["landscape", "--help"], env={"COLUMNS": "200"}).output
+    assert "UNCONFIRMED" not in landscape
+
+
+def test_a_usage_error_points_to_the_subcommands_help(capsys):
+    assert main(["attack", "--no-such-option"]) == 2
+    assert capsys.readouterr().err.strip().endswith("(see advkd attack --help)")
