@@ -131,3 +131,46 @@ def test_help_texts_are_complete_and_plain():
 def test_a_usage_error_points_to_the_subcommands_help(capsys):
     assert main(["attack", "--no-such-option"]) == 2
     assert capsys.readouterr().err.strip().endswith("(see advkd attack --help)")
+
+
+def test_a_plan_trains_one_run_per_stand_in_and_says_which_cells_share_it(tmp_path, capsys):
+    """At mini, WRN-34-10 and WRN-34-20 are both ResNet-14, ResNet-18 and MobileNet-v2 both ResNet-8."""
+    assert main(["report", "table2", "--plan", "--preset", "mini", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    commands = [line for line in out if line and not line.startswith("#")]
+    teachers = [c for c in commands if c.startswith("advkd pretrain-teacher")]
+    assert len(teachers) == 1 and "--arch wrn34-20" in teachers[0]  # the table's first block; nothing on disk yet
+    distills = [c for c in commands if c.startswith("advkd distill")]
+    assert len(distills) == 8 and all("--student resnet18" in c for c in distills)  # one per method, not four
+    assert "# resnet18-rslad-wrn34-20-mini-s0 also fills the cells of mobilenetv2-rslad-wrn34-10-mini-s0, mobilenetv2-rslad-wrn34-20-mini-s0, resnet18-rslad-wrn34-10-mini-s0 (the same stand-in networks at this scale)" in out
+    # a twin already on disk is reused (the demo's WRN-34-10 teacher)
+    (tmp_path / "pretrain-teacher" / "cifar10" / "wrn34-10-trades-mini-s0").mkdir(parents=True)
+    assert main(["report", "table2", "--plan", "--preset", "mini", "--runs-dir", str(tmp_path)]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("advkd ")]
+    assert [c for c in commands if c.startswith("advkd pretrain-teacher")][0].split()[3] == "wrn34-10"
+    assert all("wrn34-10-trades-mini-s0/best.safetensors" in c for c in commands if "--teacher" in c)
+    # paper scale has no stand-ins: nothing is shared
+    assert main(["report", "table2", "--plan", "--preset", "paper", "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "also fills" not in out and out.count("advkd pretrain-teacher") == 2
+
+
+def test_a_stand_in_twin_fills_the_cell_flagged_and_an_exact_run_wins():
+    from tests.test_report import rec, teacher
+
+    mini_teacher = {"arch": "resnet14", "paper_arch": "wrn34-10", "sha256": "t", "method": "trades"}
+    r = rec(arch="resnet8", paper_arch="resnet18", method="rslad", teachers={"teacher": mini_teacher}, attack="pgd10",
+            accuracy=20.0, scale="mini", preset="mini", run="resnet18-rslad-wrn34-10-mini-s0")
+    from advkd.report import build_table
+
+    table = build_table("table2", [r])
+    twin = table.cell("mobilenetv2", "rslad", "wrn34-20", "pgd10")
+    assert twin.ours == 20.0 and "shared stand-in: run resnet18-rslad-wrn34-10-mini" in twin.flags
+    own = table.cell("resnet18", "rslad", "wrn34-10", "pgd10")
+    assert own.ours == 20.0 and not any(f.startswith("shared") for f in own.flags)
+    exact = dict(r, paper_arch="mobilenetv2", accuracy=15.0, run="mobilenetv2-rslad-wrn34-20-mini-s0",
+                 teachers={"teacher": dict(mini_teacher, paper_arch="wrn34-20")}, time="2020-01-01T00:00:00+0000")
+    assert build_table("table2", [r, exact]).cell("mobilenetv2", "rslad", "wrn34-20", "pgd10").ours == 15.0  # older, but exact
+    # at paper scale nothing is shared
+    paper = dict(r, arch="resnet18", scale="paper", preset="adaad-paper", teachers={"teacher": teacher("wrn34-10")})
+    assert build_table("table2", [paper]).cell("mobilenetv2", "rslad", "wrn34-20", "pgd10").ours is None

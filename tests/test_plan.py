@@ -103,11 +103,17 @@ def test_fig2_plan_sweeps_the_training_eps_and_fills_the_figure(tmp_path, capsys
     preset.write_text(TINY_PRESET)
     runs = tmp_path / "runs"
     assert main(["report", "fig2", "--plan", "--preset", "mini", "--runs-dir", str(runs)]) == 0
-    full = [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")]
+    out = capsys.readouterr().out.splitlines()
+    full = [line for line in out if line and not line.startswith("#")]
     distills = [c for c in full if c.startswith("advkd distill")]
-    assert len(distills) == 8 and sum("--teacher" in c and "wrn34-20" in c for c in distills) == 4  # both panels
-    assert sum("method.eps=32/255" in c and "method.step_size=8/255" in c for c in distills) == 2
-    assert sum("method.eps" not in c for c in distills) == 2  # eps 8/255 is the main-table run itself
+    # at mini both panels' teachers are one ResNet-14: one sweep fills both, and the plan says so
+    assert len(distills) == 4 and not any("wrn34-20" in c for c in full)
+    assert any(line.startswith("# wrn34-10-trades-mini-s0 also fills the cells of wrn34-20-trades-mini-s0") for line in out)
+    assert sum("method.eps=32/255" in c and "method.step_size=8/255" in c for c in distills) == 1
+    assert sum("method.eps" not in c for c in distills) == 1  # eps 8/255 is the main-table run itself
+    assert main(["report", "fig2", "--plan", "--preset", "paper", "--runs-dir", str(runs)]) == 0
+    paper = [c for c in capsys.readouterr().out.splitlines() if c.startswith("advkd distill")]
+    assert len(paper) == 8 and sum("--teacher" in c and "wrn34-20" in c for c in paper) == 4  # both panels at paper scale
     assert all("--suite aa" in c for c in full if c.startswith("advkd attack"))
 
     args = ["report", "fig2", "--plan", "--preset", str(preset), "--runs-dir", str(runs), "--only", "teacher=wrn34-10", "--n-examples", "8"]

@@ -35,6 +35,7 @@ every architecture, never ``arch``, so mini runs match through the mini preset's
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -176,7 +177,35 @@ def paper_arch(d: dict[str, Any] | None, scale: Any) -> str:
         return ""
     if d.get("paper_arch"):
         return str(d["paper_arch"])
-    return "" if scale == "mini" else str(d.get("arch") or "")
+    return "" if scale in REDUCED_SCALES else str(d.get("arch") or "")
+
+
+REDUCED_SCALES = ("mini", "small")
+
+
+@functools.lru_cache(maxsize=32)
+def _arch_map(preset: str) -> dict[str, str]:
+    """A shipped preset's stand-in mapping ({} for presets that are not shipped)."""
+    from advkd.training.config import PRESET_DIR, load_preset
+
+    path = PRESET_DIR / f"{preset}.yaml"
+    return dict(load_preset(str(path)).arch_map) if preset and path.is_file() else {}
+
+
+def stands_for(d: dict[str, Any] | None, want: str, rec: dict[str, Any], *, share: bool = True) -> bool:
+    """Whether checkpoint ``d`` (the record's own, or one of its teachers) stands for ``want``.
+
+    At a reduced scale two paper architectures that the preset maps to one stand-in train the same
+    network (``wrn34-10`` and ``wrn34-20`` are both ResNet-14 at mini): a run of either fills both
+    (``share``; the plan trains it once and the cell is flagged)."""
+    scale = rec.get("scale")
+    have = paper_arch(d, scale)
+    if have == want:
+        return True
+    if not share or scale not in REDUCED_SCALES or not isinstance(d, dict) or not d.get("arch"):
+        return False
+    mapping = _arch_map(str(rec.get("preset") or ""))
+    return bool(have) and mapping.get(want) == d["arch"] == mapping.get(have)
 
 
 def param_value(v: Any) -> Any:
@@ -221,8 +250,9 @@ def is_knowledge(rec: dict[str, Any]) -> bool:
     return rec.get("kind") == KNOWLEDGE_KIND
 
 
-def matches(spec: CellSpec, rec: dict[str, Any], *, attack: str | None = None) -> bool:
-    """Whether record ``rec`` fills the cell of ``spec`` (``attack`` overrides the spec's attack)."""
+def matches(spec: CellSpec, rec: dict[str, Any], *, attack: str | None = None, share: bool = True) -> bool:
+    """Whether record ``rec`` fills the cell of ``spec`` (``attack`` overrides the spec's attack;
+    ``share=False``: only a run of exactly the cell's architectures, see :func:`stands_for`)."""
     if rec.get("dataset") != spec.dataset or preset_paper(rec) not in ("", spec.paper):
         return False
     scale = rec.get("scale")
@@ -239,15 +269,15 @@ def matches(spec: CellSpec, rec: dict[str, Any], *, attack: str | None = None) -
             return False
     teachers = rec.get("teachers") or {}
     if spec.kind == "teacher":
-        if teachers or paper_arch(rec, scale) != spec.arch:
+        if teachers or not stands_for(rec, spec.arch, rec, share=share):
             return False
         return (rec_method(rec) == "natural") == bool(spec.natural)
-    if spec.kind == "student" and (rec_method(rec) != spec.method or paper_arch(rec, scale) != spec.arch):
+    if spec.kind == "student" and (rec_method(rec) != spec.method or not stands_for(rec, spec.arch, rec, share=share)):
         return False
     if spec.kind == "knowledge" and rec_method(rec) != spec.method:
         return False
     for role, arch in spec.teachers:
-        if paper_arch(teachers.get(role), scale) != arch:
+        if not stands_for(teachers.get(role), arch, rec, share=share):
             return False
     if spec.natural_clean_teacher and _teacher_method(rec, "clean_teacher") not in ("", "natural"):
         return False
@@ -345,6 +375,9 @@ def find(spec: CellSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
         hits = [i for i in hits if _one_value(spec, i, records, clean_of)[1]]
     if not hits:
         return {"ours": None, "spread": None, "seeds": 0, "sources": [], "n_candidates": 0, "flags": []}
+    exact = [i for i in hits if matches(spec, records[i], share=False)]
+    shared = not exact
+    hits = exact or hits  # a run of the cell's own architectures wins over one that shares its stand-in
     group = seed_group(records[newest(hits, records)])
     by_seed: dict[str, list[int]] = {}
     for i in hits:
@@ -361,6 +394,8 @@ def find(spec: CellSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
     mean = sum(values) / len(values)
     spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
     flags = [f"mean of {len(values)} seeds"] if len(values) > 1 else []
+    if shared:
+        flags.append(f"shared stand-in: run {group}")
     n_candidates = len(hits) - len(by_seed) + 1  # several records of one seed: newest wins
     return {"ours": mean, "spread": spread, "seeds": len(values), "sources": sources, "n_candidates": n_candidates, "flags": flags}
 

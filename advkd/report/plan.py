@@ -95,41 +95,79 @@ class Planner:
         self.seeds: dict[str, int] = dict(evaluation.get("seeds") or {})
         self.scale = preset
         self.jobs: dict[str, Job] = {}
+        self.shared: dict[str, set[str]] = {}  # run trained -> runs not trained because it fills their cells
+        self.paper_arch: dict[Path, str] = {}  # teacher run -> the paper arch it was trained as
         self.attacks: dict[Path, dict[str, None]] = {}  # checkpoint -> attack ids its cells need (ordered)
         self.recorded = {(r.get("checkpoint"), r.get("attack")) for r in read_records(runs_dir / RESULTS_FILE)}
 
     def seeds_of(self, method: str) -> range:
         return range(max(1, int(self.seeds.get(method, 1))))
 
-    def add(self, job: Job) -> None:
-        self.jobs.setdefault(job.key, job)
+    def add(self, job: Job, requested: str = "") -> Path | None:
+        """Add ``job`` unless one with its key exists (the same stand-in networks and settings:
+        one run fills the cells of both); returns the run of the job kept. ``requested``: the
+        run name the cell asked for, noted when another run fills it."""
+        kept = self.jobs.setdefault(job.key, job)
+        for name in {requested, job.run.name if job.run else ""} - {"", kept.run.name if kept.run else ""}:
+            self.shared.setdefault(kept.run.name, set()).add(name)
+        return kept.run
+
+    def shared_lines(self) -> list[str]:
+        return [f"# {kept} also fills the cells of {', '.join(sorted(twins))} (the same stand-in networks at this scale)"
+                for kept, twins in sorted(self.shared.items())]
+
+    def standin(self, preset: str, arch: str) -> str:
+        """The network a preset trains for ``arch`` (the arch itself without a mapping)."""
+        return load_preset(preset).arch_map.get(arch, arch)
+
+    def twins(self, preset: str, arch: str) -> list[str]:
+        """``arch``, then the other paper architectures the preset trains as the same stand-in."""
+        mapping = load_preset(preset).arch_map
+        return [arch] + sorted(a for a, t in mapping.items() if t == mapping.get(arch, arch) and a != arch)
+
+    def _existing(self, kind: str, dataset: str, names: list[str]) -> int:
+        """Index of the first name whose run is on disk (0 when none is): a twin already trained is reused."""
+        return next((i for i, n in enumerate(names) if run_dir(self.runs_dir, kind, dataset, n).exists()), 0)
 
     def teacher(self, role: str, arch: str, dataset: str) -> Path:
-        """Job that pretrains a teacher; returns its best checkpoint path."""
+        """Job that pretrains a teacher; returns its best checkpoint path (one run per stand-in)."""
         arch = ARCH_ALIASES.get(arch, arch)
         method = _teacher_method(role, arch, self.paper, self.scale)
         preset = self.student_preset if (method == "pgd-at" and arch in ("resnet18", "resnet34", "vgg16")) else self.teacher_preset
+        key = f"teacher:{dataset}:{self.standin(preset, arch)}:{method}:{preset}"
+        requested = _name(arch, method, {}, preset, {})
+        if key not in self.jobs:
+            twins = self.twins(preset, arch)
+            arch = twins[self._existing("pretrain-teacher", dataset, [_name(a, method, {}, preset, {}) for a in twins])]
         name = _name(arch, method, {}, preset, {})
         path = run_dir(self.runs_dir, "pretrain-teacher", dataset, name)
         cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", method, "--dataset", dataset, "--preset", preset, "--runs-dir", str(self.runs_dir), "--resume")
-        self.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
-        return path / BEST
+        kept = self.add(Job(0, key, cmd, path), requested)
+        self.paper_arch.setdefault(kept, arch)
+        return kept / BEST
 
     def student(self, row, teachers: dict[str, str], params: dict[str, float | str], seed: int = 0) -> Path:
         paths = {role: self.teacher(role, arch, row.dataset) for role, arch in teachers.items()}
-        archs = {role: ARCH_ALIASES.get(a, a) for role, a in teachers.items()}
-        name = _name(row.student, row.method, archs, self.student_preset, params, seed)
+        archs = {role: self.paper_arch[paths[role].parent] for role in paths}  # the teachers' runs as kept
+        preset = self.student_preset
+        teacher_runs = ",".join(f"{role}={paths[role].parent.name}" for role in sorted(paths))
+        key = f"student:{row.dataset}:{self.standin(preset, row.student)}:{row.method}:{teacher_runs}:{variant_name(params)}:{seed}"
+        requested = _name(row.student, row.method, {r: ARCH_ALIASES.get(a, a) for r, a in teachers.items()}, preset, params, seed)
+        student = row.student
+        if key not in self.jobs:
+            twins = self.twins(preset, row.student)
+            student = twins[self._existing("distill", row.dataset, [_name(a, row.method, archs, preset, params, seed) for a in twins])]
+        name = _name(student, row.method, archs, preset, params, seed)
         path = run_dir(self.runs_dir, "distill", row.dataset, name)
-        args = ["advkd", "distill", "--method", row.method, "--student", row.student, "--dataset", row.dataset, "--preset", self.student_preset]
+        args = ["advkd", "distill", "--method", row.method, "--student", student, "--dataset", row.dataset, "--preset", preset]
         for role in sorted(paths):
             args += [f"--{role.replace('_', '-')}", str(paths[role])]
-        for key, value in sorted(params.items()):
-            args += ["--set", f"method.{key}={value}"]
+        for k, value in sorted(params.items()):
+            args += ["--set", f"method.{k}={value}"]
         if seed:
             args += ["--seed", str(seed)]
         args += ["--runs-dir", str(self.runs_dir), "--resume"]
-        self.add(Job(1, f"student:{row.dataset}:{name}", _q(*args), path))
-        return path / BEST
+        return self.add(Job(1, key, _q(*args), path), requested) / BEST
 
     def attack(self, ckpt: Path, suite: str, attacks: list[str] | None = None) -> None:
         """Ask for ``attacks`` (default: the whole ``suite``) on ``ckpt``; one command per checkpoint
@@ -240,7 +278,7 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
             else:
                 planner.attack(ckpt, suite, attack)
     lines = [f"# advkd plan for {tid.id} at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"]
-    lines += sorted(set(notes))
+    lines += sorted(set(notes)) + planner.shared_lines()
     lines += planner.commands()
     return "\n".join(lines)
 
@@ -308,7 +346,7 @@ def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: 
             break  # a teacher-free baseline has one sweep, not one per teacher
     head = f"# advkd plan for fig2 at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"
     note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (spec single-teacher 3.4); evaluation stays at 8/255"
-    return "\n".join([head, note, *planner.commands()])
+    return "\n".join([head, note, *planner.shared_lines(), *planner.commands()])
 
 
 FIGURE_PLANS = {"fig2": plan_fig2}
