@@ -25,7 +25,7 @@ from advkd.core.progress import Reporter
 from advkd.core.version import __version__
 from advkd.data.loaders import DATASETS
 from advkd.methods import METHODS, list_methods
-from advkd.training.config import SELECT_METRICS, TrainConfig, list_presets, resolve_config
+from advkd.training.config import SELECT_METRICS, TrainConfig, default_preset, list_presets, resolve_config
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exceptions
@@ -60,7 +60,7 @@ DataDirOpt = Annotated[Optional[str], typer.Option("--data-dir", help="Folder ho
 RunsDirOpt = Annotated[Optional[str], typer.Option("--runs-dir", help="Folder for runs, teachers and results.jsonl (env ADVKD_RUNS_DIR; default ./runs).", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N (default auto).", show_default=False)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", show_default=False)]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", help=f"Preset name ({', '.join(list_presets())}) or path to a YAML file.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help=f"Preset name ({', '.join(list_presets())}) or path to a YAML file; distill on the papers' datasets defaults to the recipe of the method's paper (adaad-paper or bmtard-paper).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs (overrides the preset).")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (overrides the preset).")]
 LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Initial learning rate (overrides the preset).")]
@@ -175,7 +175,10 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
         "seed": g.seed,
     }
     flags = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
-    cfg = resolve_config(TrainConfig(kind=kind), preset=opts["preset"], set_items=opts["set_items"], flags=flags)
+    preset = opts["preset"]
+    if preset is None and kind == "distill":  # the run header names it; errors name it ("at preset adaad-paper")
+        preset = default_preset(flags["method"], flags["dataset"])
+    cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=opts["set_items"], flags=flags)
     device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
     fast = resolve_fast_paths(
         device, amp=opts["amp"], channels_last=opts["channels_last"], compile=opts["compile_models"], data_on_device=opts["data_on_device"]
@@ -210,7 +213,7 @@ def pretrain_teacher(
 def distill(
     ctx: typer.Context,
     method: Annotated[str, typer.Option("--method", help="Method: " + ", ".join(list_methods()) + ".")],
-    student: Annotated[str, typer.Option("--student", help="Student architecture (resnet18, mobilenetv2, ...).")],
+    student: Annotated[str, typer.Option("--student", help="Student architecture (resnet18, mobilenetv2, ...); the papers' main student by default.")] = "resnet18",
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher of single-teacher methods: checkpoint path, ARCH (teacher store), ARCH:weights.pt or robustbench:ID.")] = None,
     clean_teacher: Annotated[Optional[str], typer.Option("--clean-teacher", help="Clean teacher of two-teacher methods (same forms as --teacher).")] = None,
     robust_teacher: Annotated[Optional[str], typer.Option("--robust-teacher", help="Robust teacher of two-teacher methods (same forms as --teacher).")] = None,
@@ -377,6 +380,38 @@ def report(
     )
     if text is not None:
         typer.echo(text)
+
+
+@app.command(help="The result records of the runs dir as a flat table, one row per checkpoint x attack (the newest record); "
+             "--format csv loads in pandas. Filters are glob patterns.")
+def results(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Checkpoint path pattern, e.g. '*rslad*'.")] = None,
+    run: Annotated[Optional[str], typer.Option("--run", help="Run name pattern, e.g. 'resnet18-*-small-s*'.")] = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="Method pattern.")] = None,
+    attack: Annotated[Optional[str], typer.Option("--attack", help="Attack id pattern, e.g. 'pgd*'.")] = None,
+    scale: Annotated[Optional[str], typer.Option("--scale", help="paper, mini, small or custom.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset pattern.")] = None,
+    output: Annotated[str, typer.Option("--format", help="rich, csv, json or markdown.")] = "rich",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    runs_dir: RunsDirOpt = None,
+) -> None:
+    from rich.console import Console
+
+    from advkd.core.files import atomic_write_text
+    from advkd.report.results import render_results, result_rows
+
+    g = _globals(ctx, runs_dir=runs_dir)
+    given = {"checkpoint": checkpoint, "run": run, "method": method, "attack": attack, "scale": scale, "dataset": dataset}
+    rendered = render_results(result_rows(g.runs_dir, {k: v for k, v in given.items() if v is not None}), output)
+    if out is not None:
+        if not isinstance(rendered, str):
+            raise AdvkdError("--out needs --format csv, json or markdown")
+        atomic_write_text(out, rendered)
+    elif isinstance(rendered, str):
+        typer.echo(rendered, nl=False)
+    else:
+        Console().print(rendered)
 
 
 # ----------------------------------------------------------------------------- entry point

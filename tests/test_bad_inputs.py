@@ -123,7 +123,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("pt-resume-broken-config", [*PT, "--name", "good", "--resume"], ["trained>runs"]),
     ("pt-runs-dir-file", [*PT, "--runs-dir", "{c}/afile"], ["afile"]),
     # ------------------------------------------------------------------ distill
-    ("di-no-student", ["distill", "--method", "rslad", "--teacher", "{w}/good.safetensors"], []),
+    ("di-bad-student", ["distill", "--method", "rslad", "--student", "nosuchnet", "--teacher", "{w}/good.safetensors"], []),  # --student defaults to resnet18
     ("di-no-teacher", [*DI], []),
     ("di-teacher-missing", [*DI, "--teacher", "{c}/missing.safetensors"], []),
     ("di-teacher-random", [*DI, "--teacher", "{w}/random.safetensors"], []),

@@ -57,11 +57,15 @@ def test_missing_teachers_are_named_together_with_the_preset_and_the_scale(env, 
     assert "at preset tiny (tinycnn standing in)" in err and f"--preset {preset}" in err and "paper scale" not in err
     # the teacher exists at another scale: say where, and which --preset finds it
     err = _error(capsys, "distill", "--method", "rslad", "--student", "tinycnn", "--dataset", "synthetic", "--teacher", "resnet56")
-    assert "found at another scale" not in err  # a clean teacher does not stand in for a robust one
+    assert "exists at another scale" not in err  # a clean teacher does not stand in for a robust one
     assert main(["pretrain-teacher", "--arch", "wrn34-10", "--method", "trades", "--dataset", "synthetic", "--preset", preset, *STEPS]) == 0
     capsys.readouterr()
     err = _error(capsys, "distill", "--method", "rslad", "--student", "tinycnn", "--dataset", "synthetic", "--teacher", "wrn34-10")
-    assert "found at another scale:" in err and f"wrn34-10-trades-tiny-steps2-s0/best.safetensors (preset tiny: add --preset {preset})" in err
+    assert "a wrn34-10 teacher exists at another scale:" in err and f"wrn34-10-trades-tiny-steps2-s0/best.safetensors (preset tiny: add --preset {preset})" in err
+    # several roles missing: the teachers found elsewhere are still named
+    err = _error(capsys, "distill", "--method", "bmtard", "--student", "tinycnn", "--dataset", "synthetic",
+                 "--clean-teacher", "resnet56", "--robust-teacher", "wrn34-10")
+    assert "create them with:" in err and err.count("exists at another scale") == 2
 
 
 def test_a_run_names_its_stand_in_scale_and_budget_and_records_percent_and_its_teacher(env, capsys):
@@ -126,6 +130,11 @@ def test_help_texts_are_complete_and_plain():
     assert 'Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses"' in " ".join(attack.split())
     landscape = runner.invoke(app, ["landscape", "--help"], env={"COLUMNS": "200"}).output
     assert "UNCONFIRMED" not in landscape
+    for command in ("distill", "pretrain-teacher", "attack"):  # no references to the project's internal spec
+        text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert not re.search(r"\(spec |; spec |spec single-teacher", text), command
+    distill = " ".join(runner.invoke(app, ["distill", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "pgd-at (no teacher): PGD-AT (Madry et al.) as the AdaAD repo runs it: CE-PGD on the student, CE on x*." in distill
 
 
 def test_a_usage_error_points_to_the_subcommands_help(capsys):
@@ -174,3 +183,14 @@ def test_a_stand_in_twin_fills_the_cell_flagged_and_an_exact_run_wins():
     # at paper scale nothing is shared
     paper = dict(r, arch="resnet18", scale="paper", preset="adaad-paper", teachers={"teacher": teacher("wrn34-10")})
     assert build_table("table2", [paper]).cell("mobilenetv2", "rslad", "wrn34-20", "pgd10").ours is None
+
+
+def test_a_long_paper_scale_run_on_a_cpu_names_the_smaller_presets_at_once():
+    from advkd.training.eta import early_estimate, run_eta
+
+    long_cpu = early_estimate(2.0, 78_000, device_type="cpu", scale="paper")  # 200 epochs x 390 batches at 2 s
+    assert long_cpu.startswith("this run: about 43h20m of training") and "--preset mini" in long_cpu and "--preset small" in long_cpu
+    assert "--preset" not in early_estimate(2.0, 78_000, device_type="cuda", scale="paper")
+    assert "--preset" not in early_estimate(2.0, 100, device_type="cpu", scale="paper")  # minutes: nothing to say
+    assert "--preset" not in early_estimate(2.0, 78_000, device_type="cpu", scale="mini")
+    assert run_eta([60.0, 120.0], 3) == "run ETA 4m30s" and run_eta([60.0], 0) == ""

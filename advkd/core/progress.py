@@ -23,7 +23,7 @@ def _fmt(fields: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
@@ -69,7 +69,7 @@ class Task:
             parts.append(f"in {elapsed:.1f}s")
         rate = self.rate()
         if rate:
-            parts.append(f"({rate})" if final else f"{rate}, ETA {_duration(elapsed / self.done * (self.total - self.done))}")
+            parts.append(f"({rate})" if final else f"{rate}, ETA {duration_text(elapsed / self.done * (self.total - self.done))}")
         return " ".join(parts + [_fmt(self.fields)]).rstrip()
 
 

@@ -5,6 +5,8 @@ are case-insensitive; an unknown name raises :class:`AdvkdError` listing the val
 """
 from __future__ import annotations
 
+import re
+
 import fnmatch
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,11 +27,15 @@ class Entry(Generic[T]):
     meta: dict = field(default_factory=dict)
 
 
+_SPEC_REF = re.compile(r"\s*\((?:[^()]*;\s*)?spec [^()]*\)")
+
+
 def summary(doc: str | None) -> str:
     """A docstring's first paragraph as one line of plain text (for ``--help``): wrapped lines
     joined, reST ``literals`` shown without their backquotes."""
     first = (doc or "").strip().split("\n\n", 1)[0]
-    return " ".join(line.strip() for line in first.splitlines()).replace("``", "")
+    text = " ".join(line.strip() for line in first.splitlines()).replace("``", "")
+    return _SPEC_REF.sub("", text)  # "(spec 2.2a)": the project's internal spec, which users do not have
 
 
 class Registry(Generic[T]):

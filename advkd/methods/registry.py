@@ -5,14 +5,13 @@ registry, not the package ``__init__`` that imports them.
 """
 from __future__ import annotations
 
-from advkd.core.registry import Registry
+from advkd.core.registry import Registry, summary
 from advkd.methods.base import Method
 
 METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: register under ``cls.name``; help is the docstring's first line."""
-    doc = (cls.__doc__ or "").strip().splitlines()
-    METHODS.add(cls.name, cls, help=doc[0] if doc else "", roles=cls.roles)
+    """Class decorator: register under ``cls.name``; help is the docstring's first paragraph."""
+    METHODS.add(cls.name, cls, help=summary(cls.__doc__), roles=cls.roles)
     return cls

@@ -1,6 +1,10 @@
 """``advkd report``: route an id to a table (text formats), a figure (png) or the id list."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 from pathlib import Path
 
 from rich.console import Console
@@ -31,6 +35,15 @@ def run_report(
     footer (and to the JSON as ``ranking``)."""
     console = Console()
     if table_id == "list":
+        ids = list_ids()
+        if fmt == "json":
+            return json.dumps([{"id": i, "what": d} for i, d in ids], indent=2)
+        if fmt == "csv":
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows([("id", "what"), *ids])
+            return buf.getvalue().rstrip("\n")
+        if fmt == "markdown":
+            return "\n".join(["| id | what |", "|---|---|", *(f"| {i} | {d} |" for i, d in ids)])
         console.print(_list())
         return None
     if plan:

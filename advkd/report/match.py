@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -183,13 +184,18 @@ def paper_arch(d: dict[str, Any] | None, scale: Any) -> str:
 REDUCED_SCALES = ("mini", "small")
 
 
-@functools.lru_cache(maxsize=32)
 def _arch_map(preset: str) -> dict[str, str]:
-    """A shipped preset's stand-in mapping ({} for presets that are not shipped)."""
-    from advkd.training.config import PRESET_DIR, load_preset
+    """A named preset's stand-in mapping ({} for a preset that cannot be found by name)."""
+    return dict(_arch_map_in(preset, os.environ.get("ADVKD_PRESET_DIR", "")))
 
-    path = PRESET_DIR / f"{preset}.yaml"
-    return dict(load_preset(str(path)).arch_map) if preset and path.is_file() else {}
+
+@functools.lru_cache(maxsize=32)
+def _arch_map_in(preset: str, preset_dir: str) -> tuple[tuple[str, str], ...]:
+    from advkd.training.config import preset_dirs, load_preset
+
+    if not preset or not any((d / f"{preset}.yaml").is_file() for d in preset_dirs()):
+        return ()
+    return tuple(load_preset(preset).arch_map.items())
 
 
 def stands_for(d: dict[str, Any] | None, want: str, rec: dict[str, Any], *, share: bool = True) -> bool:

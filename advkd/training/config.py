@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +183,15 @@ class Preset:
         return out
 
 
+def preset_dirs() -> list[Path]:
+    """Where preset names are looked up: ``$ADVKD_PRESET_DIR`` first (your own presets, or a
+    shipped one overridden, e.g. tiny stand-ins for a test), then the shipped ``advkd/presets``."""
+    extra = os.environ.get("ADVKD_PRESET_DIR")
+    return ([Path(extra)] if extra else []) + [PRESET_DIR]
+
+
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
 
 
 def _check_preset(preset: Preset) -> None:
@@ -203,7 +211,7 @@ def load_preset(spec: str) -> Preset:
     """Load a preset by name (``mini``) or by path to a YAML file."""
     path = Path(spec)
     if not (spec.endswith((".yaml", ".yml")) or path.is_file()):
-        path = PRESET_DIR / f"{spec}.yaml"
+        path = next((d / f"{spec}.yaml" for d in preset_dirs() if (d / f"{spec}.yaml").is_file()), PRESET_DIR / f"{spec}.yaml")
         if not path.is_file():
             raise AdvkdError(f"unknown preset {spec!r}; valid: {', '.join(list_presets())} (or a path to a .yaml file)")
     elif not path.is_file():
@@ -225,6 +233,19 @@ def load_preset(spec: str) -> Preset:
     preset = Preset(name=path.stem, path=path, **data)
     _check_preset(preset)
     return preset
+
+
+# The paper whose tables a method's runs fill by default (B-MTARD Table III's baselines are B-MTARD's).
+PAPER_OF_METHOD = {m: "bmtard" for m in ("bmtard", "mtard", "lmtn", "fair-ard", "fair-rslad", "absld", "score")}
+PAPER_DATASETS = ("cifar10", "cifar100", "tinyimagenet")
+
+
+def default_preset(method: str, dataset: str) -> str | None:
+    """The preset ``distill`` uses without ``--preset``: the recipe of the method's paper on that
+    paper's datasets (``bmtard`` -> ``bmtard-paper``, ``rslad`` -> ``adaad-paper``); None elsewhere."""
+    if DATASETS.canonical(dataset) not in PAPER_DATASETS:
+        return None
+    return f"{PAPER_OF_METHOD.get(METHODS.canonical(method), 'adaad')}-paper"
 
 
 def _canonical_run(cfg: TrainConfig) -> dict[str, str]:
@@ -288,7 +309,7 @@ def resolve_config(
             cfg = apply_overrides(cfg, part.get("train") or {}, where=f"preset {p.name} ({run['method']})")
             method_params.update(part.get("params") or {})
             teachers.update(part.get("teachers") or {})
-        shipped = p.path.resolve().parent == PRESET_DIR.resolve()
+        shipped = p.path.resolve().parent in {d.resolve() for d in preset_dirs()}  # found again by name
         cfg = dataclasses.replace(cfg, preset=p.name, preset_file="" if shipped else str(p.path), scale=p.scale, arch_map=dict(p.arch_map), preset_teachers=teachers)
     before = cfg
     cfg = apply_overrides(cfg, set_train, where="--set")

@@ -50,6 +50,7 @@ from advkd.models import build_model, canonical_arch
 from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, config_to_dict
 from advkd.training.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
+from advkd.training.eta import EARLY_BATCHES, early_estimate, run_eta
 from advkd.training.teachers import Teacher, resolve_teachers
 
 
@@ -316,10 +317,12 @@ def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
     return metrics
 
 
-def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter) -> dict[str, float]:
+def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter, *,
+                announce: bool = False) -> dict[str, float]:
     """One epoch (0-indexed ``epoch``). The inner maximisation runs on the plain module (input
     gradients only); the outer loss runs through DistributedDataParallel under torchrun, which
-    averages gradients. With ``lr_step=iteration`` the lr is set before every batch."""
+    averages gradients. With ``lr_step=iteration`` the lr is set before every batch.
+    ``announce``: log the whole run's estimated duration after its first batches."""
     model, method, fast, cfg = setup.model, setup.method, setup.fast, setup.cfg
     plain = unwrap(model)
     model.train()
@@ -349,6 +352,10 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             task.advance(1, loss=logs.get("loss", loss.item()))
+            if announce and step + 1 == min(EARLY_BATCHES, len(batches)):
+                per_batch = (time.monotonic() - task.started) / (step + 1)
+                left = len(batches) * (cfg.epochs - epoch) - (step + 1)
+                reporter.log(early_estimate(per_batch, left, device_type=setup.device.type, scale=cfg.scale))
     keys = sorted(totals)
     sums = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [float(seen)], dtype=torch.float64))
     means = {k: float(v) / max(float(sums[-1]), 1.0) for k, v in zip(keys, sums[:-1])}
@@ -427,13 +434,14 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         torch.manual_seed(cfg.seed + 1 + rank())  # the training noise stream: per rank, independent of model init
     if is_distributed():
         setup.model = DistributedDataParallel(setup.model, device_ids=[setup.device] if setup.device.type == "cuda" else None)
+    timed: list[float] = []  # seconds of the epochs run by this invocation, for the run ETA
     for epoch in range(start, cfg.epochs):  # 0-indexed inside the loop; every record says epoch + 1
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)  # with lr_step=iteration, train_epoch sets it again before every batch
         set_lr(optimizer, lr)
         method.start_epoch(epoch, lr / cfg.lr)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        row.update(train_epoch(setup, batches, optimizer, epoch, reporter))
+        row.update(train_epoch(setup, batches, optimizer, epoch, reporter, announce=epoch == start))
         sync_buffers(unwrap(setup.model))
         method.end_epoch(epoch, lr_at(cfg, epoch + 1) / cfg.lr)
         row.update({f"method_{k}": v for k, v in method.epoch_metrics().items()})
@@ -449,7 +457,8 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         if is_main():
             _commit_epoch(setup, optimizer, epoch + 1, row, rows, best_value, best_epoch, rng)
         barrier()
-        reporter.log(_epoch_line(cfg, row, best_epoch))
+        timed.append(row["seconds"])
+        reporter.log(" | ".join(x for x in (_epoch_line(cfg, row, best_epoch), run_eta(timed, cfg.epochs - epoch - 1)) if x))
     return Summary(setup.path, cfg.epochs - start, best_epoch, _row(rows, best_epoch), rows[-1], False, unwrap(setup.model), method.state_dict())
 
 

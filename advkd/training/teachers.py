@@ -51,13 +51,20 @@ def wants_robust(role: str) -> bool:
 class MissingTeacher(AdvkdError):
     """No teacher of this architecture in the teacher store; ``hint`` is the command that makes one."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: str, hint: str, what: str = "", found: str = "") -> None:
         super().__init__(message)
-        self.hint = hint
+        self.hint, self.what, self.found = hint, what, found
 
 
 def pretrain_hint(arch: str, role: str, dataset: str, preset: str) -> str:
+    """The command that makes the missing teacher at the run's scale; a paper preset's teachers
+    come from its paper's teacher recipe (``adaad-paper`` -> the AdaAD repo's PGD-AT teacher,
+    ``bmtard-paper`` -> B-MTARD's TRADES / natural teachers)."""
     method = "trades" if wants_robust(role) else "natural"
+    if preset.endswith("-paper"):
+        preset = preset.replace("-paper", "-teacher")
+        if preset == "adaad-teacher" and wants_robust(role):
+            method = "pgd-at"
     hint = f"advkd pretrain-teacher --arch {arch} --method {method} --dataset {dataset}"
     return hint + (f" --preset {preset}" if preset else "")
 
@@ -92,9 +99,10 @@ def resolve_teachers(specs: dict[str, str], **kwargs: Any) -> dict[str, Teacher]
     if len(missing) == 1:
         raise missing[0]
     if missing:
-        what = "; ".join(str(e).split("; create it with:")[0] for e in missing)
+        what = "; ".join(e.what for e in missing)
         hints = " && ".join(e.hint for e in missing)
-        raise AdvkdError(f"{what}; create them with: {hints}{_scale_warning(kwargs.get('preset', ''))}")
+        found = "".join(e.found for e in missing)
+        raise AdvkdError(f"{what}; create them with: {hints}{_scale_warning(kwargs.get('preset', ''))}{found}")
     return out
 
 
@@ -148,12 +156,9 @@ def _from_store(spec, *, role, dataset, num_classes, runs_dir, device, preset, a
     scale = f" at preset {label} ({arch} standing in)" if preset and arch != paper_arch else f" at preset {label}" if preset else ""
     hint = pretrain_hint(paper_arch, role, dataset, preset)
     others = _elsewhere(runs_dir, paper_arch, robust, dataset)
-    found = f"; found at another scale: {', '.join(others[:3])}" if others else ""
-    raise MissingTeacher(
-        f"no {kind} {paper_arch} teacher{scale} for {dataset} in {Path(runs_dir) / 'pretrain-teacher'}; "
-        f"create it with: {hint}{_scale_warning(preset)}{found}",
-        hint,
-    )
+    found = f"; a {paper_arch} teacher exists at another scale: {', '.join(others[:3])}" if others else ""
+    what = f"no {kind} {paper_arch} teacher{scale} for {dataset} in {Path(runs_dir) / 'pretrain-teacher'}"
+    raise MissingTeacher(f"{what}; create it with: {hint}{_scale_warning(preset)}{found}", hint, what, found)
 
 
 def _from_foreign(spec: str, arch: str, path: Path, *, role: str, num_classes: int, device) -> Teacher:
