@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
 
 from advkd.core.distributed import is_main, teardown
 from advkd.core.errors import AdvkdError, Interrupted
@@ -396,8 +397,7 @@ def results(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
     runs_dir: RunsDirOpt = None,
 ) -> None:
-    from rich.console import Console
-
+    from advkd.core.console import print_wide
     from advkd.core.files import atomic_write_text
     from advkd.report.results import render_results, result_rows
 
@@ -411,7 +411,7 @@ def results(
     elif isinstance(rendered, str):
         typer.echo(rendered, nl=False)
     else:
-        Console().print(rendered)
+        print_wide(rendered)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -432,6 +432,18 @@ def interrupted_line(args: list[str]) -> str:
     return "advkd: interrupted"
 
 
+HELP_MIN_COLUMNS = 100  # Rich help tables cut option names below this width ("--robust-teach…")
+
+
+def _plain_help_when_narrow(args: list[str]) -> None:
+    """Below ``HELP_MIN_COLUMNS`` (a narrow terminal, or a pipe at 80 columns) ``--help`` is
+    click's plain text, which wraps instead of cutting option names and descriptions."""
+    import shutil
+
+    if ("--help" in args or "-h" in args) and shutil.get_terminal_size((80, 24)).columns < HELP_MIN_COLUMNS:
+        typer.core.HAS_RICH = False  # restored by main() when the command ends
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback.
 
@@ -444,9 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     from advkd.core.oserrors import describe, is_os_failure
 
     args = list(sys.argv[1:] if argv is None else argv)
+    rich_help = typer.core.HAS_RICH
     previous = signal.signal(signal.SIGINT, interrupt_handler) if threading.current_thread() is threading.main_thread() else None
     try:
         tune_malloc()  # before the first large allocation
+        _plain_help_when_narrow(args)
         command = typer.main.get_command(app)
         rv = command.main(args=args, prog_name="advkd", standalone_mode=False)
     except AdvkdError as e:
@@ -468,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advkd: error: {_one_line(describe(e))}", file=sys.stderr)
         return 2
     finally:
+        typer.core.HAS_RICH = rich_help
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if rv == 130:  # a KeyboardInterrupt raised inside a command, which Typer turns into a silent exit 130

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from advkd.attacks import ATTACKS
+from advkd.core.console import print_wide
 from advkd.core.accel import FastPaths, apply_checked, resolve_fast_paths
 from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
@@ -154,7 +155,7 @@ class AttackReport:
             worst, n_worst = self.worst_acc(), min(o.n for o in self.outcomes.values())
             label = "worst case" if n_worst == self.outcomes[CLEAN].n else f"worst case (first {n_worst})"
             table.add_row(f"[bold]{label}[/bold]", f"[bold]{worst:.2f}[/bold]", f"{w_robust(self.clean_acc_on(n_worst), worst):.2f}", "", "")
-        console.print(table)
+        print_wide(table, console)
         for flag in self.flags:
             console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False)
 

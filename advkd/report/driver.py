@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+
+from advkd.core.console import print_wide
 from rich.table import Table as RichTable
 
 from advkd.core.errors import AdvkdError
@@ -44,7 +46,7 @@ def run_report(
             return buf.getvalue().rstrip("\n")
         if fmt == "markdown":
             return "\n".join(["| id | what |", "|---|---|", *(f"| {i} | {d} |" for i, d in ids)])
-        console.print(_list())
+        print_wide(_list(), console)
         return None
     if plan:
         from advkd.report.plan import plan_commands
@@ -86,7 +88,7 @@ def run_report(
     if fmt == "rich":
         if out is not None:
             raise AdvkdError("--out needs a text format: markdown, csv, json or latex")
-        console.print(rendered)
+        print_wide(rendered, console)
         return None
     return _emit(rendered, out)
 
