@@ -16,6 +16,11 @@ The public Python API (everything else is reachable by its module path, see docs
     train(cfg, runs_dir=..., data_dir=...)       one training run (``advkd.training.loop.run``)
     evaluate(model, data, attacks, ...)          clean and robust accuracy under attacks
     build_table(id, records) -> Table            a paper table filled from result records
+    as_model(module, normalize)                  any nn.Module (+ mean/std) -> a model of [0, 1] pixels
+    attack(model, x, y, attack_id, eps=...)      adversarial examples of one attack on tensors
+    evaluate_model(model, data, suite=...)       records as ``advkd attack`` writes them, on tensors / a DataLoader
+    train_step(method, model, optimizer, x, y)   one training step of a method
+    distill(method, student=..., teacher=...)    a whole ``advkd distill`` run
 
 Importing ``advkd`` is cheap: every name but ``__version__`` and ``AdvkdError`` is loaded on first
 use (PEP 562), because ``advkd.entry`` imports ``advkd.core.errors`` (and so this package) before
@@ -43,6 +48,11 @@ _LAZY = {
     "train": ("advkd.training.loop", "run"),
     "evaluate": ("advkd.evaluation.evaluate", "evaluate"),
     "build_table": ("advkd.report", "build_table"),
+    "as_model": ("advkd.api", "as_model"),
+    "attack": ("advkd.api", "attack"),
+    "evaluate_model": ("advkd.api", "evaluate_model"),
+    "train_step": ("advkd.api", "train_step"),
+    "distill": ("advkd.api", "distill"),
 }
 
 __all__ = ["__version__", "AdvkdError", *_LAZY]

@@ -30,10 +30,11 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": {"core", "data", "models", "attacks"},
     "training": {"core", "data", "models", "attacks", "methods", "evaluation"},
     "report": {"core", "data", "models", "attacks", "methods", "evaluation", "training.config"},
-    "cli": {"core", "data", "models", "attacks", "methods", "evaluation", "training", "report"},
+    "api": {"core", "data", "models", "attacks", "methods", "evaluation", "training"},
+    "cli": {"core", "data", "models", "attacks", "methods", "evaluation", "training", "report", "api"},
     "entry": {"core", "cli"},
     "__main__": {"entry"},
-    "advkd": {"core", "data", "models", "attacks", "methods", "evaluation", "training", "report"},
+    "advkd": {"core", "data", "models", "attacks", "methods", "evaluation", "training", "report", "api"},
 }
 
 

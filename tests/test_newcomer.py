@@ -73,7 +73,7 @@ def test_a_run_names_its_stand_in_scale_and_budget_and_records_percent_and_its_t
     runs = tmp / "runs"
     assert main(["pretrain-teacher", "--arch", "wrn34-10", "--method", "trades", "--dataset", "synthetic", "--preset", preset, *STEPS]) == 0
     err = capsys.readouterr().err
-    assert re.search(r"pretrain-teacher trades: tinycnn standing in for wrn34-10 on synthetic \(preset tiny, scale mini; 1 epochs x 64 images = 2 steps\)", err), err
+    assert re.search(r"pretrain-teacher trades: tinycnn standing in for wrn34-10 on synthetic \(preset tiny, scale mini; 1 epoch x 64 images = 2 steps\)", err), err
     teacher = runs / "pretrain-teacher" / "synthetic" / "wrn34-10-trades-tiny-steps2-s0"
     row = json.loads((teacher / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0.0 <= row["train_acc"] <= 100.0 and 0.0 <= row["clean_acc"] <= 100.0

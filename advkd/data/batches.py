@@ -24,14 +24,17 @@ class TensorData:
     """A whole split in memory: uint8 images (N, C, H, W) and int64 labels (N,).
 
     uint8 keeps memory 4x smaller than float; conversion happens per batch (:func:`advkd.data.batches.to_float`).
+    Float32 images in [0, 1] are accepted too (your own tensors, through :mod:`advkd.api`), used as they are.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype not in (torch.uint8, torch.float32) or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 or float32 in [0, 1], (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype == torch.float32 and self.images.numel() and (self.images.min() < 0 or self.images.max() > 1):
+            raise ValueError("float images must lie in [0, 1] (pixels; put normalisation inside the model: advkd.api.as_model)")
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError(f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}")
         if self.images.shape[0] != self.labels.shape[0]:
@@ -81,7 +84,10 @@ def crop_gather(padded: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]: attacks and eps budgets work in [0, 1] pixel space."""
+    """uint8 [0, 255] -> float32 [0, 1]: attacks and eps budgets work in [0, 1] pixel space
+    (float images are already there and come back as they are)."""
+    if images_uint8.is_floating_point():
+        return images_uint8.to(torch.float32)
     return images_uint8.to(torch.float32).div_(255.0)
 
 

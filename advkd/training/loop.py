@@ -169,7 +169,8 @@ def run_header(setup: Setup) -> str:
     scale = f"preset {cfg.preset}, scale {cfg.scale}" if cfg.preset else f"scale {cfg.scale}"
     steps = cfg.epochs * -(-len(setup.train_data) // cfg.batch_size)
     teachers = "".join(f", {role.replace('_', ' ')} {t.arch if t.arch == t.paper_arch else f'{t.arch} (for {t.paper_arch})'}" for role, t in sorted(setup.teachers.items()))
-    return (f"{cfg.kind} {cfg.method}: {net} on {cfg.dataset} ({scale}; {cfg.epochs} epochs x {len(setup.train_data)} images = {steps} steps"
+    epochs = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}"
+    return (f"{cfg.kind} {cfg.method}: {net} on {cfg.dataset} ({scale}; {epochs} x {len(setup.train_data)} images = {steps} steps"
             f"{teachers}) -> {setup.path}")
 
 
@@ -355,7 +356,8 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
             if announce and step + 1 == min(EARLY_BATCHES, len(batches)):
                 per_batch = (time.monotonic() - task.started) / (step + 1)
                 left = len(batches) * (cfg.epochs - epoch) - (step + 1)
-                reporter.log(early_estimate(per_batch, left, device_type=setup.device.type, scale=cfg.scale))
+                if left > 0:
+                    reporter.log(early_estimate(per_batch, left, device_type=setup.device.type, scale=cfg.scale))
     keys = sorted(totals)
     sums = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [float(seen)], dtype=torch.float64))
     means = {k: float(v) / max(float(sums[-1]), 1.0) for k, v in zip(keys, sums[:-1])}
