@@ -22,7 +22,7 @@ import typer.core
 
 from advkd.core.distributed import is_main, teardown
 from advkd.core.errors import AdvkdError, Interrupted
-from advkd.core.progress import Reporter
+from advkd.core.progress import Reporter, warn
 from advkd.core.version import __version__
 from advkd.data.loaders import DATASETS
 from advkd.methods import METHODS, list_methods
@@ -97,9 +97,13 @@ def root(
     runs_dir: Annotated[str, typer.Option("--runs-dir", envvar="ADVKD_RUNS_DIR", help="Folder for runs, teachers and results.jsonl.")] = "./runs",
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads", envvar="ADVKD_THREADS", help="torch's CPU threads (default: one per core); split the cores between processes that run at once.")] = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)] = False,
 ) -> None:
     """Global options may be given here or on any subcommand (the subcommand wins)."""
+    from advkd.core.accel import set_threads
+
+    set_threads(threads)
     ctx.obj = Globals(data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
 
 
@@ -181,6 +185,7 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
         preset = default_preset(flags["method"], flags["dataset"])
     cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=opts["set_items"], flags=flags)
     device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
+    _warn_if_busy(device)
     fast = resolve_fast_paths(
         device, amp=opts["amp"], channels_last=opts["channels_last"], compile=opts["compile_models"], data_on_device=opts["data_on_device"]
     )
@@ -254,11 +259,29 @@ def _evaluation_options(
     """The options of ``attack`` and ``transfer-attack`` (template for :func:`with_options`)."""
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _warn_if_busy(device: Any = None) -> None:
+    """One warning line before CPU work on a machine that is already busy (rank 0, CPU only)."""
+    from advkd.core.accel import busy_machine_warning
+
+    if is_main() and (device is None or getattr(device, "type", "cpu") == "cpu"):
+        line = busy_machine_warning()
+        if line:
+            warn(line)
+
+
 def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any], **command_args: Any) -> None:
     """Run the attacks, append the records, print the table (rank 0)."""
     from advkd.evaluation.driver import run_attack
 
     g = _globals(ctx, **opts)
+    if g.device == "cpu" or g.device == "auto" and not _cuda():
+        _warn_if_busy()
     report = run_attack(
         checkpoint, n_examples=opts["n_examples"], batch_size=opts["batch_size"], eps=opts["eps"], data_dir=g.data_dir,
         runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"], attack_examples=opts["attack_examples"],

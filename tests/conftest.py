@@ -1,10 +1,16 @@
 """Fixtures shared by several test files; the helpers behind them live in tests/tiny_nets.py."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from tiny_nets import make_batch
+
+# Tests count stderr lines; a busy shared machine must not add the load warning to them
+# (tests/test_newcomer.py tests the warning itself).
+os.environ.setdefault("ADVKD_NO_LOAD_WARNING", "1")
 
 
 @pytest.fixture

@@ -194,3 +194,30 @@ def test_a_long_paper_scale_run_on_a_cpu_names_the_smaller_presets_at_once():
     assert "--preset" not in early_estimate(2.0, 100, device_type="cpu", scale="paper")  # minutes: nothing to say
     assert "--preset" not in early_estimate(2.0, 78_000, device_type="cpu", scale="mini")
     assert run_eta([60.0, 120.0], 3) == "run ETA 4m30s" and run_eta([60.0], 0) == ""
+
+
+def test_a_busy_machine_is_named_once_before_cpu_work(monkeypatch):
+    from advkd.core import accel
+
+    monkeypatch.delenv("ADVKD_NO_LOAD_WARNING", raising=False)
+    monkeypatch.setattr(accel.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(accel.os, "getloadavg", lambda: (4.2, 3.0, 2.0))
+    line = accel.busy_machine_warning()
+    assert "load 4.2 on 2 cores" in line and "--threads 1" in line
+    monkeypatch.setattr(accel.os, "getloadavg", lambda: (2.3, 3.0, 2.0))
+    assert accel.busy_machine_warning() == ""  # within the cores (+0.5)
+    monkeypatch.setenv("ADVKD_NO_LOAD_WARNING", "1")
+    monkeypatch.setattr(accel.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert accel.busy_machine_warning() == ""
+
+
+def test_threads_option_sets_torchs_threads(monkeypatch, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "1", "report", "list", "--format", "json"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main(["--threads", "0", "report", "list"]) == 2 and "--threads must be >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

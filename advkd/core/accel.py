@@ -227,3 +227,31 @@ def tune_malloc() -> bool:
     mallopt.restype = ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1
     return ok and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads: ``--threads N`` / ``ADVKD_THREADS`` (default: torch's, one per core).
+
+    Why: two advkd processes with all cores each run at a fraction of their speed (they fight for
+    the same cores); ``--threads`` splits the machine between them."""
+    if threads is None and os.environ.get("ADVKD_THREADS"):
+        threads = int(os.environ["ADVKD_THREADS"])
+    if threads is not None:
+        if threads < 1:
+            from advkd.core.errors import AdvkdError
+
+            raise AdvkdError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def busy_machine_warning() -> str:
+    """One line when the 1-minute load exceeds the cores this process uses ('' otherwise, or
+    with ``ADVKD_NO_LOAD_WARNING=1``): someone else is computing, so timings will be slower."""
+    if os.environ.get("ADVKD_NO_LOAD_WARNING") or not hasattr(os, "getloadavg"):
+        return ""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    if load <= cores + 0.5:
+        return ""
+    return (f"the machine is busy (load {load:.1f} on {cores} cores): this run will be slower than usual; "
+            f"processes sharing cores should split them (--threads {max(1, cores // 2)} each) or run one after the other")
