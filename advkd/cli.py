@@ -340,7 +340,7 @@ def landscape(
     eps: Annotated[str, typer.Option("--eps", help="Attack budget.")] = "8/255",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     bn_bias: Annotated[str, typer.Option("--bn-bias", help="1-D parameters (BN, biases) in the direction: zero or copy.")] = "zero",
-    out: Annotated[Optional[Path], typer.Option("--out", help="PNG path (default <runs-dir>/landscape/landscape.png, where report fig3 looks).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Figure path: .png, or vector .pdf / .svg (default <runs-dir>/landscape/landscape.png, where report fig3 looks).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -371,7 +371,7 @@ def landscape(
 # ----------------------------------------------------------------------------- report
 
 
-ReportFormat = Enum("ReportFormat", {f: f for f in ("rich", "markdown", "csv", "json", "latex", "png")}, type=str)  # type: ignore[misc]
+ReportFormat = Enum("ReportFormat", {f: f for f in ("rich", "markdown", "csv", "json", "latex", "png", "pdf", "svg")}, type=str)  # type: ignore[misc]
 
 
 def _report_help() -> str:
@@ -384,8 +384,8 @@ def _report_help() -> str:
 def report(
     ctx: typer.Context,
     table_id: Annotated[str, typer.Argument(metavar="ID", help="Table or figure id (see below), or 'list'.")],
-    output: Annotated[ReportFormat, typer.Option("--format", help="Output format (png: figures only).")] = ReportFormat("rich"),
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout (needed for png).")] = None,
+    output: Annotated[ReportFormat, typer.Option("--format", help="Output format (png, pdf, svg: figures only; a figure's format is its --out suffix).")] = ReportFormat("rich"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout (needed for figures: FILE.png, .pdf or .svg).")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Run dir for the training-dynamics figures (default: the newest bmtard run).")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Print the commands that would fill the table's empty cells, in dependency order.")] = False,
     preset: Annotated[str, typer.Option("--preset", help="Scale of the plan: mini, paper, or a preset name / YAML path.")] = "mini",

@@ -353,3 +353,22 @@ def test_landscape_command_writes_png_json_and_table(tmp_path, capsys):
     data = json.loads(png.with_suffix(".json").read_text())
     assert "sharpness" in capsys.readouterr().out
     assert data
+
+
+def test_figures_are_written_as_vector_pdf_and_svg_and_say_their_reduced_scale(tmp_path, capsys):
+    from advkd.cli import main
+
+    recs = []
+    t = {"teacher": {"arch": "resnet14", "paper_arch": "wrn34-10"}}
+    for k, eps in enumerate(("8/255", "16/255")):
+        recs += [record("clean", 40.0 - k, ckpt=f"c{k}", teachers=t, train_eps=eps, scale="small"),
+                 record("aa", 20.0 + k, ckpt=f"c{k}", teachers=t, train_eps=eps, scale="small")]
+    write_records(tmp_path, recs)
+    for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<svg")):
+        out = tmp_path / f"fig2{suffix}"
+        data = render_figure("fig2", runs_dir=tmp_path, out=out)
+        assert magic in out.read_bytes()[:400] and data["scale"] == "small" and "Scale small" in data["warning"]
+    assert main(["report", "fig2", "--out", str(tmp_path / "fig2.jpg"), "--runs-dir", str(tmp_path)]) == 2
+    assert "suffix must be one of .png, .pdf, .svg" in capsys.readouterr().err
+    assert main(["report", "fig2", "--format", "pdf", "--out", str(tmp_path / "f.png"), "--runs-dir", str(tmp_path)]) == 2
+    assert main(["report", "fig2", "--format", "svg", "--out", str(tmp_path / "f.svg"), "--runs-dir", str(tmp_path)]) == 0

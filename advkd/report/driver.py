@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from advkd.core.console import print_wide
+from advkd.report.figures.common import IMAGE_FORMATS
 from rich.table import Table as RichTable
 
 from advkd.core.errors import AdvkdError
@@ -60,11 +61,13 @@ def run_report(
         text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples)
         return _emit(text, out)
     tid = lookup(table_id)
-    if tid.id in FIGURE_IDS or fmt == "png":
+    if tid.id in FIGURE_IDS or fmt in IMAGE_FORMATS:
         if tid.id not in FIGURE_IDS:
-            raise AdvkdError(f"{tid.id} is a table; --format png is for figures ({', '.join(FIGURE_IDS)})")
+            raise AdvkdError(f"{tid.id} is a table; --format {fmt} is for figures ({', '.join(FIGURE_IDS)})")
         if out is None:
-            raise AdvkdError(f"{tid.id} is a figure: pass --format png --out FILE.png")
+            raise AdvkdError(f"{tid.id} is a figure: pass --out FILE.png (or .pdf / .svg for vector figures)")
+        if fmt in IMAGE_FORMATS and out.suffix.lstrip(".").lower() != fmt:
+            raise AdvkdError(f"--format {fmt} writes a .{fmt} file; --out {out} has another suffix")
         from advkd.report.figures import render_figure
 
         render_figure(tid.id, runs_dir=runs_dir, out=out, run=run)

@@ -243,9 +243,11 @@ def sharpness(alphas: list[float], losses: list[list[float]]) -> float:
 
 
 def _label(meta: dict[str, Any], path: Path) -> str:
-    arch = meta.get("paper_arch") or meta.get("arch") or "?"
+    """``rslad resnet8 for resnet18 (mini) epoch 4``: the network drawn, and what it stands for."""
+    arch, paper = meta.get("arch") or "?", meta.get("paper_arch") or meta.get("arch") or "?"
+    net = arch if arch == paper else f"{arch} for {paper} ({meta.get('scale') or 'reduced scale'})"
     epoch = meta.get("epoch")
-    return f"{meta.get('method') or '?'} {arch}" + (f" epoch {int(epoch)}" if epoch is not None else f" {path.stem}")
+    return f"{meta.get('method') or '?'} {net}" + (f" epoch {int(epoch)}" if epoch is not None else f" {path.stem}")
 
 
 def landscape(
@@ -374,20 +376,28 @@ def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title
     from matplotlib import colormaps
 
     palette = colormaps["tab10" if len(results) <= 10 else "viridis"]
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
     for k, r in enumerate(results):
         color = palette(k % 10) if len(results) <= 10 else palette(k / max(len(results) - 1, 1))
         for i, curve in enumerate(r.losses):
             label = f"{r.label} (sharpness {r.sharpness:.3g})" if i == 0 else None
-            ax.plot(r.alphas, curve, color=color, linewidth=0.8, alpha=0.85, label=label)
+            ax.plot(r.alphas, curve, color=color, linewidth=0.8, alpha=0.85, label=label, marker=markers[k % len(markers)], markersize=2.5)
+    finite = [v for r in results for curve in r.losses for v in curve if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+        ax.set_yscale("log")  # one spike would flatten every other curve on a linear axis
     s = results[0].settings
     ax.set_xlabel("alpha (filter-normalised direction)")
     ax.set_ylabel("adversarial loss (CE)" if s.get("attack") != NO_ATTACK else "loss (CE, clean)")
+    fig.text(0.01, 0.005, "sharpness = mean over directions of (max loss on the grid - loss at alpha 0)", fontsize=6, color="0.35")
     ax.set_title(title or f"Weight-loss landscape: {s.get('directions')} directions, {s.get('attack')} eps {s.get('eps')}, "
                  f"{s.get('n_examples')} test images", fontsize=9)
     ax.grid(True, linewidth=0.3, alpha=0.5)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write_with(out_png, lambda tmp: fig.savefig(tmp, format="png"))
+    from advkd.report.figures.common import image_format
+
+    fmt = image_format(out_png)
+    atomic_write_with(out_png, lambda tmp: fig.savefig(tmp, format=fmt, dpi=200 if fmt == "png" else None))
     atomic_write_text(out_png.with_suffix(".json"), json.dumps(landscape_json(results), indent=2, sort_keys=True, allow_nan=False))
     for path in (out_png, out_png.with_suffix(".json")):
         try:

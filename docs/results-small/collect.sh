@@ -19,4 +19,5 @@ done
 "$A" report table2 --format markdown --ranking --runs-dir "$OUT" > "$HERE/table2.md"
 "$A" report bmtard-table3 --format markdown --ranking --runs-dir "$OUT" > "$HERE/bmtard-table3.md"
 python3 "$HERE/../scales/summarize.py" "$OUT" > "$HERE/runs.md"
+"${PYTHON:-python3}" "$HERE/orderings.py" "$OUT" > "$HERE/orderings.md"
 echo "records and renders written under $HERE"

@@ -32,13 +32,12 @@ from advkd.report.figures.common import (
     _eps_text,
     _eps_value,
     _linf,
-    _mini,
+    scale_warning,
     _white_box,
     default_landscape_json,
 )
 from advkd.report.layouts import DATASETS, METHODS
 from advkd.report.match import checkpoint_key, paper_arch, rec_method
-from advkd.report.table import MINI_WARNING
 
 HINT_FIG2 = (
     "advkd distill --method adaad --student resnet18 --teacher wrn34-10 --set method.eps=E --set method.step_size=S "
@@ -130,7 +129,7 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
         "dataset": dataset, "student": student, "scale": scale,
         "robust_attack": attack, "robust_attack_note": note, "eval_eps": "8/255",
         "missing": missing,
-        "warning": MINI_WARNING if _mini(used) else "",
+        **scale_warning(used),
         "checkpoints": sorted({checkpoint_key(r) for r in used}),
         "panels": [
             {"kind": "line", "title": "Clean accuracy", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",

@@ -29,12 +29,11 @@ from advkd.report.figures.common import (
     _attack_label,
     _checkpoints,
     _eps_value,
-    _mini,
+    scale_warning,
     _none_if_nan,
 )
 from advkd.report.layouts import DATASETS
 from advkd.report.match import ABLATION_DEFAULTS, checkpoint_key, paper_arch, param_value, rec_method, record_time
-from advkd.report.table import MINI_WARNING
 
 # Attack order of the bars (then anything else, sorted).
 ATTACK_ORDER = ("fgsm", "pgd10", "pgd20-sat", "pgd20-trades", "cwinf", "cw2", "apgd-ce", "apgd-t", "fab-t", "aa", "square", "rays", "spsa")
@@ -137,7 +136,7 @@ def bmtard_fig3_data(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "title": title, "dataset": dataset, "student": student, "teachers": dict(tkey), "scale": scale,
         "metric": "w_robust", "clean_accuracy": clean, "missing_variants": missing,
-        "warning": MINI_WARNING if _mini(used) else "",
+        **scale_warning(used),
         "panels": [{
             "kind": "bar", "title": teachers, "xlabel": "attack", "ylabel": "W-Robust (%) = (clean + robust) / 2",
             "groups": [_attack_label(a) for a in attacks], "attacks": attacks, "series": series,
@@ -216,5 +215,5 @@ def dynamics_data(fig: str, path: Path) -> dict[str, Any]:
         "title": f"{title} ({name}, {method})", "run": str(path), "method": method,
         "method_params": config.get("method_params") or {}, "epochs": x, "panels": panels,
         "end_of_epoch_state": state,
-        "warning": MINI_WARNING if str(config.get("scale") or "") == "mini" else "",
+        **scale_warning([config]),
     }

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from advkd.core.errors import AdvkdError
 from advkd.report.layouts import ARCHS, ATTACKS
 from advkd.report.match import checkpoint_key, is_knowledge, param_value, record_time
 
@@ -104,8 +105,18 @@ def _eps_text(v: float) -> str:
     return f"{k:.3g}/255"
 
 
-def _mini(recs: list[dict[str, Any]]) -> bool:
-    return any(str(r.get("scale") or "") == "mini" for r in recs)
+def reduced_scale(recs: list[dict[str, Any]]) -> str:
+    """``mini`` or ``small`` when any record comes from that reduced scale (mini first), else ''."""
+    scales = {str(r.get("scale") or "") for r in recs}
+    return next((s for s in ("mini", "small") if s in scales), "")
+
+
+def scale_warning(recs: list[dict[str, Any]]) -> dict[str, str]:
+    """The figure's ``warning`` and ``scale`` fields: the table footer's sentence for that scale."""
+    from advkd.report.table import SCALE_MARKS
+
+    scale = reduced_scale(recs)
+    return {"warning": SCALE_MARKS[scale][1], "scale": scale} if scale else {"warning": "", "scale": ""}
 
 
 def _none_if_nan(v: Any) -> Any:
@@ -134,7 +145,7 @@ def write_figure(data: dict[str, Any], out: Path) -> None:
         ax.grid(True, linewidth=0.3, alpha=0.5)
         if panel["series"]:
             ax.legend(fontsize=7)
-    title = data["title"] + ("\nmini scale: not comparable to the paper" if data.get("warning") else "")
+    title = data["title"] + (f"\n{data.get('scale') or 'mini'} scale: not comparable to the paper" if data.get("warning") else "")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     write_png(fig, out)
@@ -150,12 +161,25 @@ def _readable(path: Path) -> None:
         pass
 
 
+IMAGE_FORMATS = ("png", "pdf", "svg")  # pdf and svg are vector: what a paper needs
+
+
+def image_format(out: str | Path) -> str:
+    """The format a figure file's suffix asks for; AdvkdError for any other suffix."""
+    fmt = Path(out).suffix.lstrip(".").lower()
+    if fmt not in IMAGE_FORMATS:
+        raise AdvkdError(f"figure file {out}: the suffix must be one of {', '.join('.' + f for f in IMAGE_FORMATS)}")
+    return fmt
+
+
 def write_png(fig, out: str | Path) -> None:
-    """Save a matplotlib Figure as PNG atomically (temp file + rename), mode 0644."""
+    """Save a matplotlib Figure atomically (temp file + rename), mode 0644, in the format of its
+    suffix (.png at 200 dpi, or vector .pdf / .svg)."""
     from advkd.core.files import atomic_write_with
 
     out = Path(out)
-    atomic_write_with(out, lambda tmp: fig.savefig(tmp, format="png"))
+    fmt = image_format(out)
+    atomic_write_with(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=200 if fmt == "png" else None))
     _readable(out)
 
 
@@ -163,9 +187,13 @@ def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per series: readable in grey print
+
+
 def _lines(ax, panel: dict[str, Any]) -> None:
-    for s in panel["series"]:
-        ax.plot(s["x"], [_nan(v) for v in s["y"]], marker="o", markersize=3, linewidth=1.2, label=s["label"])
+    for k, s in enumerate(panel["series"]):
+        ax.plot(s["x"], [_nan(v) for v in s["y"]], marker=MARKERS[k % len(MARKERS)], markersize=4, linewidth=1.2, label=s["label"])
+    ax.ticklabel_format(axis="y", useOffset=False, style="plain")  # no "+1e-3" offset above the axis
     if panel.get("xticks"):
         ax.set_xticks(panel["xticks"])
         ax.set_xticklabels([f"{t:g}" for t in panel["xticks"]])

@@ -1,0 +1,61 @@
+"""The papers' headline orderings at small scale, from the records (issue 11 item 3).
+
+Usage: python docs/results-small/orderings.py docs/results-small/records
+Prints a markdown table: each ordering the papers claim, our values (mean over seeds where there
+are several, ± sample s.d.) and whether it holds here. Values come from advkd's own table
+builder, so they are the numbers of the rendered tables.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from advkd.evaluation.records import RESULTS_FILE, read_records
+from advkd.report import build_table
+
+T2 = ("resnet18", "wrn34-10")  # AdaAD Table 2: student row, teacher block
+T3 = "cifar10/resnet18"  # B-MTARD Table III block
+
+
+def main() -> None:
+    records = read_records(Path(sys.argv[1]) / RESULTS_FILE)
+    t2 = build_table("table2", records)
+    t3 = build_table("bmtard-table3", records)
+
+    def a(method: str, col: str):
+        return t2.cell(T2[0], method, T2[1], col)
+
+    def b(method: str, group: str, col: str):
+        return t3.cell(T3, method, group, col)
+
+    claims = [
+        ("AdaAD > RSLAD, clean (AdaAD Table 2)", a("adaad", "clean"), a("rslad", "clean")),
+        ("AdaAD > ARD, clean", a("adaad", "clean"), a("ard", "clean")),
+        ("AdaAD > RSLAD, PGD-10", a("adaad", "pgd10"), a("rslad", "pgd10")),
+        ("AdaAD > ARD, PGD-10", a("adaad", "pgd10"), a("ard", "pgd10")),
+        ("AdaAD > RSLAD, AutoAttack", a("adaad", "aa"), a("rslad", "aa")),
+        ("AdaAD > ARD, AutoAttack", a("adaad", "aa"), a("ard", "aa")),
+        ("B-MTARD > RSLAD, clean (B-MTARD Table III)", b("bmtard", "clean", "acc"), b("rslad", "clean", "acc")),
+        ("B-MTARD > RSLAD, W-Robust under AutoAttack", b("bmtard", "aa", "w_robust"), b("rslad", "aa", "w_robust")),
+        ("B-MTARD > MTARD, W-Robust under AutoAttack", b("bmtard", "aa", "w_robust"), b("mtard", "aa", "w_robust")),
+    ]
+    names = {"ard": "ARD", "iad": "IAD", "rslad": "RSLAD", "akd": "AKD", "adaad": "AdaAD", "adaiad": "AdaIAD"}
+    for method, name in names.items():
+        claims.append((f"{name} > PGD-AT, PGD-10 (distillation beats AT)", a(method, "pgd10"), a("pgd-at", "pgd10")))
+        claims.append((f"{name} > PGD-AT, AutoAttack", a(method, "aa"), a("pgd-at", "aa")))
+    print("| the papers say | ours (left) | ours (right) | paper (left / right) | holds here |")
+    print("|---|---:|---:|---:|---|")
+    for claim, left, right in claims:
+        if left is None or right is None or left.ours is None or right.ours is None:
+            print(f"| {claim} | - | - | - | not measured |")
+            continue
+        margin = left.ours - right.ours
+        noise = max(left.spread or 0.0, right.spread or 0.0)
+        verdict = "yes" if margin > 0 else "no"
+        if noise and abs(margin) <= noise:
+            verdict += f" (within the seed spread, {noise:.1f})"
+        print(f"| {claim} | {left.ours_text} | {right.ours_text} | {left.paper} / {right.paper} | {verdict} |")
+
+
+if __name__ == "__main__":
+    main()
