@@ -289,8 +289,13 @@ def test_fig2_without_autoattack_uses_the_strongest_white_box_attack_and_says_so
 
 
 def test_fig2_errors_clearly_without_an_eps_sweep(tmp_path):
-    with pytest.raises(AdvkdError, match="advkd distill --method adaad.*method.eps"):
-        render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "f.png")
+    # no runs at all: the paper's own AA points, and the command that adds ours
+    data = render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "paper.png")
+    assert_png(tmp_path / "paper.png")
+    rob = data["panels"][1]["series"]
+    assert [(s["label"], s["x"], s["y"]) for s in rob] == [("paper: teacher WRN-34-10", [8.0, 32.0], [50.06, 52.86]),
+                                                          ("paper: teacher WRN-34-20", [32.0], [54.23])]
+    assert "advkd distill --method adaad" in data["missing"][0] and "method.eps" in data["missing"][0]
     write_records(tmp_path, [record("clean", 80.0, ckpt="a"), record("aa", 40.0, ckpt="a")])  # one eps only
     with pytest.raises(AdvkdError, match="two or more training eps"):
         render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "f.png")

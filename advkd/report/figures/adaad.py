@@ -17,6 +17,7 @@ Sources:
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,8 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
         if n > best_n:
             best, best_n = gkey, n
     if best is None:
+        if not recs:  # no run at all: the paper's own points, as a table with no runs shows the paper's numbers
+            return fig2_paper_only()
         raise AdvkdError(
             f"fig2 needs result records of one student trained at two or more training eps (found "
             f"{len(recs)} usable records in {RESULTS}); create them with: {HINT_FIG2}"
@@ -136,6 +139,31 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
              "xticks": ticks, "series": series_clean},
             {"kind": "line", "title": f"{rob_name} accuracy (eps 8/255)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
              "xticks": ticks, "series": series_rob},
+        ],
+    }
+
+
+def fig2_paper_only() -> dict[str, Any]:
+    """AdaAD Fig. 2 from the paper's numbers alone (its text quotes three AA points), with the
+    command that adds ours."""
+    from advkd.report.paper import table_rows
+
+    by_teacher: dict[str, dict[float, float]] = {}
+    for row in table_rows("adaad-fig2"):
+        m = re.search(r"eps=(\d+)/255", row.note)
+        if m and row.attack == "aa":
+            by_teacher.setdefault(row.teacher, {})[float(m.group(1))] = row.number
+    series = [{"label": f"paper: teacher {_arch(t)}", "x": sorted(pts), "y": [pts[e] for e in sorted(pts)]} for t, pts in sorted(by_teacher.items())]
+    ticks = sorted({x for s in series for x in s["x"]})
+    return {
+        "title": "AdaAD Fig. 2: the paper's AA points only (no runs of ours yet)",
+        "dataset": "cifar10", "student": "resnet18", "scale": "", "robust_attack": "aa", "robust_attack_note": "",
+        "eval_eps": "8/255", "missing": [f"ours: no eps sweep yet; create it with: {HINT_FIG2}"], "warning": "", "checkpoints": [],
+        "panels": [
+            {"kind": "line", "title": "Clean accuracy (the paper prints no numbers)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
+             "xticks": ticks, "series": []},
+            {"kind": "line", "title": "AA accuracy (eps 8/255)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
+             "xticks": ticks, "series": series},
         ],
     }
 
