@@ -244,6 +244,8 @@ def _attack_help() -> str:
 def _evaluation_options(
     n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
     attack_examples: Annotated[Optional[list[str]], typer.Option("--attack-examples", metavar="ATTACK=N", help="Score this attack on the first N of those images only, e.g. aa=100 (slow attacks). Repeatable.")] = None,
+    model_dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset of an ARCH:weights.pt or robustbench:ID model (default cifar10; an advkd checkpoint says its own).")] = None,
+    threat_model: Annotated[str, typer.Option("--threat-model", help="RobustBench threat model of a robustbench:ID model: Linf, L2 or corruptions.")] = "Linf",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     eps: Annotated[str, typer.Option("--eps", help="Perturbation budget, exact fractions allowed.")] = "8/255",
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format on stdout.")] = OutputFormat("rich"),
@@ -285,6 +287,7 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
     report = run_attack(
         checkpoint, n_examples=opts["n_examples"], batch_size=opts["batch_size"], eps=opts["eps"], data_dir=g.data_dir,
         runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"], attack_examples=opts["attack_examples"],
+        dataset=opts["model_dataset"], threat_model=opts["threat_model"],
         fast_flags={k: opts[k] for k in ("amp", "channels_last", "fold_bn")}, **command_args,
     )
     if not is_main():
@@ -299,7 +302,7 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
 @with_options(_evaluation_options)
 def attack(
     ctx: typer.Context,
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="Checkpoint (.safetensors); default: the best checkpoint of the newest run.", show_default=False)] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="Model: an advkd checkpoint (.safetensors), ARCH:weights.pt or robustbench:ID; default: the best checkpoint of the newest run.", show_default=False)] = None,
     suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (see below).")] = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. clean,fgsm,pgd10.")] = None,
     **opts: Any,
@@ -315,8 +318,8 @@ def attack(
 @with_options(_evaluation_options)
 def transfer_attack(
     ctx: typer.Context,
-    surrogate: Annotated[Path, typer.Option("--surrogate", help="Checkpoint the examples are crafted on.")],
-    target: Annotated[Path, typer.Option("--target", help="Checkpoint whose accuracy is measured.")],
+    surrogate: Annotated[Path, typer.Option("--surrogate", help="Model the examples are crafted on (checkpoint, ARCH:weights.pt or robustbench:ID).")],
+    target: Annotated[Path, typer.Option("--target", help="Model whose accuracy is measured (same forms).")],
     suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite: transfer (default), adaad-transfer, bmtard-transfer.")] = None,
     attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. fgsm,pgd10,jsma.")] = None,
     **opts: Any,
@@ -331,7 +334,7 @@ def transfer_attack(
              "in weight space, adversarial examples regenerated on every perturbed model. Writes a PNG and its data as JSON.")
 def landscape(
     ctx: typer.Context,
-    checkpoints: Annotated[list[Path], typer.Argument(help="One or more checkpoints (same dataset).")],
+    checkpoints: Annotated[list[Path], typer.Argument(help="One or more models (same dataset): advkd checkpoints, ARCH:weights.pt or robustbench:ID.")],
     directions: Annotated[int, typer.Option("--directions", help="Random directions per checkpoint.")] = 10,
     points: Annotated[int, typer.Option("--points", help="Grid points along each direction (odd: alpha 0 is on the grid).")] = 21,
     radius: Annotated[float, typer.Option("--radius", help="Grid from -radius to +radius, in units of the filter-normalised directions (the paper does not state its range).")] = 1.0,
@@ -341,6 +344,7 @@ def landscape(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 256,
     bn_bias: Annotated[str, typer.Option("--bn-bias", help="1-D parameters (BN, biases) in the direction: zero or copy.")] = "zero",
     out: Annotated[Optional[Path], typer.Option("--out", help="Figure path: .png, or vector .pdf / .svg (default <runs-dir>/landscape/landscape.png, where report fig3 looks).")] = None,
+    model_dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset of ARCH:weights.pt / robustbench:ID models (default cifar10).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -355,12 +359,13 @@ def landscape(
     if bn_bias not in ("zero", "copy"):
         raise AdvkdError(f"--bn-bias must be zero or copy, got {bn_bias!r}")
     out = out or Path(g.runs_dir) / "landscape" / "landscape.png"
-    if out.is_dir() or out.suffix.lower() != ".png":
-        raise AdvkdError(f"--out {out} must be a .png file path (its data is written beside it as .json)")
+    if out.is_dir() or out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise AdvkdError(f"--out {out} must be a .png, .pdf or .svg file path (its data is written beside it as .json)")
     check_writable(out.parent, what="--out folder")  # before minutes of work, not at the end
     results = run_landscape(
         checkpoints, data_dir=g.data_dir, n_examples=n_examples, directions=directions, points=points, radius=radius,
         attack=attack_id, eps=eps, batch_size=batch_size, device=pick_device(g.device), seed=g.seed, bn_bias=bn_bias, reporter=Reporter(),
+        dataset=model_dataset,
     )
     plot_landscape(results, out)
     from rich.console import Console

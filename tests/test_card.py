@@ -7,14 +7,14 @@ import shlex
 import pytest
 
 from advkd.cli import main
-from tests.test_plan import fake_cifar10
+from test_plan import fake_cifar10
 
 TINY = """
 description: tiny stand-in of {name} for the card test
 scale: paper
 paper: {paper}
 arch_map: {{resnet18: tinycnn, resnet56: tinycnn, wrn34-10: tinycnn}}
-train: {{epochs: 1, batch_size: 16, train_subset: 32, eval_examples: 16, eval_batch_size: 16, milestones: [], select: last}}
+train: {{epochs: 2, batch_size: 16, train_subset: 32, eval_examples: 16, eval_batch_size: 16, milestones: [], select: last}}
 methods:
   trades: {{params: {{steps: 2}}}}
   pgd-at: {{params: {{steps: 2}}}}

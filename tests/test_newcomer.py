@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -165,7 +164,7 @@ def test_a_plan_trains_one_run_per_stand_in_and_says_which_cells_share_it(tmp_pa
 
 
 def test_a_stand_in_twin_fills_the_cell_flagged_and_an_exact_run_wins():
-    from tests.test_report import rec, teacher
+    from test_report import rec, teacher
 
     mini_teacher = {"arch": "resnet14", "paper_arch": "wrn34-10", "sha256": "t", "method": "trades"}
     r = rec(arch="resnet8", paper_arch="resnet18", method="rslad", teachers={"teacher": mini_teacher}, attack="pgd10",

@@ -6,7 +6,7 @@ import io
 import json
 
 from advkd.cli import main
-from tests.test_report import rec
+from test_report import rec
 
 
 def _write(runs, records):

@@ -14,7 +14,7 @@ from advkd.evaluation.evaluate import evaluate, worst_case
 from advkd.report import build_table, render
 from advkd.report.ranking import rankings
 from advkd.training.config import TrainConfig, load_preset, resolve_config
-from tests.test_report import rec, teacher
+from test_report import rec, teacher
 
 STUDENT_METHODS = ("pgd-at", "trades", "ard", "iad", "rslad", "akd", "adaad", "adaiad", "mtard", "bmtard")
 

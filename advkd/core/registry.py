@@ -5,9 +5,8 @@ are case-insensitive; an unknown name raises :class:`AdvkdError` listing the val
 """
 from __future__ import annotations
 
-import re
-
 import fnmatch
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

@@ -17,12 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from advkd.attacks import ATTACKS
-from advkd.core.console import print_wide
 from advkd.core.accel import FastPaths, apply_checked, resolve_fast_paths
+from advkd.core.console import print_wide
 from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
-from advkd.core.files import sha256_file
 from advkd.core.oserrors import check_writable
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import latest_checkpoint
@@ -31,8 +30,8 @@ from advkd.data.loaders import load_split
 from advkd.evaluation.evaluate import CLEAN, Outcome, build_eval_attack, evaluate, w_robust, worst_case
 from advkd.evaluation.records import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records
 from advkd.evaluation.sanity import Accuracy, sanity_flags
+from advkd.evaluation.sources import load_source
 from advkd.evaluation.suites import SUITES, suite_attacks
-from advkd.models.checkpoint import load_checkpoint
 
 META_KEYS = ("dataset", "arch", "paper_arch", "method", "teachers", "preset", "scale", "epoch", "seed")
 TRANSFER_PREFIX = "transfer-"
@@ -228,8 +227,14 @@ def run_attack(
     set_items: list[str] | None = None,
     fast_flags: dict[str, bool | None] | None = None,
     attack_examples: list[str] | None = None,
+    dataset: str | None = None,
+    threat_model: str = "Linf",
 ) -> AttackReport:
     """Attack ``checkpoint`` (white-box, or transfer from ``surrogate``); append records.
+
+    ``checkpoint`` and ``surrogate`` take every model form of :mod:`advkd.evaluation.sources`
+    (advkd checkpoint, ``ARCH:weights.pt``, ``robustbench:<id>``); ``dataset`` and
+    ``threat_model`` tell the foreign forms what they are (an advkd checkpoint says it itself).
 
     ``fast_flags``: amp / channels_last / fold_bn as given on the command line (None = default;
     evaluation runs in fp32 unless ``amp`` is set, and every record says which precision it used).
@@ -248,11 +253,14 @@ def run_attack(
     dev = setup(pick_device(device))
     fast = resolve_fast_paths(dev, amp_default=False, **(fast_flags or {}))
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(runs_dir)
-    model, meta = load_checkpoint(ckpt, device=dev)
+    target = load_source(ckpt, device=dev, dataset=dataset, threat_model=threat_model, data_dir=data_dir)
+    model, meta = target.model, target.meta
     crafter, surrogate_info = None, None
     if surrogate is not None:
-        crafter, smeta = load_checkpoint(surrogate, device=dev, expect={"dataset": meta["dataset"], "num_classes": meta["num_classes"]})
-        surrogate_info = {"checkpoint": str(surrogate), "sha256": sha256_file(surrogate), **{k: smeta.get(k) for k in ("arch", "paper_arch", "method", "scale")}}
+        other = load_source(surrogate, device=dev, dataset=meta["dataset"], threat_model=threat_model, data_dir=data_dir,
+                            expect={"num_classes": meta["num_classes"]})
+        crafter, smeta = other.model, other.meta
+        surrogate_info = {"checkpoint": str(surrogate), "sha256": other.sha256, **{k: smeta.get(k) for k in ("arch", "paper_arch", "method", "scale")}}
     data = load_split(meta["dataset"], "test", data_dir)
     data = data.head(min(n_examples, len(data)) or None)
     check_writable(runs_dir)  # before the attacks, not at the final append of their records
@@ -263,7 +271,7 @@ def run_attack(
     what = f"transfer from {surrogate}" if surrogate else "white-box"
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     t0 = time.perf_counter()
-    sha = sha256_file(ckpt)
+    sha = target.sha256
     limited = "".join(f"-{a}{k}" for a, k in sorted(limits.items()))
     state_dir = Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}{limited}"
     outcomes = evaluate(

@@ -4,19 +4,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-
 from pathlib import Path
 
 from rich.console import Console
-
-from advkd.core.console import print_wide
-from advkd.report.figures.common import IMAGE_FORMATS
 from rich.table import Table as RichTable
 
+from advkd.core.console import print_wide
 from advkd.core.errors import AdvkdError
 from advkd.core.files import atomic_write_text
 from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.report import FIGURE_IDS, build_table, canonical_id, list_ids, lookup, render
+from advkd.report.figures.common import IMAGE_FORMATS
 
 
 def _list() -> RichTable:

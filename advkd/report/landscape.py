@@ -47,7 +47,8 @@ from advkd.core.files import atomic_write_text, atomic_write_with
 from advkd.core.progress import Reporter
 from advkd.data.batches import TensorData, to_float
 from advkd.data.loaders import load_split
-from advkd.models.checkpoint import load_checkpoint, read_metadata, unwrap
+from advkd.evaluation.sources import load_source
+from advkd.models.checkpoint import unwrap
 
 __all__ = [
     "BN_BIAS_MODES",
@@ -265,6 +266,7 @@ def landscape(
     seed: int = 0,
     bn_bias: str = "zero",
     reporter: Reporter | None = None,
+    dataset: str | None = None,
 ) -> list[LandscapeResult]:
     """Landscapes of ``checkpoints`` on the first ``n_examples`` test images of their dataset.
 
@@ -278,9 +280,8 @@ def landscape(
         raise AdvkdError(f"landscape --n-examples must be >= 1, got {n_examples}")
     check_settings(directions=directions, points=points, radius=radius, attack=attack, eps=eps, batch_size=batch_size)  # before any loading
     reporter = reporter or Reporter(enabled=False)
-    metas = []
-    for path in checkpoints:
-        metas.append(read_metadata(path))
+    sources = [load_source(path, device=device, dataset=dataset, data_dir=data_dir) for path in checkpoints]  # any model form
+    metas = [src.meta for src in sources]
     datasets = sorted({m["dataset"] for m in metas})
     if len(datasets) != 1:
         raise AdvkdError(f"landscape checkpoints must share one dataset to be compared, got {', '.join(datasets)}")
@@ -295,8 +296,8 @@ def landscape(
         "direction": "filter-normalised Gaussian (Li et al. 2018), same draws for every checkpoint",
     }
     results = []
-    for path, meta, label in zip(checkpoints, metas, labels):
-        model, _ = load_checkpoint(path, device=device)
+    for path, src, meta, label in zip(checkpoints, sources, metas, labels):
+        model = src.model
         reporter.log(f"landscape of {path} ({label}): {directions} directions x {points} points on {len(data)} images")
         alphas, losses = weight_loss_landscape(
             model, data, directions=directions, points=points, radius=radius, attack=attack, eps=eps,

@@ -191,7 +191,7 @@ def _arch_map(preset: str) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=32)
 def _arch_map_in(preset: str, preset_dir: str) -> tuple[tuple[str, str], ...]:
-    from advkd.training.config import preset_dirs, load_preset
+    from advkd.training.config import load_preset, preset_dirs
 
     if not preset or not any((d / f"{preset}.yaml").is_file() for d in preset_dirs()):
         return ()

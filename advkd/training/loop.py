@@ -49,8 +49,8 @@ from advkd.methods import METHODS, Method, build, check_roles
 from advkd.models import build_model, canonical_arch
 from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, config_to_dict
-from advkd.training.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
 from advkd.training.eta import EARLY_BATCHES, early_estimate, run_eta
+from advkd.training.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
 from advkd.training.teachers import Teacher, resolve_teachers
 
 
@@ -145,7 +145,7 @@ def prepare(
     eval_data = test_data.head(min(cfg.eval_examples, len(test_data)) or None)
     teachers = resolve_teachers(
         cfg.teachers, dataset=cfg.dataset, num_classes=info.num_classes, runs_dir=runs_dir, device=device,
-        preset=cfg.preset_file or cfg.preset, arch_map=cfg.arch_map,
+        preset=cfg.preset_file or cfg.preset, arch_map=cfg.arch_map, data_dir=data_dir,
     )
     cfg = dataclasses.replace(cfg, resolved_teachers={r: {k: v for k, v in t.record().items() if k != "spec"} for r, t in teachers.items()})
     method = build(

@@ -3,11 +3,12 @@
 Forms of a teacher spec:
 
 - ``path/to/best.safetensors`` — an advkd checkpoint;
-- ``ARCH:path/to/weights.pt`` — foreign weights for a registry architecture, read with
-  ``torch.load(weights_only=True)``, ``module.`` style prefixes stripped, strict key matching;
+- ``ARCH:path/to/weights.pt`` — foreign weights for a registry architecture
+  (:mod:`advkd.evaluation.sources`, as for every command that reads a model);
 - ``ARCH`` (``wrn34-10``, ``rn56`` ...) — the newest ``pretrain-teacher`` run of that arch and
   dataset under the runs dir: a natural run for the clean-teacher role, a robust one otherwise;
-- ``robustbench:<model id>`` — needs the optional ``robustbench`` package and network.
+- ``robustbench:<model id>`` — the RobustBench zoo (optional ``robustbench`` package; the model
+  dir is ``$ADVKD_MODEL_DIR`` or ``<data dir>/robustbench-models``).
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from torch import nn
 from advkd.core.errors import AdvkdError
 from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, find_runs
-from advkd.models import MODELS, build_model, canonical_arch
-from advkd.models.checkpoint import load_checkpoint, load_state_strict, strip_prefixes
+from advkd.evaluation.sources import ROBUSTBENCH, is_foreign, load_source
+from advkd.models import MODELS, canonical_arch
+from advkd.models.checkpoint import load_checkpoint
 
 CLEAN_ROLES = ("clean_teacher",)
-ROBUSTBENCH_ALIASES = {"Chen2021LTD_WRD34_20": "Chen2021LTD_WRN34_20"}  # the AdaAD repo's misspelling
 
 
 @dataclass
@@ -116,14 +117,13 @@ def resolve_teacher(
     device: torch.device | str = "cpu",
     preset: str = "",
     arch_map: dict[str, str] | None = None,
+    data_dir: str | Path | None = None,
 ) -> Teacher:
     """Load the teacher ``spec`` names for ``role``; AdvkdError with the fix when impossible."""
     spec = spec.strip()
-    if spec.startswith("robustbench:"):
-        return _from_robustbench(spec, role=role, dataset=dataset, device=device)
-    head, sep, tail = spec.partition(":")
-    if sep and head in MODELS and tail.endswith((".pt", ".pth")):
-        return _from_foreign(spec, canonical_arch(head), Path(tail), role=role, num_classes=num_classes, device=device)
+    if spec.startswith(ROBUSTBENCH) or is_foreign(spec):
+        src = load_source(spec, device=device, dataset=dataset, data_dir=data_dir, expect={"num_classes": str(num_classes)})
+        return Teacher(role, spec, src.model, src.meta["arch"], src.meta["paper_arch"], str(src.weights or spec), src.sha256, src.meta["method"])
     path = Path(spec)
     if path.suffix in (".safetensors", ".pt", ".pth") or path.exists():
         if path.suffix in (".pt", ".pth"):
@@ -159,34 +159,3 @@ def _from_store(spec, *, role, dataset, num_classes, runs_dir, device, preset, a
     found = f"; a {paper_arch} teacher exists at another scale: {', '.join(others[:3])}" if others else ""
     what = f"no {kind} {paper_arch} teacher{scale} for {dataset} in {Path(runs_dir) / 'pretrain-teacher'}"
     raise MissingTeacher(f"{what}; create it with: {hint}{_scale_warning(preset)}{found}", hint, what, found)
-
-
-def _from_foreign(spec: str, arch: str, path: Path, *, role: str, num_classes: int, device) -> Teacher:
-    if not path.is_file():
-        raise AdvkdError(f"teacher weights {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad pickle; all mean "unreadable"
-        raise AdvkdError(f"cannot read {path} as weights-only torch file ({type(e).__name__})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise AdvkdError(f"{path} does not hold a state dict")
-    model = build_model(arch, num_classes=num_classes)
-    load_state_strict(model, strip_prefixes(state), source=str(path))
-    model.to(device).eval()
-    return Teacher(role, spec, model, arch, arch, str(path), sha256_file(path), "foreign")
-
-
-def _from_robustbench(spec: str, *, role: str, dataset: str, device) -> Teacher:
-    model_id = spec.split(":", 1)[1]
-    model_id = ROBUSTBENCH_ALIASES.get(model_id, model_id)
-    try:
-        from robustbench.utils import load_model  # optional dependency
-    except ImportError:
-        raise AdvkdError(f"teacher {spec} needs the optional robustbench package: pip install robustbench (and network access)") from None
-    try:
-        model = load_model(model_name=model_id, dataset=dataset, threat_model="Linf")
-    except Exception as e:  # network / unknown id errors come in many types
-        raise AdvkdError(f"robustbench could not load {model_id} for {dataset}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return Teacher(role, spec, model.to(device).eval(), f"robustbench:{model_id}", f"robustbench:{model_id}", model_id, "", "robustbench")

@@ -33,9 +33,9 @@ from advkd.report.figures.common import (
     _eps_text,
     _eps_value,
     _linf,
-    scale_warning,
     _white_box,
     default_landscape_json,
+    scale_warning,
 )
 from advkd.report.layouts import DATASETS, METHODS
 from advkd.report.match import checkpoint_key, paper_arch, rec_method

@@ -29,8 +29,8 @@ from advkd.report.figures.common import (
     _attack_label,
     _checkpoints,
     _eps_value,
-    scale_warning,
     _none_if_nan,
+    scale_warning,
 )
 from advkd.report.layouts import DATASETS
 from advkd.report.match import ABLATION_DEFAULTS, checkpoint_key, paper_arch, param_value, rec_method, record_time

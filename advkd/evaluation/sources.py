@@ -1,0 +1,155 @@
+"""Where a model comes from: an advkd checkpoint, foreign weights, or the RobustBench zoo.
+
+Every command that reads a model (``attack``, ``transfer-attack``, ``landscape``, the teachers of
+``distill``) takes the same three forms:
+
+- ``path/to/best.safetensors`` -- an advkd checkpoint (its metadata says dataset and arch);
+- ``ARCH:path/to/weights.pt`` -- a state dict for a registry architecture, read with
+  ``torch.load(weights_only=True)``, ``module.``-style prefixes stripped, keys matched strictly;
+- ``robustbench:<model id>`` -- a RobustBench zoo model (optional ``robustbench`` package), read
+  from ``<model dir>/<dataset>/<threat model>/<id>.pt`` and downloaded there when missing. The
+  model dir is ``$ADVKD_MODEL_DIR``, else ``<data dir>/robustbench-models``.
+
+The sha256 of the weights file is recorded in every case.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advkd.core.errors import AdvkdError
+from advkd.core.files import sha256_file
+from advkd.data.loaders import dataset_info
+from advkd.models import MODELS, build_model, canonical_arch
+from advkd.models.checkpoint import load_checkpoint, load_state_strict, strip_prefixes
+
+ROBUSTBENCH = "robustbench:"
+ROBUSTBENCH_ALIASES = {"Chen2021LTD_WRD34_20": "Chen2021LTD_WRN34_20"}  # the AdaAD repo's misspelling
+THREAT_MODELS = ("Linf", "L2", "corruptions")
+
+
+@dataclass
+class Source:
+    """A loaded model (eval mode) and what records say about it."""
+
+    model: nn.Module
+    meta: dict[str, Any]  # dataset, num_classes, arch, paper_arch, method, scale, ...
+    path: str  # what the user typed: a checkpoint path, ARCH:weights.pt or robustbench:<id>
+    weights: Path | None  # the file the weights came from
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def model_dir(data_dir: str | Path | None) -> Path:
+    """Where RobustBench models live: ``$ADVKD_MODEL_DIR``, else ``<data dir>/robustbench-models``."""
+    if os.environ.get("ADVKD_MODEL_DIR"):
+        return Path(os.environ["ADVKD_MODEL_DIR"])
+    return Path(data_dir or "./data") / "robustbench-models"
+
+
+def is_foreign(spec: str) -> bool:
+    head, sep, tail = spec.partition(":")
+    return sep == ":" and head in MODELS and tail.endswith((".pt", ".pth"))
+
+
+def load_source(
+    spec: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dataset: str | None = None,
+    threat_model: str = "Linf",
+    data_dir: str | Path | None = None,
+    expect: dict[str, Any] | None = None,
+) -> Source:
+    """Load the model ``spec`` names (see the module docstring); ``dataset`` is needed by the two
+    foreign forms (default cifar10) and checked against an advkd checkpoint's own."""
+    text = str(spec).strip()
+    if text.startswith(ROBUSTBENCH):
+        source = _robustbench(text, dataset=dataset or "cifar10", threat_model=threat_model, data_dir=data_dir)
+    elif is_foreign(text):
+        arch, _, path = text.partition(":")
+        source = _foreign(text, canonical_arch(arch), Path(path), dataset=dataset or "cifar10")
+    else:
+        path = Path(text)
+        if path.suffix in (".pt", ".pth"):
+            raise AdvkdError(f"{text} is a foreign .pt file; name its architecture: ARCH:{text} (e.g. wrn34-10:{text})")
+        model, meta = load_checkpoint(path, device=device, expect={"dataset": dataset} if dataset else None)
+        source = Source(model, meta, text, path, sha256_file(path))
+    for key, want in (expect or {}).items():
+        if want is not None and source.meta.get(key) != want:
+            raise AdvkdError(f"{text} has {key}={source.meta.get(key)!r} but {want!r} is needed here")
+    source.model.to(device).eval()
+    return source
+
+
+def _foreign(spec: str, arch: str, path: Path, *, dataset: str) -> Source:
+    if not path.is_file():
+        raise AdvkdError(f"weights {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad pickle; all mean "unreadable"
+        raise AdvkdError(f"cannot read {path} as weights-only torch file ({type(e).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise AdvkdError(f"{path} does not hold a state dict")
+    num_classes = dataset_info(dataset).num_classes
+    model = build_model(arch, num_classes=num_classes)
+    load_state_strict(model, strip_prefixes(state), source=str(path))
+    meta = {"arch": arch, "paper_arch": arch, "dataset": dataset_info(dataset).name, "num_classes": str(num_classes),
+            "method": "foreign", "scale": "paper", "weights": str(path)}
+    return Source(model, meta, spec, path, sha256_file(path))
+
+
+def _robustbench(spec: str, *, dataset: str, threat_model: str, data_dir: str | Path | None) -> Source:
+    model_id = spec[len(ROBUSTBENCH):]
+    model_id = ROBUSTBENCH_ALIASES.get(model_id, model_id)
+    if threat_model not in THREAT_MODELS:
+        raise AdvkdError(f"--threat-model {threat_model}: one of {', '.join(THREAT_MODELS)}")
+    load_model = _robustbench_loader(spec)
+    info = dataset_info(dataset)
+    root = model_dir(data_dir)
+    try:
+        model = load_model(model_name=model_id, model_dir=str(root), dataset=info.name, threat_model=threat_model)
+    except Exception as e:  # network / unknown id errors come in many types
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AdvkdError(f"robustbench could not load {model_id} ({info.name}, {threat_model}) from {root}: {first}") from None
+    weights = root / info.name / threat_model / f"{model_id}.pt"
+    meta = {"arch": f"robustbench:{model_id}", "paper_arch": f"robustbench:{model_id}", "dataset": info.name,
+            "num_classes": str(info.num_classes), "method": "robustbench", "scale": "paper", "threat_model": threat_model,
+            "weights": str(weights)}
+    return Source(model, meta, spec, weights if weights.is_file() else None, sha256_file(weights) if weights.is_file() else "")
+
+
+def _robustbench_loader(spec: str):
+    """``robustbench.utils.load_model``. RobustBench imports AutoAttack as ``autoattack`` (its git
+    package); ``pyautoattack`` is the same library on PyPI under another name, so it stands in."""
+    import importlib
+    import sys
+
+    try:
+        importlib.import_module("autoattack")
+    except ImportError:
+        try:
+            import pyautoattack
+            import pyautoattack.state
+        except ImportError:
+            pyautoattack = None
+        if pyautoattack is not None:
+            sys.modules.setdefault("autoattack", pyautoattack)
+            sys.modules.setdefault("autoattack.state", pyautoattack.state)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its imports warn about deprecated torch / setuptools APIs
+            from robustbench.utils import load_model  # optional dependency
+    except ImportError as e:
+        raise AdvkdError(f"{spec} needs the optional robustbench package: pip install 'advkd[robustbench]' ({e})") from None
+    return load_model
+
