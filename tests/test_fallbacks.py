@@ -191,4 +191,4 @@ def test_empty_attack_list_and_negative_plan_size_are_refused(tmp_path, capsys):
 
 def test_landscape_out_must_be_a_png_file(tmp_path, capsys):
     assert main(["landscape", "missing.safetensors", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]) == 2
-    assert ".png file path" in capsys.readouterr().err
+    assert "must be a .png, .pdf or .svg file path" in capsys.readouterr().err  # vector figures too (issue 14)
