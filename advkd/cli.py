@@ -37,7 +37,7 @@ app = typer.Typer(
     name="advkd",
     help="Adversarial robustness distillation: pretrain teachers, distill students, attack them.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # advkd --install-completion bash|zsh|fish|powershell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
