@@ -376,7 +376,7 @@ def landscape(
 # ----------------------------------------------------------------------------- report
 
 
-ReportFormat = Enum("ReportFormat", {f: f for f in ("rich", "markdown", "csv", "json", "latex", "png", "pdf", "svg")}, type=str)  # type: ignore[misc]
+ReportFormat = Enum("ReportFormat", {f: f for f in ("rich", "markdown", "csv", "json", "latex", "png", "pdf", "svg", "sh", "slurm")}, type=str)  # type: ignore[misc]
 
 
 def _report_help() -> str:
@@ -389,7 +389,7 @@ def _report_help() -> str:
 def report(
     ctx: typer.Context,
     table_id: Annotated[str, typer.Argument(metavar="ID", help="Table or figure id (see below), or 'list'.")],
-    output: Annotated[ReportFormat, typer.Option("--format", help="Output format (png, pdf, svg: figures only; a figure's format is its --out suffix).")] = ReportFormat("rich"),
+    output: Annotated[ReportFormat, typer.Option("--format", help="Output format (png, pdf, svg: figures only, a figure's format is its --out suffix; with --plan: sh, the default, or slurm).")] = ReportFormat("rich"),
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout (needed for figures: FILE.png, .pdf or .svg).")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Run dir for the training-dynamics figures (default: the newest bmtard run).")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Print the commands that would fill the table's empty cells, in dependency order.")] = False,

@@ -56,7 +56,8 @@ def run_report(
             if not sep:
                 raise AdvkdError(f"--only {item!r} is not COLUMN=VALUE; e.g. --only student=resnet18")
             filters[key.strip()] = value.strip()
-        text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples)
+        text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples,
+                             fmt="sh" if fmt == "rich" else fmt)
         return _emit(text, out)
     tid = lookup(table_id)
     if tid.id in FIGURE_IDS or fmt in IMAGE_FORMATS:

@@ -23,6 +23,7 @@ from advkd.report.match import CSV_TO_RECORD_ATTACK
 from advkd.training.config import load_preset, variant_name
 
 ROLE_ORDER = ("clean_teacher", "robust_teacher", "teacher")
+PLAN_FORMATS = ("sh", "slurm")
 SUITE_BY_TABLE = {
     "adaad-table1": "adaad", "adaad-table2": "adaad", "adaad-table3": "adaad", "adaad-table5": "adaad",
     "bmtard-table2": "bmtard-white", "bmtard-table3": "bmtard-white", "bmtard-table4": "bmtard-white",
@@ -193,9 +194,13 @@ class Planner:
         suite = TRANSFER_SUITE[self.paper]
         self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
 
-    def commands(self) -> list[str]:
+    def pending(self) -> list[Job]:
+        """The jobs still to run, in dependency order (teachers, students, attacks, transfers)."""
         jobs = sorted([*self.jobs.values(), *self._attack_jobs()], key=lambda j: j.stage)
-        return [j.command for j in jobs if j.run is None or not _complete(j.run)]
+        return [j for j in jobs if j.run is None or not _complete(j.run)]
+
+    def commands(self) -> list[str]:
+        return [j.command for j in self.pending()]
 
     def n_jobs(self) -> int:
         return len(self.jobs) + len(self.attacks)
@@ -231,7 +236,8 @@ def _keep(row, only: dict[str, str]) -> bool:
     return True
 
 
-def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None) -> str:
+def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None,
+                  fmt: str = "sh") -> str:
     """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
 
     ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
@@ -239,8 +245,10 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     if n_examples is not None and n_examples < 0:
         raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
     tid = lookup(table_id)
+    if fmt not in PLAN_FORMATS:
+        raise AdvkdError(f"--plan --format {fmt}: one of {', '.join(PLAN_FORMATS)} (sh: the commands, one per line)")
     if tid.id in FIGURE_PLANS:
-        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples)
+        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt)
     if tid.is_figure:
         raise AdvkdError(
             f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
@@ -279,6 +287,10 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
                 planner.attack(ckpt, suite, attack)
     lines = [f"# advkd plan for {tid.id} at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"]
     lines += sorted(set(notes)) + planner.shared_lines()
+    if fmt == "slurm":
+        from advkd.report.slurm import slurm_script
+
+        return slurm_script(planner.pending(), lines, load_preset(planner.student_preset).scale)
     lines += planner.commands()
     return "\n".join(lines)
 
@@ -320,7 +332,7 @@ class _SweepRow:
     method: str
 
 
-def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None) -> str:
+def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None, fmt: str = "sh") -> str:
     """AdaAD Fig. 2: ResNet-18 students trained at inner eps {8,16,24,32}/255 (step eps/4, 10 steps),
     one sweep per teacher (WRN-34-10, WRN-34-20), each evaluated clean and by AutoAttack at 8/255.
 
@@ -346,6 +358,10 @@ def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: 
             break  # a teacher-free baseline has one sweep, not one per teacher
     head = f"# advkd plan for fig2 at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"
     note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (spec single-teacher 3.4); evaluation stays at 8/255"
+    if fmt == "slurm":
+        from advkd.report.slurm import slurm_script
+
+        return slurm_script(planner.pending(), [head, note, *planner.shared_lines()], load_preset(planner.student_preset).scale)
     return "\n".join([head, note, *planner.shared_lines(), *planner.commands()])
 
 
