@@ -154,6 +154,7 @@ def _training_options(
     save_every: SaveEveryOpt = None,
     select: SelectOpt = None,
     download: DownloadOpt = False,
+    log_to: Annotated[Optional[list[str]], typer.Option("--log", help="Also send each epoch's metrics to tensorboard (<run>/tensorboard) or wandb (optional packages). Repeatable.")] = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
     compile_models: CompileOpt = None,
@@ -190,7 +191,7 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
         device, amp=opts["amp"], channels_last=opts["channels_last"], compile=opts["compile_models"], data_on_device=opts["data_on_device"]
     )
     summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=opts["resume"], download=opts["download"],
-                  reporter=Reporter(), fast=fast)
+                  reporter=Reporter(), fast=fast, log_to=opts["log_to"])
     if not is_main():
         return
     if summary.already_complete:

@@ -51,6 +51,7 @@ from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, config_to_dict
 from advkd.training.eta import EARLY_BATCHES, early_estimate, run_eta
 from advkd.training.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
+from advkd.training.sinks import Sink, check_sink_names, open_sinks
 from advkd.training.teachers import Teacher, resolve_teachers
 
 
@@ -412,7 +413,7 @@ def _on_any_rank(flag: torch.Tensor) -> bool:
     return all_reduce_sum(flag).item() > 0
 
 
-def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
+def fit(setup: Setup, state: ResumeState | None, reporter: Reporter, sinks: list[Sink] | None = None) -> Summary:
     cfg, method = setup.cfg, setup.method
     optimizer = make_optimizer(cfg, setup.model)
     world = world_size()
@@ -458,6 +459,8 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter) -> Summary:
         rng = all_gather_object(rng_states())
         if is_main():
             _commit_epoch(setup, optimizer, epoch + 1, row, rows, best_value, best_epoch, rng)
+            for sink in sinks or []:  # after the commit: a sink sees only epochs that are on disk
+                sink.log(row)
         barrier()
         timed.append(row["seconds"])
         reporter.log(" | ".join(x for x in (_epoch_line(cfg, row, best_epoch), run_eta(timed, cfg.epochs - epoch - 1)) if x))
@@ -509,15 +512,22 @@ def run(
     download: bool = False,
     reporter: Reporter | None = None,
     fast: FastPaths | None = None,
+    log_to: list[str] | None = None,
 ) -> Summary:
     """prepare -> lock and open the run dir -> fit, holding the run-dir lock throughout; a run
     dir created here that never completed an epoch is removed on failure."""
     reporter = reporter or Reporter()
+    log_to = check_sink_names(log_to)
     setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download, fast=fast)
     state, created, lock = open_run_dir(setup, resume=resume, reporter=reporter)
     try:
         reporter.log(run_header(setup))
-        return fit(setup, state, reporter)
+        sinks = open_sinks(log_to, setup.path, setup.cfg) if is_main() else []
+        try:
+            return fit(setup, state, reporter, sinks)
+        finally:
+            for sink in sinks:
+                sink.close()
     except BaseException:
         if created and is_main() and not (setup.path / RESUME).exists():
             shutil.rmtree(setup.path, ignore_errors=True)
