@@ -349,6 +349,18 @@ def load_landscape(path: str | Path) -> list[LandscapeResult]:
         raise AdvkdError(f"{path} is not an advkd landscape JSON file ({e})") from None
 
 
+def _band(losses: list[list[float]]) -> tuple[list[float], list[float], list[float]]:
+    """Per grid point: mean, min and max over directions (finite values only; min..max stays
+    positive, so the band reads right on the log axis a spiking landscape gets)."""
+    mean, low, high = [], [], []
+    for values in zip(*losses):
+        finite = [v for v in values if math.isfinite(v)]
+        mean.append(sum(finite) / len(finite) if finite else math.nan)
+        low.append(min(finite) if finite else math.nan)
+        high.append(max(finite) if finite else math.nan)
+    return mean, low, high
+
+
 def summary_table(results: list[LandscapeResult], out_png: str | Path):
     """The terminal summary: per checkpoint, the adversarial loss at the trained weights and the sharpness."""
     from rich.table import Table
@@ -380,16 +392,19 @@ def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title
     markers = ("o", "s", "^", "D", "v", "P", "X", "*")
     for k, r in enumerate(results):
         color = palette(k % 10) if len(results) <= 10 else palette(k / max(len(results) - 1, 1))
-        for i, curve in enumerate(r.losses):
-            label = f"{r.label} (sharpness {r.sharpness:.3g})" if i == 0 else None
-            ax.plot(r.alphas, curve, color=color, linewidth=0.8, alpha=0.85, label=label, marker=markers[k % len(markers)], markersize=2.5)
+        mean, low, high = _band(r.losses)
+        label = f"{r.label} (sharpness {r.sharpness:.3g})"
+        ax.plot(r.alphas, mean, color=color, linewidth=1.4, label=label, marker=markers[k % len(markers)], markersize=3.5)
+        if len(r.losses) > 1:  # the spread over directions: min..max
+            ax.fill_between(r.alphas, low, high, color=color, alpha=0.18, linewidth=0)
     finite = [v for r in results for curve in r.losses for v in curve if math.isfinite(v)]
     if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
         ax.set_yscale("log")  # one spike would flatten every other curve on a linear axis
     s = results[0].settings
     ax.set_xlabel("alpha (filter-normalised direction)")
     ax.set_ylabel("adversarial loss (CE)" if s.get("attack") != NO_ATTACK else "loss (CE, clean)")
-    fig.text(0.01, 0.005, "sharpness = mean over directions of (max loss on the grid - loss at alpha 0)", fontsize=6, color="0.35")
+    fig.text(0.01, 0.005, f"lines: mean over {s.get('directions')} directions, band: min to max over them; "
+             "sharpness = mean over directions of (max loss on the grid - loss at alpha 0)", fontsize=6, color="0.35")
     ax.set_title(title or f"Weight-loss landscape: {s.get('directions')} directions, {s.get('attack')} eps {s.get('eps')}, "
                  f"{s.get('n_examples')} test images", fontsize=9)
     ax.grid(True, linewidth=0.3, alpha=0.5)
