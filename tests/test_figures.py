@@ -272,6 +272,7 @@ def test_fig2_from_records_with_autoattack(tmp_path):
     clean, rob = doc["panels"]
     assert [s["label"] for s in rob["series"]] == ["teacher WRN-34-10", "teacher WRN-34-20"]
     assert rob["series"][0]["x"] == [8.0, 16.0, 32.0] and rob["series"][0]["y"] == [50.0, 51.0, 52.0]
+    assert [s["label"] for s in rob["paper"]] == ["paper: teacher WRN-34-10", "paper: teacher WRN-34-20"]  # the published points beside ours
     assert clean["series"][1]["y"] == [85.0, 82.0, 79.0]
     assert data["dataset"] == "cifar10" and data["student"] == "resnet18"
 
@@ -292,8 +293,8 @@ def test_fig2_errors_clearly_without_an_eps_sweep(tmp_path):
     # no runs at all: the paper's own AA points, and the command that adds ours
     data = render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "paper.png")
     assert_png(tmp_path / "paper.png")
-    rob = data["panels"][1]["series"]
-    assert [(s["label"], s["x"], s["y"]) for s in rob] == [("paper: teacher WRN-34-10", [8.0, 32.0], [50.06, 52.86]),
+    rob = data["panels"][1]["paper"]
+    assert data["panels"][1]["series"] == [] and [(s["label"], s["x"], s["y"]) for s in rob] == [("paper: teacher WRN-34-10", [8.0, 32.0], [50.06, 52.86]),
                                                           ("paper: teacher WRN-34-20", [32.0], [54.23])]
     assert "advkd distill --method adaad" in data["missing"][0] and "method.eps" in data["missing"][0]
     write_records(tmp_path, [record("clean", 80.0, ckpt="a"), record("aa", 40.0, ckpt="a")])  # one eps only

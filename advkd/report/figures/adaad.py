@@ -138,14 +138,13 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
             {"kind": "line", "title": "Clean accuracy", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
              "xticks": ticks, "series": series_clean},
             {"kind": "line", "title": f"{rob_name} accuracy (eps 8/255)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
-             "xticks": ticks, "series": series_rob},
+             "xticks": ticks, "series": series_rob, "paper": _fig2_paper_series() if attack == "aa" and dataset == "cifar10" else []},
         ],
     }
 
 
-def fig2_paper_only() -> dict[str, Any]:
-    """AdaAD Fig. 2 from the paper's numbers alone (its text quotes three AA points), with the
-    command that adds ours."""
+def _fig2_paper_series() -> list[dict[str, Any]]:
+    """The paper's AdaAD Fig. 2 AA points (its text quotes three), one series per teacher."""
     from advkd.report.paper import table_rows
 
     by_teacher: dict[str, dict[float, float]] = {}
@@ -153,7 +152,12 @@ def fig2_paper_only() -> dict[str, Any]:
         m = re.search(r"eps=(\d+)/255", row.note)
         if m and row.attack == "aa":
             by_teacher.setdefault(row.teacher, {})[float(m.group(1))] = row.number
-    series = [{"label": f"paper: teacher {_arch(t)}", "x": sorted(pts), "y": [pts[e] for e in sorted(pts)]} for t, pts in sorted(by_teacher.items())]
+    return [{"label": f"paper: teacher {_arch(t)}", "x": sorted(pts), "y": [pts[e] for e in sorted(pts)]} for t, pts in sorted(by_teacher.items())]
+
+
+def fig2_paper_only() -> dict[str, Any]:
+    """AdaAD Fig. 2 from the paper's numbers alone, with the command that adds ours."""
+    series = _fig2_paper_series()
     ticks = sorted({x for s in series for x in s["x"]})
     return {
         "title": "AdaAD Fig. 2: the paper's AA points only (no runs of ours yet)",
@@ -163,7 +167,7 @@ def fig2_paper_only() -> dict[str, Any]:
             {"kind": "line", "title": "Clean accuracy (the paper prints no numbers)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
              "xticks": ticks, "series": []},
             {"kind": "line", "title": "AA accuracy (eps 8/255)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
-             "xticks": ticks, "series": series},
+             "xticks": ticks, "series": [], "paper": series},
         ],
     }
 

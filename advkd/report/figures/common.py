@@ -143,7 +143,7 @@ def write_figure(data: dict[str, Any], out: Path) -> None:
         ax.set_xlabel(panel["xlabel"])
         ax.set_ylabel(panel["ylabel"])
         ax.grid(True, linewidth=0.3, alpha=0.5)
-        if panel["series"]:
+        if panel["series"] or panel.get("paper"):
             ax.legend(fontsize=7)
     title = data["title"] + (f"\n{data.get('scale') or 'mini'} scale: not comparable to the paper" if data.get("warning") else "")
     fig.suptitle(title, fontsize=10)
@@ -193,6 +193,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per series: readable i
 def _lines(ax, panel: dict[str, Any]) -> None:
     for k, s in enumerate(panel["series"]):
         ax.plot(s["x"], [_nan(v) for v in s["y"]], marker=MARKERS[k % len(MARKERS)], markersize=4, linewidth=1.2, label=s["label"])
+    for k, s in enumerate(panel.get("paper") or []):  # the paper's published points beside ours: hollow, dashed
+        ax.plot(s["x"], s["y"], linestyle="--", marker=MARKERS[k % len(MARKERS)], markersize=5, markerfacecolor="none", color="0.3",
+                linewidth=0.9, label=s["label"])
     ax.ticklabel_format(axis="y", useOffset=False, style="plain")  # no "+1e-3" offset above the axis
     if panel.get("xticks"):
         ax.set_xticks(panel["xticks"])
