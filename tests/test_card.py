@@ -5,9 +5,9 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from test_plan import fake_cifar10
 
 from advkd.cli import main
-from test_plan import fake_cifar10
 
 TINY = """
 description: tiny stand-in of {name} for the card test

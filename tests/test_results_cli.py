@@ -5,8 +5,9 @@ import csv
 import io
 import json
 
-from advkd.cli import main
 from test_report import rec
+
+from advkd.cli import main
 
 
 def _write(runs, records):

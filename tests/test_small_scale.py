@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 import torch
+from test_report import rec, teacher
 
 from advkd.cli import main
 from advkd.data.batches import TensorData
@@ -14,7 +15,6 @@ from advkd.evaluation.evaluate import evaluate, worst_case
 from advkd.report import build_table, render
 from advkd.report.ranking import rankings
 from advkd.training.config import TrainConfig, load_preset, resolve_config
-from test_report import rec, teacher
 
 STUDENT_METHODS = ("pgd-at", "trades", "ard", "iad", "rslad", "akd", "adaad", "adaiad", "mtard", "bmtard")
 

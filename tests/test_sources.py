@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 import torch
+from test_plan import fake_cifar10
 
 from advkd.cli import main
 from advkd.core.files import sha256_file
 from advkd.models import build_model
-from test_plan import fake_cifar10
 
 
 def _records(runs):
