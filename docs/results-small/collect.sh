@@ -8,7 +8,7 @@ RUNS="$1"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="$HERE/records"
 rm -rf "$OUT" && mkdir -p "$OUT"
-cp "$RUNS/results.jsonl" "$OUT/results.jsonl"
+if [ -f "$RUNS/results.jsonl" ]; then cp "$RUNS/results.jsonl" "$OUT/results.jsonl"; else : > "$OUT/results.jsonl"; fi
 for run in "$RUNS"/*/*/*/config.yaml; do
   dir="$(dirname "$run")"
   rel="${dir#"$RUNS"/}"
