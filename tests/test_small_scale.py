@@ -161,3 +161,22 @@ def test_ranking_uses_the_seed_means():
     recs = [_seeded(0, 20.0, method="ard"), _seeded(1, 40.0), _seeded(0, 10.0)]  # mean 25 > 20: flipped
     found = [r for r in rankings(build_table("table2", recs)) if len(r.rows) == 2]
     assert found[0].tau == pytest.approx(-1.0) and len(found[0].flips) == 1
+
+
+def test_the_suite_eta_scales_the_remaining_attacks_by_the_measured_rate():
+    from advkd.evaluation.evaluate import SuiteClock
+
+    clock = SuiteClock({"fgsm": 100.0, "pgd10": 1100.0, "aa": 2200.0})
+    assert clock.done("fgsm", 1.0) == "suite: 1 of 3 attacks done; about 33s left (pgd10, aa)"  # 3300 units at 0.01 s
+    assert clock.done("pgd10", 11.0) == "suite: 2 of 3 attacks done; about 22s left (aa)"
+    assert clock.done("aa", 5.0) == ""
+    model, data = _toy()
+    buf = []
+    from advkd.core.progress import Reporter
+
+    class Capture(Reporter):
+        def log(self, message):
+            buf.append(message)
+
+    evaluate(model, data, ["clean", "fgsm", "pgd10"], batch_size=16, reporter=Capture(enabled=False))
+    assert any(m.startswith("suite: 1 of 2 attacks done; about ") and m.endswith("left (pgd10)") for m in buf)

@@ -78,6 +78,10 @@ class CW2(Attack):
     threat_model = "unbounded-L2"
     default_eps = None
 
+    def passes_per_point(self) -> float:
+        """Adam steps x binary-search steps (an upper bound: abort_early usually stops sooner)."""
+        return float(self.params["steps"] * self.params["binary_search_steps"])
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         p = self.params
         n = x.shape[0]

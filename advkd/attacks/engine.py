@@ -302,6 +302,13 @@ class Attack(abc.ABC):
         eps = "" if self.eps is None else f"eps={self.eps.text!r}, "
         return f"{type(self).__name__}({eps}{args})"
 
+    def passes_per_point(self) -> float:
+        """Rough model passes per attacked point (forward+backward = 1), for the suite's ETA:
+        ``steps x restarts + 1`` by default; attacks with another structure override it."""
+        steps = self.params.get("steps")
+        restarts = self.params.get("restarts") or 1
+        return float((steps if isinstance(steps, int) and not isinstance(steps, bool) else 1) * restarts + 1)
+
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Attack ``model`` (in eval mode for the duration, restored after) on images ``x`` in [0,1]."""
         if x.numel() and (x.min() < 0 or x.max() > 1):

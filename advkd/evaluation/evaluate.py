@@ -27,7 +27,7 @@ from advkd.attacks.modes import training_mode
 from advkd.core.accel import FastPaths, autocast, eval_model, to_memory_format
 from advkd.core.distributed import all_reduce_sum, rank, shard, world_size
 from advkd.core.epsilon import Eps, parse_eps
-from advkd.core.progress import Reporter
+from advkd.core.progress import Reporter, duration_text
 from advkd.data.batches import TensorData, eval_batches, to_float
 
 CLEAN = "clean"
@@ -157,6 +157,8 @@ def evaluate(
         clean = predict(net, data, batch_size, device, fast) == data.labels.cpu()
         out[CLEAN] = Outcome(CLEAN, clean, time.perf_counter() - t0, threat_model="none", kind="clean", extra={"model_was_training": was_training} if was_training else {})
         idx = torch.nonzero(clean).flatten()
+        sizes = {a: int((idx < min(len(data), (limits or {}).get(a, len(data)))).sum()) for a in built}
+        suite = SuiteClock({a: built[a].passes_per_point() * sizes[a] for a in built})
         for attack_id, attack in built.items():
             t0 = time.perf_counter()
             n = min(len(data), (limits or {}).get(attack_id, len(data)))
@@ -173,7 +175,28 @@ def evaluate(
                 attack_id, correct, time.perf_counter() - t0, params=dict(attack.params), eps=attack.eps,
                 threat_model=attack.threat_model, kind=attack_kind(attack_id), extra=extra,
             )
+            line = suite.done(attack_id, time.perf_counter() - t0)
+            if line:
+                reporter.log(line)
     return out
+
+
+class SuiteClock:
+    """The suite's ETA: each attack's rough cost (passes per point x points), scaled by the seconds
+    per pass measured on the attacks already run."""
+
+    def __init__(self, units: dict[str, float]) -> None:
+        self.units, self.spent, self.finished = units, 0.0, []
+
+    def done(self, attack_id: str, seconds: float) -> str:
+        self.finished.append(attack_id)
+        self.spent += seconds
+        left = [a for a in self.units if a not in self.finished]
+        done_units = sum(self.units[a] for a in self.finished)
+        if not left or done_units <= 0:
+            return ""
+        eta = self.spent / done_units * sum(self.units[a] for a in left)
+        return f"suite: {len(self.finished)} of {len(self.units)} attacks done; about {duration_text(eta)} left ({', '.join(left)})"
 
 
 def worst_case(outcomes: dict[str, Outcome]) -> torch.Tensor:
