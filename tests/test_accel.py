@@ -112,10 +112,15 @@ def test_folding_is_skipped_when_off_in_train_mode_or_untraceable():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not ctypes.util.find_library("c"), reason="glibc only")
-def test_tune_malloc_applies_on_glibc_and_can_be_switched_off(monkeypatch):
+def test_tune_malloc_applies_on_glibc_once_per_process_and_can_be_switched_off(monkeypatch):
+    from advkd.core import accel
+
+    monkeypatch.setattr(accel, "_MALLOC_TUNED", None)  # a fresh process
     monkeypatch.setenv("ADVKD_NO_MALLOPT", "1")
     assert tune_malloc() is False
     monkeypatch.delenv("ADVKD_NO_MALLOPT")
+    assert tune_malloc() is False  # once per process: the first call decided
+    monkeypatch.setattr(accel, "_MALLOC_TUNED", None)
     assert tune_malloc() is True
 
 

@@ -87,3 +87,16 @@ def test_the_example_script_runs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "evaluate: {'clean'" in out.stdout and "distilled:" in out.stdout
     assert list((tmp_path / "runs" / "distill" / "synthetic").glob("tinycnn-rslad-tinycnn-*/best.safetensors"))
+
+
+def test_python_entry_points_tune_malloc_once_in_a_fresh_process():
+    code = (
+        "import torch, advkd\n"
+        "from advkd.core import accel\n"
+        "assert accel._MALLOC_TUNED is None\n"
+        "advkd.evaluate(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10)), "
+        "advkd.TensorData(torch.rand(4, 3, 4, 4), torch.zeros(4, dtype=torch.long)), ['clean'])\n"
+        "assert accel._MALLOC_TUNED is True, accel._MALLOC_TUNED\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ADVKD_NO_MALLOPT"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0

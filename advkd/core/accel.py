@@ -205,6 +205,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+_MALLOC_TUNED: bool | None = None  # once per process: the first call decides
+
+
 def tune_malloc() -> bool:
     """Keep freed activation buffers in the heap instead of returning them to the kernel.
 
@@ -212,7 +215,16 @@ def tune_malloc() -> bool:
     training step on the CPU page-faults on each of its large activations (~460k faults per AdaAD
     step on the mini nets, 20-30 % of the step). Raising both thresholds makes the allocator reuse
     them. No effect on numbers; set ``ADVKD_NO_MALLOPT=1`` to skip. Returns whether it applied.
+    Applied once per process by every entry point that runs work: the CLI, ``advkd.train``,
+    ``advkd.evaluate`` and the ``advkd.api`` functions.
     """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is None:
+        _MALLOC_TUNED = _mallopt()
+    return _MALLOC_TUNED
+
+
+def _mallopt() -> bool:
     if os.environ.get("ADVKD_NO_MALLOPT") or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")

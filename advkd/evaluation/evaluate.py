@@ -24,7 +24,7 @@ from torch import nn
 from advkd.attacks import ATTACKS
 from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
-from advkd.core.accel import FastPaths, autocast, eval_model, to_memory_format
+from advkd.core.accel import FastPaths, autocast, eval_model, to_memory_format, tune_malloc
 from advkd.core.distributed import all_reduce_sum, rank, shard, world_size
 from advkd.core.epsilon import Eps, parse_eps
 from advkd.core.progress import Reporter, duration_text
@@ -143,6 +143,7 @@ def evaluate(
     ``limits``: attack id -> N: that attack scores only the first N points (slow attacks such as
     AutoAttack on a subset, as the scaled-down presets do); its Outcome has N flags.
     """
+    tune_malloc()  # once per process; the CLI does it at start, a notebook gets it here
     fast = fast or FastPaths()
     eps = parse_eps(eps)
     reporter = reporter or Reporter(enabled=False)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from advkd.attacks import ATTACKS
-from advkd.core.accel import FastPaths, apply_checked, autocast, to_memory_format
+from advkd.core.accel import FastPaths, apply_checked, autocast, to_memory_format, tune_malloc
 from advkd.core.distributed import (
     all_gather_object,
     all_reduce_sum,
@@ -516,6 +516,7 @@ def run(
 ) -> Summary:
     """prepare -> lock and open the run dir -> fit, holding the run-dir lock throughout; a run
     dir created here that never completed an epoch is removed on failure."""
+    tune_malloc()  # once per process (the CLI does it at start; advkd.train from Python gets it here)
     reporter = reporter or Reporter()
     log_to = check_sink_names(log_to)
     setup = prepare(cfg, runs_dir=runs_dir, data_dir=data_dir, device=device, download=download, fast=fast)
