@@ -81,6 +81,7 @@ def test_distill_refuses_unknown_settings(tmp_path, bad):
         advkd.distill("rslad", student="tinycnn", dataset="synthetic", runs_dir=tmp_path, **bad)
 
 
+@pytest.mark.slow  # two distill runs and an evaluation in a subprocess (make test-slow)
 def test_the_example_script_runs(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "notebook_api.py"), "--runs-dir", str(tmp_path / "runs"),
                           "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=600)

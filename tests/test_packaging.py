@@ -7,6 +7,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,6 +25,7 @@ def test_sdist_carries_the_tests_their_helpers_and_the_license(tmp_path):
         assert needed in names, needed
 
 
+@pytest.mark.slow  # builds a wheel and starts advkd four times (make test-slow)
 def test_the_wheel_runs_outside_the_checkout(tmp_path):
     """Built, unpacked away from the source tree and run from another folder: presets, paper tables
     and the commands work without the checkout (the editable install is bypassed)."""

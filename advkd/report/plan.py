@@ -9,6 +9,8 @@ which is how attack commands know the checkpoint paths before the runs exist.
 """
 from __future__ import annotations
 
+import functools
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -44,6 +46,16 @@ class Job:
     run: Path | None = None  # the run dir the job creates (skipped when complete)
 
 
+def _preset(spec: str):
+    """``load_preset`` once per spec and preset dir: a plan asks for the same preset per job."""
+    return _cached_preset(spec, os.environ.get("ADVKD_PRESET_DIR", ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_preset(spec: str, preset_dir: str):
+    return load_preset(spec)
+
+
 def _presets(paper: str, preset: str) -> tuple[str, str]:
     """(student preset, teacher preset) for a paper at a scale."""
     if preset == "mini":
@@ -63,7 +75,7 @@ def _teacher_method(role: str, arch: str, paper: str, preset: str) -> str:
 
 def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float], seed: int = 0) -> str:
     """The CLI's default run name (``advkd.core.runs.default_name``) for these settings."""
-    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [load_preset(preset).name]
+    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [_preset(preset).name]
     if params:
         parts.append(variant_name(params))
     return "-".join(parts + [f"s{seed}"])
@@ -89,7 +101,7 @@ class Planner:
     def __init__(self, paper: str, preset: str, runs_dir: Path, n_examples: int | None = None) -> None:
         self.paper, self.runs_dir = paper, runs_dir
         self.student_preset, self.teacher_preset = _presets(paper, preset)
-        evaluation = load_preset(self.student_preset).evaluation
+        evaluation = _preset(self.student_preset).evaluation
         n = n_examples if n_examples is not None else evaluation.get("n_examples")
         self.eval_args = ["--n-examples", str(n)] if n else []
         self.attack_examples: dict[str, int] = dict(evaluation.get("attack_examples") or {})
@@ -119,11 +131,11 @@ class Planner:
 
     def standin(self, preset: str, arch: str) -> str:
         """The network a preset trains for ``arch`` (the arch itself without a mapping)."""
-        return load_preset(preset).arch_map.get(arch, arch)
+        return _preset(preset).arch_map.get(arch, arch)
 
     def twins(self, preset: str, arch: str) -> list[str]:
         """``arch``, then the other paper architectures the preset trains as the same stand-in."""
-        mapping = load_preset(preset).arch_map
+        mapping = _preset(preset).arch_map
         return [arch] + sorted(a for a, t in mapping.items() if t == mapping.get(arch, arch) and a != arch)
 
     def _existing(self, kind: str, dataset: str, names: list[str]) -> int:
@@ -290,7 +302,7 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     if fmt == "slurm":
         from advkd.report.slurm import slurm_script
 
-        return slurm_script(planner.pending(), lines, load_preset(planner.student_preset).scale)
+        return slurm_script(planner.pending(), lines, _preset(planner.student_preset).scale)
     lines += planner.commands()
     return "\n".join(lines)
 
@@ -361,7 +373,7 @@ def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: 
     if fmt == "slurm":
         from advkd.report.slurm import slurm_script
 
-        return slurm_script(planner.pending(), [head, note, *planner.shared_lines()], load_preset(planner.student_preset).scale)
+        return slurm_script(planner.pending(), [head, note, *planner.shared_lines()], _preset(planner.student_preset).scale)
     return "\n".join([head, note, *planner.shared_lines(), *planner.commands()])
 
 
