@@ -398,6 +398,7 @@ def report(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Plan only these cells: COLUMN=VALUE (student=resnet18, teacher=wrn34-10, dataset=cifar10, method=adaad). Repeatable.")] = None,
     n_examples: Annotated[Optional[int], typer.Option("--n-examples", help="Plan: attack the first N test images (default: each command's default, 1000).")] = None,
     ranking: Annotated[bool, typer.Option("--ranking", help="Add how well our order of methods agrees with the paper's, per column (Kendall's tau, flipped pairs).")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Plan: price each command on this device (a short calibration of each network, cached under the runs dir).")] = True,
     runs_dir: RunsDirOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -406,7 +407,7 @@ def report(
     g = _globals(ctx, runs_dir=runs_dir, data_dir=data_dir)
     text = run_report(
         table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
-        data_dir=g.data_dir, ranking=ranking,
+        data_dir=g.data_dir, ranking=ranking, estimate=estimate,
     )
     if text is not None:
         typer.echo(text)

@@ -14,7 +14,9 @@ redundant pass shows up by name. Peak memory of one step is measured separately 
 
 For evaluation: images/second of advkd's ``pgd20-sat`` and ``cwinf`` beside torchattacks (a dev
 dependency) on the same fixed model and batch, alternately timed; ratio = advkd img/s /
-torchattacks img/s (target >= 1.2). See ``benchmarks/README.md`` for what each number means.
+torchattacks img/s (target >= 1.2); and advkd's ``aa`` on the BN-folded copy beside one plain
+``pyautoattack`` call on the unfolded model (``benchmarks/autoattack_pair.py``; target >= 1.25,
+flags compared). See ``benchmarks/README.md`` for what each number means.
 """
 from __future__ import annotations
 
@@ -47,16 +49,20 @@ import advkd.methods as methods  # noqa: E402
 from advkd import attacks  # noqa: E402
 from advkd.core import accel  # noqa: E402
 from advkd.models import build_model  # noqa: E402
+from benchmarks.autoattack_pair import UNTRAINED_NOTE, bench_autoattack, load_points, markdown_lines, rich_table  # noqa: E402
 from benchmarks.floors import PassCounter, attack_start, floor_for, run_floor  # noqa: E402
 
 SCHEMA = 1
 OVERHEAD_TARGET = 1.10
 EVAL_RATIO_TARGET = 1.2
+AA_RATIO_TARGET = 1.25  # plain pyautoattack s / advkd aa s on the same model and points
 LOAD_LIMIT = 2.5
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = "benchmarks/results/latest.json"
 FULL = {"student": "resnet8", "teacher": "resnet20", "batch": 128, "repeats": 5}
 QUICK = {"student": "tinycnn", "teacher": "tinycnn", "batch": 32, "repeats": 2}
+AA_FULL = {"aa_n": 32, "aa_pairs": 4}
+AA_QUICK = {"aa_n": 8, "aa_pairs": 2}  # 1 timed pair after the warm-up
 
 # Optimiser of both the method step and the floor (advkd's train loop uses SGD with momentum).
 SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
@@ -358,6 +364,27 @@ def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None], *, fol
     return out
 
 
+# ============================================================================ AutoAttack pair
+
+
+def aa_inputs(args: argparse.Namespace, setup: Setup) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """(model, x, y, what they are) of the AutoAttack pair: the first ``--aa-n`` test images of an
+    ``--aa-checkpoint``'s dataset, or the random-init ``--eval-model`` on the bench's random batch.
+    Loaded before the long method runs, so a bad path fails at once."""
+    n = args.aa_n
+    if args.aa_checkpoint:
+        return load_points(args.aa_checkpoint, n=n, data_dir=args.data_dir, device=setup.device)
+    torch.manual_seed(setup.seed + 7)  # the evaluation benchmark's model
+    model = build_model(args.eval_model, num_classes=10).to(setup.device).eval()
+    if n <= setup.batch:
+        x, y = setup.x[:n], setup.y[:n]
+    else:
+        g = torch.Generator().manual_seed(setup.seed + 11)
+        x, y = torch.rand(n, 3, 32, 32, generator=g).to(setup.device), torch.randint(0, 10, (n,), generator=g).to(setup.device)
+    return model, x, y, {"model": args.eval_model, "checkpoint": None, "data": f"first {n} images of the bench's random batch",
+                         "init": "random (fixed seed)", "note": UNTRAINED_NOTE}
+
+
 # ============================================================================ metadata, output
 
 
@@ -424,11 +451,14 @@ def render(result: dict[str, Any], console: Console) -> None:
             e.add_row(name, f"{r['advkd_ips']:.1f}", f"{r['torchattacks_ips']:.1f}", f"[{style}]{r['ratio']:.2f}x[/]", f"{r['ratio_min']:.2f}x",
                       f"{r['advkd_robust_acc']:.3f} / {r['torchattacks_robust_acc']:.3f}", spec)
         console.print(e)
-    elif ev:
+    elif ev.get("skipped"):
         console.print(f"evaluation benchmark skipped: {ev.get('skipped')}")
+    if ev.get("autoattack"):
+        rich_table(ev["autoattack"], console, AA_RATIO_TARGET)
     load = meta.get("load_avg_before")
     console.print(
-        f"targets: overhead <= {OVERHEAD_TARGET:.2f}, advkd/torchattacks >= {EVAL_RATIO_TARGET:.1f}x | torch {meta['torch']} | "
+        f"targets: overhead <= {OVERHEAD_TARGET:.2f}, advkd/torchattacks >= {EVAL_RATIO_TARGET:.1f}x, "
+        f"pyautoattack/advkd aa >= {AA_RATIO_TARGET:.2f}x | torch {meta['torch']} | "
         f"load {load} | {meta['date']} | {meta['wall_s']:.0f} s"
     )
 
@@ -468,6 +498,8 @@ def markdown(result: dict[str, Any]) -> str:
         for name, r in ev["attacks"].items():
             side = f"`{r['torchattacks_spec']}`" + ("" if r["faithful"] else " (CE stand-in: no CW-Linf in torchattacks)")
             lines.append(f"| {name} | {r['advkd_ips']:.1f} | {r['torchattacks_ips']:.1f} | {r['ratio']:.2f}x | {r['ratio_min']:.2f}x | {side} |")
+    if ev.get("autoattack"):
+        lines += ["", *markdown_lines(ev["autoattack"])]
     return "\n".join(lines)
 
 
@@ -531,12 +563,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation-attack benchmark")
     p.add_argument("--no-fold-bn", action="store_true", help="evaluation: attack the unfolded model (as advkd attack --no-fold-bn)")
+    p.add_argument("--no-aa", action="store_true", help="skip the AutoAttack pair (advkd aa on the folded model vs one pyautoattack call)")
+    p.add_argument("--aa-checkpoint", metavar="PATH", default=None,
+                   help="model of the AutoAttack pair: an advkd checkpoint (or ARCH:weights.pt); default the random-init --eval-model")
+    p.add_argument("--aa-n", type=int, default=None, help="points of the AutoAttack pair (default 32; quick: 8): the checkpoint dataset's first test images")
+    p.add_argument("--aa-pairs", type=int, default=None, help="alternated AutoAttack pairs, the first discarded as warm-up (default 4; quick: 2)")
+    p.add_argument("--data-dir", default=os.environ.get("ADVKD_DATA_DIR", "./data"), help="datasets folder for --aa-checkpoint (env ADVKD_DATA_DIR; default ./data)")
     p.add_argument("--no-mallopt", action="store_true", help="leave glibc malloc at its defaults (the CLI tunes it; ADVKD_NO_MALLOPT=1)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result file (default {DEFAULT_OUT})")
     p.add_argument("--markdown", metavar="JSON", default=None, help="print the Markdown tables of an existing result file and exit")
     p.add_argument("--before", metavar="JSON", default=None, help="with --markdown: also print a before/after table against this older result file")
     args = p.parse_args(argv)
-    base = QUICK if args.quick else FULL
+    base = {**QUICK, **AA_QUICK} if args.quick else {**FULL, **AA_FULL}
     for key, value in base.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -546,6 +584,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.eval_model = args.eval_model or args.student
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1:
         p.error("--batch, --repeats and --warmup must be >= 1")
+    if args.aa_n < 1 or args.aa_pairs < 2:
+        p.error("--aa-n must be >= 1 and --aa-pairs >= 2 (the first pair is a warm-up)")
     return args
 
 
@@ -592,9 +632,19 @@ def main(argv: list[str] | None = None) -> int:
                   args.warmup, args.epoch, args.seed, x, y)
     t_start = time.perf_counter()
     log = lambda msg: err.print(msg)  # noqa: E731
+    aa_setup = None
+    if not args.no_aa:
+        try:
+            aa_setup = aa_inputs(args, setup)
+        except Exception as e:  # noqa: BLE001 - a missing checkpoint or dataset: fail before the long runs
+            return fail(f"--aa-checkpoint {args.aa_checkpoint}: {e}")
     teachers = make_teachers(setup)
     results = {name: bench_method(name, setup, teachers, log) for name in names}
     evaluation = {} if args.no_eval else bench_eval(setup, args.eval_model, log, fold_bn=not args.no_fold_bn)
+    if aa_setup is not None:
+        aa_model, aa_x, aa_y, aa_info = aa_setup
+        evaluation["autoattack"] = {**aa_info, **bench_autoattack(aa_model, aa_x, aa_y, pairs=args.aa_pairs, batch_size=args.batch,
+                                                                  device=device, log=log, fold_bn=not args.no_fold_bn)}
     load_after = load_avg()
     mem_methods = sorted({r["memory_method"] for r in results.values()})
     meta = {
@@ -636,13 +686,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "meta": meta,
-        "targets": {"overhead_max": OVERHEAD_TARGET, "eval_ratio_min": EVAL_RATIO_TARGET},
+        "targets": {"overhead_max": OVERHEAD_TARGET, "eval_ratio_min": EVAL_RATIO_TARGET, "aa_ratio_min": AA_RATIO_TARGET},
         "methods": results,
         "evaluation": evaluation,
         "summary": {
             "over_target": sorted(n for n, r in results.items() if r["overhead"] > OVERHEAD_TARGET),
             "pass_mismatch": sorted(n for n, r in results.items() if not r["passes"]["match"]),
             "eval_below_target": sorted(a for a, r in evaluation.get("attacks", {}).items() if r["ratio"] < EVAL_RATIO_TARGET),
+            "aa_below_target": None if "autoattack" not in evaluation else evaluation["autoattack"]["ratio"] < AA_RATIO_TARGET,
         },
     }
     out = Path(args.out)

@@ -27,3 +27,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+FAKE_NET_COST = {"forward": 1e-3, "input_grad": 3e-3, "train": 4e-3, "train_input_grad": 3.5e-3, "batch": 8}
+
+
+@pytest.fixture(autouse=True)
+def fake_calibration(monkeypatch):
+    """Plans price their commands after timing each network (``advkd.report.budget``); a paper
+    plan's WRN-34-20 would take minutes on a test machine, so tests get fixed per-image costs
+    (:data:`FAKE_NET_COST`). tests/test_budget.py times a real network through ``real_time_network``."""
+    from advkd.report import budget
+
+    monkeypatch.setattr(budget, "real_time_network", budget.time_network, raising=False)
+    monkeypatch.setattr(budget, "time_network", lambda arch, dataset, device: budget.NetCost(**FAKE_NET_COST))

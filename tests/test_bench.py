@@ -5,16 +5,25 @@ Checks the JSON structure only -- never timings, which depend on the machine and
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from advkd.methods import list_methods
+from advkd.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not an installed package
-from benchmarks import bench  # noqa: E402
+from benchmarks import bench, first_run  # noqa: E402
+from benchmarks.autoattack_pair import bench_autoattack  # noqa: E402
 from benchmarks.floors import FLOORS, floor_for  # noqa: E402
+
+AA_KEYS = {"n", "batch_size", "pairs", "discarded_pairs", "fold_bn", "bn_modules", "bn_modules_after_fold", "advkd_s", "library_s",
+           "advkd_s_median", "library_s_median", "ratio", "ratio_min", "advkd_robust_acc", "library_robust_acc", "flags_equal",
+           "flags_differ", "advkd_flags_rescored_equal", "x_adv_allclose", "x_adv_atol", "x_adv_points_differ", "x_adv_max_abs_diff",
+           "load_avg_before", "load_avg_after"}
 
 
 def test_every_method_has_a_floor():
@@ -25,7 +34,7 @@ def test_floor_after_begin_is_selected_by_epoch():
     assert floor_for("iad", epoch=0, begin=60) is FLOORS["iad"]
     assert floor_for("iad", epoch=60, begin=60) is FLOORS["iad"].after_begin
     assert floor_for("rslad", epoch=99, begin=None) is FLOORS["rslad"]
-    with pytest.raises(KeyError, match="floors.py"):
+    with pytest.raises(KeyError, match="passes.py"):
         floor_for("no-such-method")
 
 
@@ -64,4 +73,74 @@ def test_quick_run_writes_the_documented_json(tmp_path, capsys):
             assert isinstance(r[key], float) and r[key] > 0, (name, key)
         assert r["ratio"] == pytest.approx(r["advkd_ips"] / r["torchattacks_ips"])
     assert attacks["pgd20-sat"]["faithful"] is True
-    assert set(data["summary"]) == {"over_target", "pass_mismatch", "eval_below_target"}
+    aa = data["evaluation"]["autoattack"]
+    assert set(aa) >= AA_KEYS | {"model", "init", "checkpoint", "note"}
+    assert aa["n"] == 8 and aa["pairs"] == 2 and len(aa["advkd_s"]) == len(aa["library_s"]) == 2  # quick: 1 warm-up + 1 timed pair
+    assert aa["checkpoint"] is None and aa["bn_modules"] > 0 and aa["bn_modules_after_fold"] == 0
+    assert data["targets"]["aa_ratio_min"] == bench.AA_RATIO_TARGET == 1.25
+    assert set(data["summary"]) == {"over_target", "pass_mismatch", "eval_below_target", "aa_below_target"}
+    assert data["summary"]["aa_below_target"] == (aa["ratio"] < bench.AA_RATIO_TARGET)
+    assert "pyautoattack" in printed and "AutoAttack" in bench.markdown(data)
+
+
+# ------------------------------------------------------------------------------ AutoAttack pair
+
+
+def test_autoattack_pair_discards_the_warm_up_pair_and_compares_both_sides():
+    pytest.importorskip("pyautoattack")
+    torch.manual_seed(0)
+    model = build_model("tinycnn", num_classes=10).eval()
+    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    lines: list[str] = []
+    r = bench_autoattack(model, x, y, pairs=3, batch_size=4, device=torch.device("cpu"), log=lines.append)
+    assert set(r) >= AA_KEYS
+    assert len(r["advkd_s"]) == len(r["library_s"]) == 3
+    assert r["advkd_s_median"] == statistics.median(r["advkd_s"][1:])  # the first pair is the warm-up
+    assert r["library_s_median"] == statistics.median(r["library_s"][1:])
+    assert r["ratio"] == pytest.approx(r["library_s_median"] / r["advkd_s_median"])
+    assert r["bn_modules"] == 2 and r["bn_modules_after_fold"] == 0
+    assert r["flags_equal"] is True and r["flags_differ"] == 0  # random init: APGD-CE breaks both sides alike
+    assert all(p.grad is None for p in model.parameters())  # the library's FAB grads are dropped
+    assert len(lines) == 1 and "eval aa" in lines[0]
+    with pytest.raises(ValueError, match="pairs >= 2"):
+        bench_autoattack(model, x, y, pairs=1, batch_size=4, device=torch.device("cpu"), log=lines.append)
+
+
+# ------------------------------------------------------------------------------ first run vs warm run
+
+
+def test_first_run_needs_a_checkpoint_for_the_autoattack_job(capsys):
+    with pytest.raises(SystemExit) as e:
+        first_run.main(["--out", "unused.json"])
+    assert e.value.code == 2 and "--checkpoint" in capsys.readouterr().err
+
+
+def test_first_run_untuned_children_start_with_no_mallopt(monkeypatch):
+    monkeypatch.setenv("ADVKD_NO_MALLOPT", "1")
+    assert "ADVKD_NO_MALLOPT" not in first_run.child_env("tuned")
+    monkeypatch.delenv("ADVKD_NO_MALLOPT")
+    assert first_run.child_env("untuned")["ADVKD_NO_MALLOPT"] == "1"
+
+
+@pytest.mark.slow  # four fresh Python processes (~5 s each, mostly importing torch)
+def test_first_run_quick_writes_one_fresh_process_per_job_and_malloc(tmp_path, capsys):
+    out = tmp_path / "first-run.json"
+    assert first_run.main(["--quick", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for key in ("torch", "threads", "date", "git_sha", "load_avg_before", "load_avg_after", "command"):
+        assert key in data["meta"]
+    runs = data["runs"]
+    assert [(r["job"], r["malloc"]) for r in runs] == [(j, m) for j in first_run.JOBS for m in first_run.MALLOC]
+    assert len({r["pid"] for r in runs}) == 4  # a fresh process each
+    for r in runs:
+        assert len(r["seconds"]) == len(r["minor_faults"]) == 2 and all(s > 0 for s in r["seconds"])
+        assert r["env_no_mallopt"] == ("1" if r["malloc"] == "untuned" else None)
+        if r["malloc"] == "untuned":
+            assert r["mallopt"] is False
+        if r["job"] == "train-epoch":
+            assert all(i["epoch_s"] > 0 for i in r["info"])
+        else:
+            assert all("aa" in i and "clean" in i for i in r["info"])
+    printed = capsys.readouterr().out
+    assert "| job | malloc | first run s | second run s | first/second |" in printed
+    assert printed.count("| autoattack |") == 2 and printed.count("| train-epoch |") == 2

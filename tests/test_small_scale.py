@@ -48,7 +48,8 @@ def test_small_preset_lists_every_deviation_and_its_evaluation():
     text = " ".join(p.deviations)
     for needle in ("ResNet-8", "ResNet-14", "3000", "12000", "Batch 64", "[2, 3]", "first 1000", "first 100", "first 200", "10 steps of 2/255"):
         assert needle in text, needle
-    assert p.evaluation == {"n_examples": 1000, "attack_examples": {"aa": 100, "cw2": 200}, "seeds": {"rslad": 2, "bmtard": 2}}
+    assert p.evaluation == {"n_examples": 1000, "attack_examples": {"aa": 100, "cw2": 200}, "seeds": {"rslad": 2, "bmtard": 2},
+                            "expected_accuracy": {"clean": 32, "robust": 14}}
     assert p.paper == ""  # fills both papers' tables
 
 

@@ -52,6 +52,9 @@ from advkd.core.errors import AdvkdError
 STATE_FILE = "aa-state.safetensors"
 STATE_FORMAT = "advkd-aa-state-v1"
 _CLEAN = "clean"
+# Model passes (forward + backward = 1) per point of each standard stage: APGD-CE 100 iterations,
+# APGD-T 9 targets x 100, FAB-T 9 targets x 100 (two passes each), Square 5000 forwards (a third each).
+STAGE_PASSES = {"apgd-ce": 100.0, "apgd-t": 900.0, "fab-t": 1800.0, "square": 5000 / 3}
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -145,10 +148,20 @@ class _StagedAutoAttack(Attack):
     log: Callable[[str], None] | None = None  # set by the evaluation: one progress line per finished stage
 
     def passes_per_point(self) -> float:
-        """Standard AutoAttack on a point that survives every stage: APGD-CE 100, APGD-T 9 x 100,
-        FAB-T 9 x 100 (two passes each), Square 5000 forwards (a third of a pass each). Most points
-        fall in the first stages, so this over-estimates; the suite ETA corrects it as stages finish."""
-        return 100 + 9 * 100 + 9 * 100 * 2 + 5000 / 3
+        """Standard AutoAttack on a point that survives every stage (:data:`STAGE_PASSES`); a
+        component id counts its own stage. Most points fall in the first stages, so this
+        over-estimates; the suite ETA corrects it as stages finish."""
+        if self.component is not None:
+            return STAGE_PASSES[self.component]
+        return sum(STAGE_PASSES.values())
+
+    def expected_passes(self, survive: float) -> float:
+        """APGD-CE runs on every clean-correct point, the later stages (nearly) only on the points
+        it leaves robust: on a robust model about the final robust accuracy."""
+        if self.component is not None or self.params.get("version", "standard") != "standard":
+            return self.passes_per_point()
+        first = STAGE_PASSES["apgd-ce"]
+        return first + survive * (self.passes_per_point() - first)
 
     def __init__(self, eps: Any = None, *, state_dir: str | Path | None = None, **params: Any) -> None:
         super().__init__(eps, **params)

@@ -309,6 +309,11 @@ class Attack(abc.ABC):
         restarts = self.params.get("restarts") or 1
         return float((steps if isinstance(steps, int) and not isinstance(steps, bool) else 1) * restarts + 1)
 
+    def expected_passes(self, survive: float) -> float:
+        """Passes per clean-correct point when a fraction ``survive`` of them resists the attack's
+        first stage, for a plan's budget. Single-stage attacks cost the same either way."""
+        return self.passes_per_point()
+
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Attack ``model`` (in eval mode for the duration, restored after) on images ``x`` in [0,1]."""
         if x.numel() and (x.min() < 0 or x.max() > 1):

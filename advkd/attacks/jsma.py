@@ -64,6 +64,11 @@ class JSMA(Attack):
     threat_model = "L0"
     default_eps = None
 
+    def passes_per_point(self) -> float:
+        """Two gradients (target and the other classes) per iteration, at most ``floor(d gamma / 2)``
+        iterations of a CIFAR image (d = 3072): an upper bound."""
+        return 2 * int(3 * 32 * 32 * self.params["gamma"] / 2)
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         p = self.params
         n, shape = x.shape[0], x.shape[1:]

@@ -57,6 +57,10 @@ class RayS(Attack):
 
     Params = RaySParams
 
+    def passes_per_point(self) -> float:
+        """One forward (a third of a forward + backward) per query."""
+        return self.params["query_limit"] / 3
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         p = self.params
         n, shape = x.shape[0], x.shape[1:]

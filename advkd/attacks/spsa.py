@@ -110,6 +110,12 @@ class SPSA(Attack):
             self.given = self.given | {"samples_schedule"}
         self.params = self.resolve()
 
+    def passes_per_point(self) -> float:
+        """The schedule's probe forwards over every iteration (a third of a pass each): an upper
+        bound, a point stops once it is broken."""
+        schedule = parse_samples_schedule(self.params["samples_schedule"])
+        return sum(samples_at(schedule, i) for i in range(self.params["iterations"])) / 3
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         p = self.params
         n, shape = x.shape[0], x.shape[1:]

@@ -51,6 +51,10 @@ class Square(Attack):
 
     Params = SquareParams
 
+    def passes_per_point(self) -> float:
+        """One forward (a third of a forward + backward) per query and restart."""
+        return self.params["n_queries"] * self.params["n_restarts"] / 3
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         try:
             from pyautoattack.square import SquareAttack

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -29,6 +30,7 @@ def _list() -> RichTable:
 def run_report(
     table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
     only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None, ranking: bool = False,
+    estimate: bool = True,
 ) -> str | None:
     """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file.
 
@@ -57,7 +59,7 @@ def run_report(
                 raise AdvkdError(f"--only {item!r} is not COLUMN=VALUE; e.g. --only student=resnet18")
             filters[key.strip()] = value.strip()
         text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples,
-                             fmt="sh" if fmt == "rich" else fmt)
+                             fmt="sh" if fmt == "rich" else fmt, estimate=estimate, log=_stderr_line)
         return _emit(text, out)
     tid = lookup(table_id)
     if tid.id in FIGURE_IDS or fmt in IMAGE_FORMATS:
@@ -102,3 +104,8 @@ def _emit(text: str, out: Path | None) -> str | None:
         raise AdvkdError(f"--out {out} is a folder; give a file path such as {out / 'table.md'}")
     atomic_write_text(out, text)
     return None
+
+
+def _stderr_line(line: str) -> None:
+    """Progress that must not land in a plan piped into a shell."""
+    print(line, file=sys.stderr, flush=True)

@@ -35,9 +35,7 @@ every architecture, never ``arch``, so mini runs match through the mini preset's
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
@@ -186,16 +184,15 @@ REDUCED_SCALES = ("mini", "small")
 
 def _arch_map(preset: str) -> dict[str, str]:
     """A named preset's stand-in mapping ({} for a preset that cannot be found by name)."""
-    return dict(_arch_map_in(preset, os.environ.get("ADVKD_PRESET_DIR", "")))
+    return dict(_arch_map_in(preset))
 
 
-@functools.lru_cache(maxsize=32)
-def _arch_map_in(preset: str, preset_dir: str) -> tuple[tuple[str, str], ...]:
-    from advkd.training.config import load_preset, preset_dirs
+def _arch_map_in(preset: str) -> tuple[tuple[str, str], ...]:
+    from advkd.training.config import cached_preset, preset_dirs
 
     if not preset or not any((d / f"{preset}.yaml").is_file() for d in preset_dirs()):
         return ()
-    return tuple(load_preset(preset).arch_map.items())
+    return tuple(cached_preset(preset).arch_map.items())
 
 
 def stands_for(d: dict[str, Any] | None, want: str, rec: dict[str, Any], *, share: bool = True) -> bool:

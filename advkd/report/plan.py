@@ -9,10 +9,9 @@ which is how attack commands know the checkpoint paths before the runs exist.
 """
 from __future__ import annotations
 
-import functools
-import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from advkd.core.runs import BEST, load_run, run_dir
 from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.evaluation.suites import SUITES, suite_attacks
 from advkd.report import build_table, canonical_id, lookup
+from advkd.report.budget import AttackWork, TrainWork, expected_accuracy
 from advkd.report.match import CSV_TO_RECORD_ATTACK
-from advkd.training.config import load_preset, variant_name
+from advkd.training.config import cached_preset, variant_name
 
 ROLE_ORDER = ("clean_teacher", "robust_teacher", "teacher")
 PLAN_FORMATS = ("sh", "slurm")
@@ -44,16 +44,7 @@ class Job:
     key: str
     command: str
     run: Path | None = None  # the run dir the job creates (skipped when complete)
-
-
-def _preset(spec: str):
-    """``load_preset`` once per spec and preset dir: a plan asks for the same preset per job."""
-    return _cached_preset(spec, os.environ.get("ADVKD_PRESET_DIR", ""))
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_preset(spec: str, preset_dir: str):
-    return load_preset(spec)
+    work: TrainWork | AttackWork | None = None  # what it computes, for the budget
 
 
 def _presets(paper: str, preset: str) -> tuple[str, str]:
@@ -75,7 +66,7 @@ def _teacher_method(role: str, arch: str, paper: str, preset: str) -> str:
 
 def _name(arch: str, method: str, teachers: dict[str, str], preset: str, params: dict[str, float], seed: int = 0) -> str:
     """The CLI's default run name (``advkd.core.runs.default_name``) for these settings."""
-    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [_preset(preset).name]
+    parts = [arch, method] + [teachers[r] for r in sorted(teachers)] + [cached_preset(preset).name]
     if params:
         parts.append(variant_name(params))
     return "-".join(parts + [f"s{seed}"])
@@ -101,7 +92,7 @@ class Planner:
     def __init__(self, paper: str, preset: str, runs_dir: Path, n_examples: int | None = None) -> None:
         self.paper, self.runs_dir = paper, runs_dir
         self.student_preset, self.teacher_preset = _presets(paper, preset)
-        evaluation = _preset(self.student_preset).evaluation
+        evaluation = cached_preset(self.student_preset).evaluation
         n = n_examples if n_examples is not None else evaluation.get("n_examples")
         self.eval_args = ["--n-examples", str(n)] if n else []
         self.attack_examples: dict[str, int] = dict(evaluation.get("attack_examples") or {})
@@ -111,6 +102,8 @@ class Planner:
         self.shared: dict[str, set[str]] = {}  # run trained -> runs not trained because it fills their cells
         self.paper_arch: dict[Path, str] = {}  # teacher run -> the paper arch it was trained as
         self.attacks: dict[Path, dict[str, None]] = {}  # checkpoint -> attack ids its cells need (ordered)
+        self.standins: dict[Path, str] = {}  # run dir -> the network it trains
+        self.accuracy = expected_accuracy(evaluation)  # the budget's prior for attack costs
         self.recorded = {(r.get("checkpoint"), r.get("attack")) for r in read_records(runs_dir / RESULTS_FILE)}
 
     def seeds_of(self, method: str) -> range:
@@ -131,11 +124,11 @@ class Planner:
 
     def standin(self, preset: str, arch: str) -> str:
         """The network a preset trains for ``arch`` (the arch itself without a mapping)."""
-        return _preset(preset).arch_map.get(arch, arch)
+        return cached_preset(preset).arch_map.get(arch, arch)
 
     def twins(self, preset: str, arch: str) -> list[str]:
         """``arch``, then the other paper architectures the preset trains as the same stand-in."""
-        mapping = _preset(preset).arch_map
+        mapping = cached_preset(preset).arch_map
         return [arch] + sorted(a for a, t in mapping.items() if t == mapping.get(arch, arch) and a != arch)
 
     def _existing(self, kind: str, dataset: str, names: list[str]) -> int:
@@ -155,8 +148,9 @@ class Planner:
         name = _name(arch, method, {}, preset, {})
         path = run_dir(self.runs_dir, "pretrain-teacher", dataset, name)
         cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", method, "--dataset", dataset, "--preset", preset, "--runs-dir", str(self.runs_dir), "--resume")
-        kept = self.add(Job(0, key, cmd, path), requested)
+        kept = self.add(Job(0, key, cmd, path, TrainWork("pretrain-teacher", method, arch, dataset, preset)), requested)
         self.paper_arch.setdefault(kept, arch)
+        self.standins.setdefault(kept, self.standin(preset, arch))
         return kept / BEST
 
     def student(self, row, teachers: dict[str, str], params: dict[str, float | str], seed: int = 0) -> Path:
@@ -180,7 +174,12 @@ class Planner:
         if seed:
             args += ["--seed", str(seed)]
         args += ["--runs-dir", str(self.runs_dir), "--resume"]
-        return self.add(Job(1, key, _q(*args), path), requested) / BEST
+        work = TrainWork("distill", row.method, student, row.dataset, preset,
+                         tuple((role, self.standins[paths[role].parent]) for role in sorted(paths)),
+                         tuple((k, str(v)) for k, v in sorted(params.items())), seed)
+        kept = self.add(Job(1, key, _q(*args), path, work), requested)
+        self.standins.setdefault(kept, self.standin(preset, student))
+        return kept / BEST
 
     def attack(self, ckpt: Path, suite: str, attacks: list[str] | None = None) -> None:
         """Ask for ``attacks`` (default: the whole ``suite``) on ``ckpt``; one command per checkpoint
@@ -199,12 +198,27 @@ class Planner:
             suite = next((name for name in SUITES.names() if set(suite_attacks(name)) - {"clean"} == set(missing)), None)
             which = ["--suite", suite] if suite else ["--attacks", ",".join(missing)]
             limits = [f"--attack-examples={a}={n}" for a, n in self.attack_examples.items() if a in missing]
-            jobs.append(Job(2, f"attack:{ckpt}", _q("advkd", "attack", str(ckpt), *which, *self.eval_args, *limits, "--runs-dir", str(self.runs_dir))))
+            work = self._attack_work(ckpt, missing)
+            jobs.append(Job(2, f"attack:{ckpt}", _q("advkd", "attack", str(ckpt), *which, *self.eval_args, *limits, "--runs-dir", str(self.runs_dir)), work=work))
         return jobs
+
+    def _attack_work(self, ckpt: Path, attacks: list[str], surrogate: Path | None = None) -> AttackWork | None:
+        arch = self.standins.get(ckpt.parent)
+        if arch is None:
+            return None
+        n = int(self.eval_args[1]) if self.eval_args else 0
+        limits = tuple((a, k) for a, k in self.attack_examples.items() if a in attacks)
+        crafter = self.standins.get(surrogate.parent, "") if surrogate is not None else ""
+        return AttackWork(arch, self.dataset_of(ckpt), tuple(attacks), n, limits, self.accuracy, crafter)
+
+    def dataset_of(self, ckpt: Path) -> str:
+        """The dataset of a run (its dir sits in ``<runs>/<kind>/<dataset>/<name>``)."""
+        return ckpt.parent.parent.name
 
     def transfer(self, surrogate: Path, target: Path) -> None:
         suite = TRANSFER_SUITE[self.paper]
-        self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir))))
+        work = self._attack_work(target, [a for a in suite_attacks(suite) if a != "clean"], surrogate)
+        self.add(Job(3, f"transfer:{surrogate}:{target}", _q("advkd", "transfer-attack", "--surrogate", str(surrogate), "--target", str(target), "--suite", suite, *self.eval_args, "--runs-dir", str(self.runs_dir)), work=work))
 
     def pending(self) -> list[Job]:
         """The jobs still to run, in dependency order (teachers, students, attacks, transfers)."""
@@ -249,10 +263,12 @@ def _keep(row, only: dict[str, str]) -> bool:
 
 
 def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None,
-                  fmt: str = "sh") -> str:
+                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None) -> str:
     """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
 
     ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
+    ``estimate``: price each command on this device (:mod:`advkd.report.budget`; ``log`` gets the
+    one-time calibration line). Slurm scripts carry no estimate: they run on other machines.
     """
     if n_examples is not None and n_examples < 0:
         raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
@@ -260,12 +276,20 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     if fmt not in PLAN_FORMATS:
         raise AdvkdError(f"--plan --format {fmt}: one of {', '.join(PLAN_FORMATS)} (sh: the commands, one per line)")
     if tid.id in FIGURE_PLANS:
-        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt)
+        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt,
+                                    estimate=estimate, log=log)
     if tid.is_figure:
         raise AdvkdError(
             f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
             f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
         )
+    planner, notes = table_planner(table_id, preset=preset, runs_dir=runs_dir, only=only, n_examples=n_examples)
+    return _script(planner, tid.id, preset, notes, fmt, estimate, log)
+
+
+def table_planner(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None,
+                  n_examples: int | None = None) -> tuple[Planner, list[str]]:
+    """The jobs behind a table's empty cells (and the plan's note lines), before any is printed."""
     csv_id = canonical_id(table_id)
     paper = csv_id.split("-")[0]
     table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
@@ -297,14 +321,33 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
                 planner.transfer(planner.teacher("robust_teacher", row.robust_teacher or "wrn34-10", row.dataset), ckpt)
             else:
                 planner.attack(ckpt, suite, attack)
-    lines = [f"# advkd plan for {tid.id} at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"]
-    lines += sorted(set(notes)) + planner.shared_lines()
+    return planner, sorted(set(notes))
+
+
+def _script(planner: Planner, what: str, preset: str, notes: list[str], fmt: str, estimate: bool,
+            log: Callable[[str], None] | None) -> str:
+    """The plan's text: a header, the notes, then one command per pending job (sh, each after its
+    estimate when ``estimate``) or the Slurm submission script."""
+    pending = planner.pending()
+    head = f"# advkd plan for {what} at {preset} scale: {planner.n_jobs()} jobs, {len(pending)} still to run"
     if fmt == "slurm":
         from advkd.report.slurm import slurm_script
 
-        return slurm_script(planner.pending(), lines, _preset(planner.student_preset).scale)
-    lines += planner.commands()
-    return "\n".join(lines)
+        return slurm_script(pending, [head, *notes, *planner.shared_lines()], cached_preset(planner.student_preset).scale)
+    if not estimate or not pending:
+        return "\n".join([head, *notes, *planner.shared_lines(), *(j.command for j in pending)])
+    from advkd.core.distributed import pick_device
+    from advkd.report.budget import device_text, duration, estimate_works
+
+    device = pick_device("auto")
+    prices = estimate_works([j.work for j in pending], runs_dir=planner.runs_dir, device=device, log=log)
+    total = sum(p.seconds for p in prices if p is not None)
+    unpriced = sum(p is None for p in prices)
+    head += f"; about {duration(total)} on {device_text(device)}" + (f" for the {len(pending) - unpriced} priced" if unpriced else "")
+    body: list[str] = []
+    for job, price in zip(pending, prices):
+        body += [f"# about {duration(price.seconds)}: {price.what}" if price else "# (no estimate)", job.command]
+    return "\n".join([head, *notes, *planner.shared_lines(), *body])
 
 
 def _surrogate(planner: Planner, arch: str, dataset: str) -> Path:
@@ -313,7 +356,8 @@ def _surrogate(planner: Planner, arch: str, dataset: str) -> Path:
     name = _name(arch, "pgd-at", {}, preset, {})
     path = run_dir(planner.runs_dir, "pretrain-teacher", dataset, name)
     cmd = _q("advkd", "pretrain-teacher", "--arch", arch, "--method", "pgd-at", "--dataset", dataset, "--preset", preset, "--runs-dir", str(planner.runs_dir), "--resume")
-    planner.add(Job(0, f"teacher:{dataset}:{name}", cmd, path))
+    kept = planner.add(Job(0, f"teacher:{dataset}:{name}", cmd, path, TrainWork("pretrain-teacher", "pgd-at", arch, dataset, preset)))
+    planner.standins.setdefault(kept, planner.standin(preset, arch))
     return path / BEST
 
 
@@ -344,7 +388,8 @@ class _SweepRow:
     method: str
 
 
-def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None, fmt: str = "sh") -> str:
+def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None, fmt: str = "sh",
+              estimate: bool = True, log: Callable[[str], None] | None = None) -> str:
     """AdaAD Fig. 2: ResNet-18 students trained at inner eps {8,16,24,32}/255 (step eps/4, 10 steps),
     one sweep per teacher (WRN-34-10, WRN-34-20), each evaluated clean and by AutoAttack at 8/255.
 
@@ -368,13 +413,8 @@ def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: 
             planner.attack(planner.student(row, roles, params), "aa")  # skipped once results.jsonl has it
         if not roles:
             break  # a teacher-free baseline has one sweep, not one per teacher
-    head = f"# advkd plan for fig2 at {preset} scale: {planner.n_jobs()} jobs, {len(planner.commands())} still to run"
-    note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (spec single-teacher 3.4); evaluation stays at 8/255"
-    if fmt == "slurm":
-        from advkd.report.slurm import slurm_script
-
-        return slurm_script(planner.pending(), [head, note, *planner.shared_lines()], _preset(planner.student_preset).scale)
-    return "\n".join([head, note, *planner.shared_lines(), *planner.commands()])
+    note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (read off AdaAD Fig. 2; the paper lists neither); evaluation stays at 8/255"
+    return _script(planner, "fig2", preset, [note], fmt, estimate, log)
 
 
 FIGURE_PLANS = {"fig2": plan_fig2}

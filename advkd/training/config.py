@@ -8,6 +8,7 @@ against the method's own parameter dataclass when the method is built.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -171,7 +172,7 @@ class Preset:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> {train: {...}, params: {...}}
     rules: list[dict[str, Any]] = field(default_factory=list)
     arch_map: dict[str, str] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)  # what `report --plan` evaluates: n_examples, attack_examples, seeds
+    evaluation: dict[str, Any] = field(default_factory=dict)  # what `report --plan` evaluates: n_examples, attack_examples, seeds; expected_accuracy: its budget prior
 
     def matching(self, run: dict[str, str]) -> list[dict[str, Any]]:
         """The ``methods`` entry of run["method"] followed by the matching rules."""
@@ -233,6 +234,17 @@ def load_preset(spec: str) -> Preset:
     preset = Preset(name=path.stem, path=path, **data)
     _check_preset(preset)
     return preset
+
+
+def cached_preset(spec: str) -> Preset:
+    """:func:`load_preset` once per spec and preset dir in a process: plans and tables ask for the
+    same preset for every row. The object is shared, so callers must not modify it."""
+    return _cached_preset(spec, os.environ.get("ADVKD_PRESET_DIR", ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_preset(spec: str, preset_dir: str) -> Preset:
+    return load_preset(spec)
 
 
 # The paper whose tables a method's runs fill by default (B-MTARD Table III's baselines are B-MTARD's).
