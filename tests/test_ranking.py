@@ -65,3 +65,27 @@ def test_report_ranking_flag_adds_the_footer_and_json(tmp_path):
     data = json.loads(run_report("table2", fmt="json", out=None, runs_dir=tmp_path, ranking=True))
     assert data["ranking"][0]["tau"] == 1.0 and data["ranking"][0]["rows"] == ["PGD-AT", "AdaAD"]
     assert "Ranking" not in run_report("table2", fmt="markdown", out=None, runs_dir=tmp_path)
+
+
+def _small(method: str, accuracy: float) -> dict:
+    """A small-scale clean record: ResNet-8 standing in for ResNet-18, its teacher ResNet-14 for WRN-34-10."""
+    teachers = {} if method in ("pgd-at", "trades") else {"teacher": {**teacher("wrn34-10"), "arch": "resnet14"}}
+    return rec(method=method, teachers=teachers, attack="clean", kind="clean", accuracy=accuracy, run=f"resnet18-{method}-small-s0",
+               sha256=f"sha-{method}", checkpoint=f"runs/{method}/best.safetensors", preset="small", scale="small", arch="resnet8")
+
+
+def test_twin_cells_are_marked_and_no_result_is_ranked_twice():
+    from advkd.report.render import render
+
+    records = [_small("pgd-at", 30.0), _small("trades", 31.0), _small("ard", 22.0), _small("rslad", 24.0)]
+    table = build_table("table2", records)
+    twin = table.cell("resnet18", "ard", *next((c.group, c.key) for c in table.columns if "WRN-34-20" in c.group_label and c.label == "Clean"))
+    own = table.cell("resnet18", "ard", *next((c.group, c.key) for c in table.columns if "WRN-34-10" in c.group_label and c.label == "Clean"))
+    assert twin.shared and twin.ours == own.ours == 22.0 and not own.shared  # the WRN-34-10 run fills the WRN-34-20 cell too
+    text = render(table, "markdown")
+    assert "**22.00**ˢ≡" in text and "≡ filled by a run of a twin paper architecture" in text
+    found = {(r.block, r.column) for r in rankings(table)}
+    # ResNet-18 / WRN-34-10 ranks four rows; WRN-34-20 keeps only the teacher-free rows, which repeat
+    # WRN-34-10's, and MobileNet-v2 is all twins: neither is ranked again
+    assert found == {("ResNet-18", f"Teacher WRN-34-10 · {c}") for c in ("Clean",)}
+    assert "cells filled by a twin's run (≡) left out" in ranking_footer(table)[0]

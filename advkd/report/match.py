@@ -180,6 +180,7 @@ def paper_arch(d: dict[str, Any] | None, scale: Any) -> str:
 
 
 REDUCED_SCALES = ("mini", "small")
+SHARED_FLAG = "shared stand-in"  # a cell's flag when a twin architecture's run filled it
 
 
 def _arch_map(preset: str) -> dict[str, str]:
@@ -398,7 +399,7 @@ def find(spec: CellSpec, records: list[dict[str, Any]]) -> dict[str, Any]:
     spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
     flags = [f"mean of {len(values)} seeds"] if len(values) > 1 else []
     if shared:
-        flags.append(f"shared stand-in: run {group}")
+        flags.append(f"{SHARED_FLAG}: run {group}")
     n_candidates = len(hits) - len(by_seed) + 1  # several records of one seed: newest wins
     return {"ours": mean, "spread": spread, "seeds": len(values), "sources": sources, "n_candidates": n_candidates, "flags": flags}
 

@@ -3,7 +3,9 @@
 At reduced scale absolute numbers are far from the paper's; what a reproduction can still show
 is the paper's *ordering*. For every (block, column) of a table with at least two rows filled,
 Kendall's tau-b between the paper's values and ours over those rows, and the pairs of rows whose
-order flips (paper says a > b, we say a < b). Ties count as neither agreement nor flip.
+order flips (paper says a > b, we say a < b). Ties count as neither agreement nor flip. A cell
+filled by a twin architecture's run (``Cell.shared``) is not a result of its own and is left out,
+and so is a column that only repeats another block's numbers: no result is ranked twice.
 """
 from __future__ import annotations
 
@@ -64,27 +66,32 @@ class ColumnRanking:
 
 
 def rankings(table: Table) -> list[ColumnRanking]:
-    """One :class:`ColumnRanking` per (block, column) with at least two rows that have our number."""
-    out = []
+    """One :class:`ColumnRanking` per (block, column) with at least two rows that have our own number.
+
+    A column whose numbers all appear again in a column of the same name elsewhere (the teacher-free
+    rows a table repeats under every teacher) is left out, so no result is ranked twice."""
+    found: list[tuple[ColumnRanking, str, frozenset]] = []
     for block in table.blocks:
         for col in table.columns:
             filled = [
-                (row.label, cell.paper_value, cell.ours)
+                (row.label, cell.paper_value, cell.ours, tuple(cell.sources))
                 for row in block.rows
-                if (cell := table.cell(block.key, row.key, col.group, col.key)) is not None and cell.ours is not None
+                if (cell := table.cell(block.key, row.key, col.group, col.key)) is not None and cell.ours is not None and not cell.shared
             ]
             if len(filled) < 2:
                 continue
-            labels = [label for label, _, _ in filled]
-            paper = [p for _, p, _ in filled]
-            ours = [o for _, _, o in filled]
+            labels = [label for label, _, _, _ in filled]
+            paper = [p for _, p, _, _ in filled]
+            ours = [o for _, _, o, _ in filled]
             flips = [
                 (labels[i], labels[j]) if paper[i] > paper[j] else (labels[j], labels[i])
                 for i, j in combinations(range(len(filled)), 2)
                 if _sign(paper[i] - paper[j]) * _sign(ours[i] - ours[j]) < 0
             ]
-            out.append(ColumnRanking(block.label, col.header, labels, kendall_tau(paper, ours), flips))
-    return out
+            sources = frozenset((label, src) for label, _, _, src in filled)
+            found.append((ColumnRanking(block.label, col.header, labels, kendall_tau(paper, ours), flips), col.key, sources))
+    return [r for i, (r, col, src) in enumerate(found)
+            if not any(c == col and (src < s or (src == s and j < i)) for j, (_, c, s) in enumerate(found) if j != i)]
 
 
 def ranking_footer(table: Table) -> list[str]:
@@ -94,5 +101,7 @@ def ranking_footer(table: Table) -> list[str]:
         return ["Ranking vs the paper: needs at least two filled rows in one column; none yet."]
     taus = [r.tau for r in found if not math.isnan(r.tau)]
     mean = f"; mean tau {sum(taus) / len(taus):+.2f}" if taus else ""
-    head = f"Ranking vs the paper (Kendall's tau-b of our order against the paper's, per column, over the rows we filled{mean}):"
+    left_out = sum(c.shared for c in table.filled())
+    also = f"; {left_out} cells filled by a twin's run (≡) left out" if left_out else ""
+    head = f"Ranking vs the paper (Kendall's tau-b of our order against the paper's, per column, over the rows we filled{also}{mean}):"
     return [head] + [r.line() for r in found]

@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 from advkd.core.errors import AdvkdError
-from advkd.report.table import CUSTOM_MARK, MINI_MARK, MISMATCH_MARK, SCALE_MARKS, SMALL_MARK, Cell, Table
+from advkd.report.table import CUSTOM_MARK, MINI_MARK, MISMATCH_MARK, SCALE_MARKS, SHARED_MARK, SMALL_MARK, Cell, Table
 
 FORMATS = ("rich", "markdown", "csv", "json", "latex")
 
@@ -75,7 +75,8 @@ def _rich(table: Table):
                 cell = table.cell(block.key, row.key, col.group, col.key)
                 cells.append(_rich_cell(cell, Text))
             out.add_row(*cells)
-    footer = [Text(line, style="yellow" if line.startswith(tuple(mark for mark, _ in SCALE_MARKS.values())) else "dim") for line in table.footer]
+    marks = (*(mark for mark, _ in SCALE_MARKS.values()), SHARED_MARK)
+    footer = [Text(line, style="yellow" if line.startswith(marks) else "dim") for line in table.footer]
     footer += [Text(line, style="dim") for line in table.notes + table.footnotes]
     return Group(Text(table.title, style="bold"), out, *footer)
 
@@ -180,6 +181,7 @@ _TEX = {
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "τ": r"$\tau$", "β": r"$\beta$", "∞": r"$\infty$",
     "·": r"$\cdot$", "±": r"$\pm$", "−": "-", "→": r"$\to$", MISMATCH_MARK: r"\textsuperscript{\dag}",
     MINI_MARK: r"\textsuperscript{m}", SMALL_MARK: r"\textsuperscript{s}", CUSTOM_MARK: r"\textsuperscript{c}",
+    SHARED_MARK: r"\textsuperscript{$\equiv$}",
 }
 _TEX_COLOURS = {"good": "green!50!black", "fair": "orange", "far": "red"}
 

@@ -8,13 +8,19 @@ from typing import Any
 
 from advkd.core.errors import AdvkdError
 from advkd.report import layouts
-from advkd.report.match import CellSpec, find, other_params, spec_for
+from advkd.report.match import SHARED_FLAG, CellSpec, find, other_params, spec_for
 from advkd.report.paper import PaperRow, table_rows
 
 MISMATCH_MARK = "†"
 MINI_MARK = "ᵐ"
 SMALL_MARK = "ˢ"
 CUSTOM_MARK = "ᶜ"
+SHARED_MARK = "≡"
+SHARED_NOTE = (
+    "≡ filled by a run of a twin paper architecture, one this scale trains as the same stand-in network (e.g. "
+    "WRN-34-10 and WRN-34-20 teachers, ResNet-18 and MobileNet-v2 students): the same numbers as that cell, not a "
+    "separate result, so --ranking leaves these cells out."
+)
 
 MINI_WARNING = (
     "Scale mini: these numbers come from the mini preset (small stand-in networks for the paper's "
@@ -95,8 +101,14 @@ class Cell:
         return MISMATCH_MARK if self.csv.w_robust_mismatch else ""
 
     @property
+    def shared(self) -> bool:
+        """Filled from a run trained for a twin architecture (see :data:`SHARED_NOTE`)."""
+        return any(f.startswith(SHARED_FLAG) for f in self.flags)
+
+    @property
     def scale_mark(self) -> str:
-        return SCALE_MARKS.get(self.scale or "", ("", ""))[0]
+        """The scale's mark, then :data:`SHARED_MARK` for a cell filled by a twin's run."""
+        return SCALE_MARKS.get(self.scale or "", ("", ""))[0] + (SHARED_MARK if self.shared else "")
 
     @property
     def decimals(self) -> int:
@@ -312,6 +324,9 @@ def _footer(table: Table, tid: layouts.TableId) -> None:
     for scale, (mark, warning) in SCALE_MARKS.items():
         if scale in table.scales:
             lines.append(f"{mark} {warning}")
+    shared = [c for c in filled if c.shared]
+    if shared:
+        lines.append(f"{SHARED_NOTE} ({_n(len(shared), 'cell')})")
     seeded = [c for c in filled if c.seeds > 1]
     if seeded:
         lines.append(f"a±b: mean ± sample standard deviation over seeds ({_n(len(seeded), 'cell')}, {'/'.join(sorted({str(c.seeds) for c in seeded}))} seeds each).")

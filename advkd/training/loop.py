@@ -1,15 +1,14 @@
 """The one training loop, shared by ``pretrain-teacher`` and ``distill``.
 
 Phases, each its own function: ``prepare`` (validate everything, load data, build the model,
-resolve teachers and the method; writes nothing), ``open_run_dir`` (lock the run dir, then create,
-clear or resume it), ``fit`` (epochs: method step, evaluation, selection, atomic checkpointing),
+resolve teachers and the method; writes nothing), ``open_run_dir`` (:mod:`advkd.training.rundir`:
+lock the run dir, then create, clear or resume it), ``fit`` (epochs: method step, evaluation, selection, atomic checkpointing),
 and ``run`` which chains them, holds the run-dir lock throughout, and removes a run dir it created
 that never completed an epoch when anything fails.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import time
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -30,27 +28,23 @@ from advkd.core.distributed import (
     barrier,
     is_distributed,
     is_main,
-    on_main,
     rank,
     sync_buffers,
     world_size,
 )
 from advkd.core.errors import AdvkdError
-from advkd.core.files import atomic_write_text
-from advkd.core.locks import LOCK_FILE, RunLock
 from advkd.core.progress import Reporter, warn
-from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
-from advkd.core.version import __version__
+from advkd.core.runs import BEST, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
 from advkd.data.batches import TensorData, TrainBatches, to_float
 from advkd.data.loaders import dataset_info, load_split
 from advkd.evaluation.evaluate import CLEAN, evaluate, w_robust
-from advkd.evaluation.records import environment, now_iso
 from advkd.methods import METHODS, Method, build, check_roles
 from advkd.models import build_model, canonical_arch
 from advkd.models.checkpoint import save_checkpoint, unwrap
-from advkd.training.config import TrainConfig, config_to_dict
+from advkd.training.config import TrainConfig
 from advkd.training.eta import EARLY_BATCHES, early_estimate, run_eta
-from advkd.training.resume import ResumeState, load_resume, resumable_state, rng_states, save_resume
+from advkd.training.resume import ResumeState, rng_states, save_resume
+from advkd.training.rundir import checkpoint_meta, open_run_dir, write_metrics
 from advkd.training.sinks import Sink, check_sink_names, open_sinks
 from advkd.training.teachers import Teacher, resolve_teachers
 
@@ -173,119 +167,6 @@ def run_header(setup: Setup) -> str:
     epochs = f"{cfg.epochs} epoch{'' if cfg.epochs == 1 else 's'}"
     return (f"{cfg.kind} {cfg.method}: {net} on {cfg.dataset} ({scale}; {epochs} x {len(setup.train_data)} images = {steps} steps"
             f"{teachers}) -> {setup.path}")
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def checkpoint_meta(setup: Setup, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    cfg = setup.cfg
-    return {
-        "arch": cfg.arch,
-        "paper_arch": cfg.paper_arch,
-        "num_classes": str(setup.num_classes),
-        "dataset": cfg.dataset,
-        "normalize": cfg.normalize,
-        "method": cfg.method,
-        "teachers": {r: t.record() for r, t in setup.teachers.items()},
-        "preset": cfg.preset,
-        "scale": cfg.scale,
-        "epoch": str(epoch),
-        "metrics": metrics,
-        "config": config_to_dict(cfg),
-        "eps": str(getattr(setup.method.p, "eps", "")),
-        "seed": str(cfg.seed),
-        "created": now_iso(),
-        "advkd_version": __version__,
-        "kind": cfg.kind,
-        "name": cfg.name,
-        "fast_paths": setup.fast.as_record(),
-    }
-
-
-def config_yaml(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-
-
-def open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter | None = None) -> tuple[ResumeState | None, bool, RunLock | None]:
-    """Lock the run dir and create, clear or resume it (rank 0); every rank gets the state.
-
-    Returns (state, created_now, lock); rank 0 holds the lock (None elsewhere) and must release
-    it when training ends. Under torchrun a refusal on rank 0 is raised on every rank.
-    """
-    reporter = reporter or Reporter(enabled=False)
-    held: dict[str, Any] = {}
-
-    def on_rank0() -> tuple[bool, bool]:
-        created = not setup.path.exists()
-        lock = RunLock.acquire(setup.path)  # before looking at any file: nobody else is writing them now
-        try:
-            state = _open_run_dir(setup, resume=resume, reporter=reporter)
-        except BaseException:
-            lock.release()
-            raise
-        held.update(lock=lock, state=state)
-        return state is not None, created
-
-    resuming, created = on_main(on_rank0)
-    if is_main():
-        return held["state"], created, held["lock"]
-    return (load_resume(setup.path / RESUME) if resuming else None), created, None
-
-
-def _run_files(path: Path) -> list[Path]:
-    """What an interrupted first epoch can leave: the run's own files and atomic-write temps."""
-    names = {CONFIG, ENV, METRICS, BEST, LAST, RESUME}
-    return sorted(p for p in path.iterdir() if p.is_file() and p.name != LOCK_FILE and (
-        p.name in names or (p.name.startswith("epoch-") and p.suffix == ".safetensors") or (p.name.startswith(".") and p.suffix == ".tmp")
-    ))
-
-
-def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeState | None:
-    """Under the run-dir lock: the resume state of a resumable run (``resumable_state`` decides),
-    else a fresh run dir. A dir with files but no commit point is a first epoch interrupted
-    before its commit: it is cleared (its run files and stray temps) and restarted, with or
-    without ``--resume``, and one log line says so. Stray temps of a resumable run are removed."""
-    path = setup.path
-    state = resumable_state(path)  # AdvkdError for committed work that cannot be resumed
-    if state is not None:
-        if not resume:
-            raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
-        saved = _saved_config(path)
-        ours = config_to_dict(setup.cfg)
-        diff = [k for k in ours if k != "epochs" and k in saved and saved[k] != ours[k]]  # a setting an older release did not save cannot have changed
-        if diff:
-            k = diff[0]
-            raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
-        for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
-            tmp.unlink(missing_ok=True)
-        return state
-    leftovers = _run_files(path)
-    if leftovers:
-        reporter.log(f"{path}: its first epoch never completed (no {RESUME}); removing {len(leftovers)} leftover file(s) and starting again")
-    for p in leftovers:
-        p.unlink(missing_ok=True)
-    atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
-    atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
-    return None
-
-
-def _saved_config(path: Path) -> dict[str, Any]:
-    """The config a run dir was started with ({} when it has none), or an AdvkdError when it is unreadable."""
-    if not (path / CONFIG).exists():
-        return {}
-    try:
-        saved = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        problem = " ".join(str(getattr(e, "problem", None) or type(e).__name__).split())
-        raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not valid YAML ({problem}); restore it, or use --name for a new run") from None
-    if not isinstance(saved, dict):
-        raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not a mapping of settings; restore it, or use --name for a new run")
-    return saved
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
 # ----------------------------------------------------------------------------- fit
