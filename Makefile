@@ -42,7 +42,7 @@ reproduce-mini: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-mini.sh
 	$(ADVKD) report table2
 
-# Both papers' CIFAR-10 tables at small scale (about 3 h on 2 cores; resumable: run it again to
+# Both papers' CIFAR-10 tables at small scale (about 2 h on 2 cores; resumable: run it again to
 # continue): AdaAD Table 2 (ResNet-18 rows, WRN-34-10 teacher) and the RSLAD, MTARD and B-MTARD
 # students of B-MTARD Table III, two seeds of RSLAD and B-MTARD; then the teachers' own accuracy
 # and both tables with the ranking footer (see README "Results at small scale").

@@ -261,7 +261,7 @@ def step_seconds(method: str, epoch: int, steps: int, begin: int | None, student
 
 def price_training(work: TrainWork, student: NetCost, teachers: dict[str, NetCost], accuracy: tuple[float, float]) -> Estimate:
     from advkd.attacks import build
-    from advkd.training.loop import evaluates
+    from advkd.training.config import evaluates
 
     cfg = train_config(work)
     images = cfg.train_subset or TRAIN_SIZES.get(work.dataset, 50000)

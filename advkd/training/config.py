@@ -365,3 +365,10 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return apply_overrides(TrainConfig(), data, where="config")
+
+
+def evaluates(cfg: TrainConfig, number: int) -> bool:
+    """Evaluate after epoch 1 and the last, every ``eval_every``-th, and every one from epoch
+    ``eval_dense_from`` on (epoch numbers count from 1, as printed: B-MTARD's ``epoch >= 215``)."""
+    dense = cfg.eval_dense_from > 0 and number >= cfg.eval_dense_from
+    return number == 1 or number == cfg.epochs or number % cfg.eval_every == 0 or dense

@@ -35,34 +35,19 @@ from advkd.core.distributed import (
 from advkd.core.errors import AdvkdError
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import BEST, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
-from advkd.data.batches import TensorData, TrainBatches, to_float
+from advkd.data.batches import TrainBatches, to_float
 from advkd.data.loaders import dataset_info, load_split
 from advkd.evaluation.evaluate import CLEAN, evaluate, w_robust
-from advkd.methods import METHODS, Method, build, check_roles
+from advkd.methods import METHODS, build, check_roles
 from advkd.models import build_model, canonical_arch
 from advkd.models.checkpoint import save_checkpoint, unwrap
-from advkd.training.config import TrainConfig
+from advkd.training.config import TrainConfig, evaluates
 from advkd.training.eta import EARLY_BATCHES, early_estimate, run_eta
 from advkd.training.resume import ResumeState, rng_states, save_resume
 from advkd.training.rundir import checkpoint_meta, open_run_dir, write_metrics
+from advkd.training.setup import Setup
 from advkd.training.sinks import Sink, check_sink_names, open_sinks
-from advkd.training.teachers import Teacher, resolve_teachers
-
-
-@dataclass
-class Setup:
-    """Everything a run needs, built and validated before anything is written."""
-
-    cfg: TrainConfig
-    device: torch.device
-    model: nn.Module
-    method: Method
-    teachers: dict[str, Teacher]
-    train_data: TensorData
-    eval_data: TensorData
-    num_classes: int
-    path: Path
-    fast: FastPaths = field(default_factory=FastPaths)
+from advkd.training.teachers import resolve_teachers
 
 
 @dataclass
@@ -177,13 +162,6 @@ def select_value(cfg: TrainConfig, metrics: dict[str, Any]) -> float | None:
     if cfg.select == "last":
         return float(metrics["epoch"])
     return metrics.get(key)
-
-
-def evaluates(cfg: TrainConfig, number: int) -> bool:
-    """Evaluate after epoch 1 and the last, every ``eval_every``-th, and every one from epoch
-    ``eval_dense_from`` on (epoch numbers count from 1, as printed: B-MTARD's ``epoch >= 215``)."""
-    dense = cfg.eval_dense_from > 0 and number >= cfg.eval_dense_from
-    return number == 1 or number == cfg.epochs or number % cfg.eval_every == 0 or dense
 
 
 def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -24,9 +24,7 @@ from advkd.core.version import __version__
 from advkd.evaluation.records import environment, now_iso
 from advkd.training.config import TrainConfig, config_to_dict
 from advkd.training.resume import ResumeState, load_resume, resumable_state
-
-if TYPE_CHECKING:
-    from advkd.training.loop import Setup
+from advkd.training.setup import Setup
 
 
 def checkpoint_meta(setup: Setup, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
