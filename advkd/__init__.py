@@ -69,4 +69,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public names (notebook tab completion), not this module's own imports."""
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

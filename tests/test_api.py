@@ -102,3 +102,10 @@ def test_python_entry_points_tune_malloc_once_in_a_fresh_process():
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "ADVKD_NO_MALLOPT"}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
+
+
+def test_dir_lists_the_public_api_only():
+    import advkd
+
+    public = {n for n in dir(advkd) if not n.startswith("__")}
+    assert public == set(advkd.__all__) - {"__version__"}  # no Any, importlib or annotations in a notebook's completion
