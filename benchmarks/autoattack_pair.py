@@ -20,7 +20,6 @@ number of points whose examples differ and whether each such point is adversaria
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 from advkd import attacks
 from advkd.attacks import training_mode
 from advkd.core import accel
+from benchmarks.timing import load_avg, timed
 
 EPS_TEXT = "8/255"
 EPS = 8 / 255
@@ -44,31 +44,6 @@ UNTRAINED_NOTE = (
     "untrained (random-init) model: APGD-CE breaks almost every clean-correct point, so the later stages get "
     "(almost) nothing to attack and the timing is dominated by APGD-CE; pass --aa-checkpoint for a trained model"
 )
-
-
-# Timing and load helpers as in bench.py (which imports this module, so it cannot be imported here).
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds of one call (CUDA: synchronised on both ends, so queued kernels are counted)."""
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _load_avg() -> list[float] | None:
-    """1/5/15-minute load averages: a busy machine makes a single ratio unreliable."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def bn_modules(module: nn.Module) -> int:
@@ -137,7 +112,7 @@ def bench_autoattack(
         raise ValueError("bench_autoattack needs pairs >= 2 (the first pair is discarded as warm-up)")
     model = model.to(device).eval()
     x, y = x.to(device), y.to(device)
-    load_before = _load_avg()
+    load_before = load_avg()
     last: dict[str, tuple[Tensor, Tensor]] = {}
 
     def run_advkd() -> None:
@@ -150,8 +125,8 @@ def bench_autoattack(
     t_a: list[float] = []
     t_l: list[float] = []
     for _ in range(pairs):
-        t_a.append(_timed(run_advkd, device))
-        t_l.append(_timed(run_library, device))
+        t_a.append(timed(run_advkd, device))
+        t_l.append(timed(run_library, device))
     a_s, l_s = statistics.median(t_a[1:]), statistics.median(t_l[1:])
     ratio = l_s / a_s
     with torch.no_grad():
@@ -183,7 +158,7 @@ def bench_autoattack(
         "library_spec": f"pyautoattack.AutoAttack(model, norm='Linf', eps=8/255, version='standard', seed={SEED})"
                         f".run_standard_evaluation(x, y, batch_size={batch_size}) on the unfolded model in eval mode",
         "load_avg_before": load_before,
-        "load_avg_after": _load_avg(),
+        "load_avg_after": load_avg(),
         "wall_s": time.perf_counter() - t0,
     }
     log(f"eval aa         advkd {a_s:6.3f} s  library {l_s:6.3f} s  ratio {ratio:4.2f} (min-based {result['ratio_min']:4.2f}, "

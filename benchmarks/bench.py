@@ -51,6 +51,7 @@ from advkd.core import accel  # noqa: E402
 from advkd.models import build_model  # noqa: E402
 from benchmarks.autoattack_pair import UNTRAINED_NOTE, bench_autoattack, load_points, markdown_lines, rich_table  # noqa: E402
 from benchmarks.floors import PassCounter, attack_start, floor_for, run_floor  # noqa: E402
+from benchmarks.timing import load_avg, sync, timed  # noqa: E402,F401  (first_run imports load_avg from here)
 
 SCHEMA = 1
 OVERHEAD_TARGET = 1.10
@@ -69,19 +70,6 @@ SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
 
 # ============================================================================ timing helpers
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
 
 
 def spread(times: list[float]) -> float:
@@ -398,21 +386,8 @@ def git_info() -> dict[str, Any]:
         return {"git_sha": None, "git_dirty": None}
 
 
-def load_avg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return accel.cpu_model()
 
 
 def mib(n: int | None) -> str:

@@ -84,13 +84,12 @@ def _aa_points(args: argparse.Namespace):
 
     from advkd.data.batches import to_float
     from advkd.data.loaders import load_split
-    from advkd.evaluation.sources import load_source
     from advkd.models import build_model
+    from benchmarks.autoattack_pair import load_points
 
     if args.checkpoint:
-        source = load_source(args.checkpoint, device=args.device, data_dir=args.data_dir)
-        data = load_split(source.meta.get("dataset", "cifar10"), "test", args.data_dir).head(args.aa_n)
-        return source.model, to_float(data.images), data.labels
+        model, x, y, _ = load_points(args.checkpoint, n=args.aa_n, data_dir=args.data_dir, device=torch.device(args.device))
+        return model, x, y
     torch.manual_seed(0)
     data = load_split("synthetic", "test", args.data_dir).head(args.aa_n)
     return build_model(args.arch, num_classes=10).eval(), to_float(data.images), data.labels

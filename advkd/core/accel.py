@@ -11,9 +11,11 @@ import ctypes
 import ctypes.util
 import dataclasses
 import os
+import platform
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -254,6 +256,17 @@ def set_threads(threads: int | None) -> None:
 
             raise AdvkdError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for result files and per-machine caches."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def busy_machine_warning() -> str:

@@ -22,6 +22,7 @@ the real run faster than the fp32 calibration says.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from advkd.core.accel import busy_machine_warning
+from advkd.core.accel import busy_machine_warning, cpu_model
 from advkd.core.errors import AdvkdError
 from advkd.core.files import atomic_write_text
 
@@ -98,19 +99,9 @@ def device_key(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.machine()}-{_cpu_model()}-{torch.get_num_threads()}threads"
+        name = f"{platform.machine()}-{cpu_model()}-{torch.get_num_threads()}threads"
     slug = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{device.type}-{name}-torch{torch.__version__}")
     return "-".join(p for p in slug.split("-") if p)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def calibration_path(runs_dir: Path, device: torch.device) -> Path:
@@ -219,8 +210,10 @@ def _timed_rounds(fns: list[Callable[[torch.Tensor], None]], x: torch.Tensor, de
 # ----------------------------------------------------------------------------- pricing
 
 
+@functools.lru_cache(maxsize=256)
 def train_config(work: TrainWork):
-    """The resolved config the command will run with (the same layering as the CLI)."""
+    """The resolved config the command will run with (the same layering as the CLI); once per
+    work, as pricing asks for it twice (the stand-in, then the budget). Shared: do not modify."""
     from advkd.training.config import TrainConfig, resolve_config
 
     return resolve_config(

@@ -94,6 +94,7 @@ class Planner:
         self.student_preset, self.teacher_preset = _presets(paper, preset)
         evaluation = cached_preset(self.student_preset).evaluation
         n = n_examples if n_examples is not None else evaluation.get("n_examples")
+        self.n_examples = int(n or 0)  # 0: each attack command's own default (the budget prices the whole test set)
         self.eval_args = ["--n-examples", str(n)] if n else []
         self.attack_examples: dict[str, int] = dict(evaluation.get("attack_examples") or {})
         self.seeds: dict[str, int] = dict(evaluation.get("seeds") or {})
@@ -206,10 +207,9 @@ class Planner:
         arch = self.standins.get(ckpt.parent)
         if arch is None:
             return None
-        n = int(self.eval_args[1]) if self.eval_args else 0
         limits = tuple((a, k) for a, k in self.attack_examples.items() if a in attacks)
         crafter = self.standins.get(surrogate.parent, "") if surrogate is not None else ""
-        return AttackWork(arch, self.dataset_of(ckpt), tuple(attacks), n, limits, self.accuracy, crafter)
+        return AttackWork(arch, self.dataset_of(ckpt), tuple(attacks), self.n_examples, limits, self.accuracy, crafter)
 
     def dataset_of(self, ckpt: Path) -> str:
         """The dataset of a run (its dir sits in ``<runs>/<kind>/<dataset>/<name>``)."""
