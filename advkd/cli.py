@@ -25,6 +25,7 @@ from advkd.core.errors import AdvkdError, Interrupted
 from advkd.core.progress import Reporter, warn
 from advkd.core.version import __version__
 from advkd.data.loaders import DATASETS
+from advkd.evaluation.suites import DEFAULT_N_EXAMPLES
 from advkd.methods import METHODS, list_methods
 from advkd.training.config import SELECT_METRICS, TrainConfig, default_preset, list_presets, resolve_config
 
@@ -243,7 +244,7 @@ def _attack_help() -> str:
 
 
 def _evaluation_options(
-    n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = 1000,
+    n_examples: Annotated[int, typer.Option("--n-examples", "--n", help="Attack the first N test images (0 = all).")] = DEFAULT_N_EXAMPLES,
     attack_examples: Annotated[Optional[list[str]], typer.Option("--attack-examples", metavar="ATTACK=N", help="Score this attack on the first N of those images only, e.g. aa=100 (slow attacks). Repeatable.")] = None,
     model_dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset of an ARCH:weights.pt or robustbench:ID model (default cifar10; an advkd checkpoint says its own).")] = None,
     threat_model: Annotated[str, typer.Option("--threat-model", help="RobustBench threat model of a robustbench:ID model: Linf, L2 or corruptions.")] = "Linf",

@@ -128,3 +128,15 @@ def test_the_fake_calibration_of_the_tests_is_what_plans_use(tmp_path):
 
 def test_durations_are_rounded_like_estimates():
     assert [budget.duration(s) for s in (5, 600, 5 * 3600, 90 * 86400)] == ["5 s", "10 min", "5.0 h", "90 days"]
+
+
+def test_the_plan_prices_attacks_on_the_points_the_commands_will_score(tmp_path):
+    from advkd.evaluation.suites import DEFAULT_N_EXAMPLES
+    from advkd.report.plan import table_planner
+
+    def sizes(**kw):
+        planner, _ = table_planner("table2", preset="paper", runs_dir=tmp_path, only={"student": "resnet18", "teacher": "wrn34-10"}, **kw)
+        return {j.work.n_examples for j in planner.pending() if isinstance(j.work, AttackWork)}
+
+    assert sizes() == {DEFAULT_N_EXAMPLES}  # no --n-examples: the attack command's own default, not the whole test set
+    assert sizes(n_examples=0) == {0} and sizes(n_examples=200) == {200}

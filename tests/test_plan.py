@@ -130,3 +130,9 @@ def test_fig2_plan_sweeps_the_training_eps_and_fills_the_figure(tmp_path, capsys
     capsys.readouterr()
     assert main(args) == 0  # everything done: nothing left to run
     assert [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")] == []
+
+
+def test_n_examples_zero_reaches_the_attacks_as_the_whole_test_set(tmp_path, capsys):
+    assert main(["report", "table2", "--plan", "--preset", "mini", "--n-examples", "0", "--no-estimate", "--runs-dir", str(tmp_path)]) == 0
+    attacks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("advkd attack")]
+    assert attacks and all("--n-examples 0" in line for line in attacks)  # 0 = all, not "the command's default"

@@ -9,6 +9,7 @@ from advkd.attacks import ATTACKS
 from advkd.core.registry import Registry
 
 SUITES: Registry[tuple[str, ...]] = Registry("suite")
+DEFAULT_N_EXAMPLES = 1000  # test images `advkd attack` / `transfer-attack` score unless told (0 = all)
 
 
 def _suite(name: str, attacks: tuple[str, ...], help: str) -> None:

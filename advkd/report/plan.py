@@ -18,7 +18,7 @@ from pathlib import Path
 from advkd.core.errors import AdvkdError
 from advkd.core.runs import BEST, load_run, run_dir
 from advkd.evaluation.records import RESULTS_FILE, read_records
-from advkd.evaluation.suites import SUITES, suite_attacks
+from advkd.evaluation.suites import DEFAULT_N_EXAMPLES, SUITES, suite_attacks
 from advkd.report import build_table, canonical_id, lookup
 from advkd.report.budget import AttackWork, TrainWork, expected_accuracy
 from advkd.report.match import CSV_TO_RECORD_ATTACK
@@ -94,8 +94,8 @@ class Planner:
         self.student_preset, self.teacher_preset = _presets(paper, preset)
         evaluation = cached_preset(self.student_preset).evaluation
         n = n_examples if n_examples is not None else evaluation.get("n_examples")
-        self.n_examples = int(n or 0)  # 0: each attack command's own default (the budget prices the whole test set)
-        self.eval_args = ["--n-examples", str(n)] if n else []
+        self.n_examples: int | None = n  # None: each attack command's own default; 0: the whole test set
+        self.eval_args = [] if n is None else ["--n-examples", str(n)]
         self.attack_examples: dict[str, int] = dict(evaluation.get("attack_examples") or {})
         self.seeds: dict[str, int] = dict(evaluation.get("seeds") or {})
         self.scale = preset
@@ -209,7 +209,8 @@ class Planner:
             return None
         limits = tuple((a, k) for a, k in self.attack_examples.items() if a in attacks)
         crafter = self.standins.get(surrogate.parent, "") if surrogate is not None else ""
-        return AttackWork(arch, self.dataset_of(ckpt), tuple(attacks), self.n_examples, limits, self.accuracy, crafter)
+        n = DEFAULT_N_EXAMPLES if self.n_examples is None else self.n_examples
+        return AttackWork(arch, self.dataset_of(ckpt), tuple(attacks), n, limits, self.accuracy, crafter)
 
     def dataset_of(self, ckpt: Path) -> str:
         """The dataset of a run (its dir sits in ``<runs>/<kind>/<dataset>/<name>``)."""
