@@ -83,6 +83,7 @@ ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-c
 CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the student and teachers (default: on for CUDA, off for CPU).", show_default=False)]
 DataOnDeviceOpt = Annotated[Optional[bool], typer.Option("--data-on-device/--data-on-host", help="Keep the uint8 training set on the device and augment there (default), or on the host with pinned async copies.", show_default=False)]
 FoldBnOpt = Annotated[Optional[bool], typer.Option("--fold-bn/--no-fold-bn", help="Evaluate a copy of the model with eval-mode BatchNorm folded into the preceding convolutions (default on: same function, fewer passes).", show_default=False)]
+FreezeOpt = Annotated[Optional[bool], typer.Option("--freeze/--no-freeze", help="Answer the folded copy's no-grad forwards (score-based attacks, clean passes) with a frozen TorchScript copy (default: on for CPU, off for CUDA; gradients always come from the eager copy).", show_default=False)]
 
 
 def _print_version(value: bool) -> None:
@@ -255,6 +256,7 @@ def _evaluation_options(
     amp: EvalAmpOpt = None,
     channels_last: ChannelsLastOpt = None,
     fold_bn: FoldBnOpt = None,
+    freeze: FreezeOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -290,7 +292,7 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
         checkpoint, n_examples=opts["n_examples"], batch_size=opts["batch_size"], eps=opts["eps"], data_dir=g.data_dir,
         runs_dir=g.runs_dir, device=g.device, seed=g.seed, reporter=Reporter(), set_items=opts["set_items"], attack_examples=opts["attack_examples"],
         dataset=opts["model_dataset"], threat_model=opts["threat_model"],
-        fast_flags={k: opts[k] for k in ("amp", "channels_last", "fold_bn")}, **command_args,
+        fast_flags={k: opts[k] for k in ("amp", "channels_last", "fold_bn", "freeze")}, **command_args,
     )
     if not is_main():
         return

@@ -2,7 +2,9 @@
 
 advkd's side is what ``advkd attack`` runs for ``aa``: the model is folded once per call
 (``accel.eval_model(model, FastPaths(fold_bn=True))``: a traced copy with each conv->BN pair fused
-into the convolution, eval mode, parameters frozen) and ``advkd.attacks.build("aa", ...)`` runs the
+into the convolution, eval mode, parameters frozen, whose no-grad forwards -- Square's 5000
+queries, the prediction checks -- go through a frozen TorchScript copy on the CPU,
+:mod:`advkd.core.frozen`) and ``advkd.attacks.build("aa", ...)`` runs the
 library's four standard stages one after another on the still-robust points. The other side is
 one plain library call on the *unfolded* model in eval mode:
 ``pyautoattack.AutoAttack(model, norm="Linf", eps=8/255, version="standard", seed=0)
@@ -51,10 +53,13 @@ def bn_modules(module: nn.Module) -> int:
     return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def advkd_aa(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int, fold_bn: bool = True) -> tuple[Tensor, Tensor]:
-    """(x_adv, final robust flags) of advkd's staged ``aa`` on the folded copy, folding included:
-    ``advkd attack`` folds once per evaluation, so the fold is part of what it pays."""
-    net = accel.eval_model(model, accel.FastPaths(fold_bn=fold_bn))
+def advkd_aa(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int, paths: accel.FastPaths) -> tuple[Tensor, Tensor]:
+    """(x_adv, final robust flags) of advkd's staged ``aa`` on the evaluation copy, folding and
+    freezing included: ``advkd attack`` builds them once per evaluation, so they are part of what it pays."""
+    net = accel.eval_model(model, paths)
+    if paths.channels_last and net is not model:  # CUDA's default; the copy only: the library keeps the model as stored
+        net.to(memory_format=torch.channels_last)
+        x = accel.to_memory_format(x, paths)
     attack = attacks.build("aa", eps=EPS_TEXT, batch_size=batch_size, seed=SEED)
     x_adv = attack(net, x, y)
     return x_adv, attack.stage_flags["square"]
@@ -102,7 +107,7 @@ def compare(model: nn.Module, x: Tensor, y: Tensor, adv_a: tuple[Tensor, Tensor]
 
 def bench_autoattack(
     model: nn.Module, x: Tensor, y: Tensor, *, pairs: int = 4, batch_size: int = 500, device: torch.device,
-    log: Callable[[str], None], fold_bn: bool = True,
+    log: Callable[[str], None], fold_bn: bool = True, freeze: bool | None = None,
 ) -> dict[str, Any]:
     """Time advkd's ``aa`` on the folded copy and one plain library call, alternately
     (advkd, library, advkd, library, ...), ``pairs`` rounds in this process. The first pair is a
@@ -112,11 +117,12 @@ def bench_autoattack(
         raise ValueError("bench_autoattack needs pairs >= 2 (the first pair is discarded as warm-up)")
     model = model.to(device).eval()
     x, y = x.to(device), y.to(device)
+    paths = accel.resolve_fast_paths(device, fold_bn=fold_bn, freeze=freeze, amp_default=False)  # as advkd attack resolves them
     load_before = load_avg()
     last: dict[str, tuple[Tensor, Tensor]] = {}
 
     def run_advkd() -> None:
-        last["advkd"] = advkd_aa(model, x, y, batch_size=batch_size, fold_bn=fold_bn)
+        last["advkd"] = advkd_aa(model, x, y, batch_size=batch_size, paths=paths)
 
     def run_library() -> None:
         last["library"] = library_aa(model, x, y, batch_size=batch_size)
@@ -131,7 +137,7 @@ def bench_autoattack(
     ratio = l_s / a_s
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item() if len(x) else float("nan")
-    folded = accel.eval_model(model, accel.FastPaths(fold_bn=fold_bn))
+    folded = accel.eval_model(model, paths)
     result = {
         "n": len(x),
         "batch_size": batch_size,
@@ -139,7 +145,9 @@ def bench_autoattack(
         "seed": SEED,
         "pairs": pairs,
         "discarded_pairs": 1,
-        "fold_bn": fold_bn,
+        "fold_bn": paths.fold_bn,
+        "freeze": paths.freeze,
+        "channels_last": paths.channels_last,
         "bn_modules": bn_modules(model),
         "bn_modules_after_fold": bn_modules(folded),
         "clean_acc": clean,
@@ -153,8 +161,8 @@ def bench_autoattack(
         "advkd_robust_acc": last["advkd"][1].float().mean().item() if len(x) else float("nan"),
         "library_robust_acc": last["library"][1].float().mean().item() if len(x) else float("nan"),
         **compare(model, x, y, last["advkd"], last["library"]),
-        "advkd_spec": f"accel.eval_model(model, FastPaths(fold_bn={fold_bn})) + advkd.attacks.build('aa', eps='{EPS_TEXT}', "
-                      f"batch_size={batch_size}) (fold included in the timing)",
+        "advkd_spec": f"accel.eval_model(model, FastPaths(fold_bn={paths.fold_bn}, freeze={paths.freeze}, channels_last={paths.channels_last}))"
+                      f" + advkd.attacks.build('aa', eps='{EPS_TEXT}', batch_size={batch_size}) (fold and freeze included in the timing)",
         "library_spec": f"pyautoattack.AutoAttack(model, norm='Linf', eps=8/255, version='standard', seed={SEED})"
                         f".run_standard_evaluation(x, y, batch_size={batch_size}) on the unfolded model in eval mode",
         "load_avg_before": load_before,

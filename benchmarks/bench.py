@@ -538,6 +538,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation-attack benchmark")
     p.add_argument("--no-fold-bn", action="store_true", help="evaluation: attack the unfolded model (as advkd attack --no-fold-bn)")
+    p.add_argument("--no-freeze", action="store_true", help="evaluation: no frozen TorchScript copy for no-grad forwards (as advkd attack --no-freeze)")
     p.add_argument("--no-aa", action="store_true", help="skip the AutoAttack pair (advkd aa on the folded model vs one pyautoattack call)")
     p.add_argument("--aa-checkpoint", metavar="PATH", default=None,
                    help="model of the AutoAttack pair: an advkd checkpoint (or ARCH:weights.pt); default the random-init --eval-model")
@@ -619,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     if aa_setup is not None:
         aa_model, aa_x, aa_y, aa_info = aa_setup
         evaluation["autoattack"] = {**aa_info, **bench_autoattack(aa_model, aa_x, aa_y, pairs=args.aa_pairs, batch_size=args.batch,
-                                                                  device=device, log=log, fold_bn=not args.no_fold_bn)}
+                                                                  device=device, log=log, fold_bn=not args.no_fold_bn,
+                                                                  freeze=False if args.no_freeze else None)}
     load_after = load_avg()
     mem_methods = sorted({r["memory_method"] for r in results.values()})
     meta = {

@@ -20,7 +20,7 @@ from benchmarks import bench, first_run  # noqa: E402
 from benchmarks.autoattack_pair import bench_autoattack  # noqa: E402
 from benchmarks.floors import FLOORS, floor_for  # noqa: E402
 
-AA_KEYS = {"n", "batch_size", "pairs", "discarded_pairs", "fold_bn", "bn_modules", "bn_modules_after_fold", "advkd_s", "library_s",
+AA_KEYS = {"n", "batch_size", "pairs", "discarded_pairs", "fold_bn", "freeze", "channels_last", "bn_modules", "bn_modules_after_fold", "advkd_s", "library_s",
            "advkd_s_median", "library_s_median", "ratio", "ratio_min", "advkd_robust_acc", "library_robust_acc", "flags_equal",
            "flags_differ", "advkd_flags_rescored_equal", "x_adv_allclose", "x_adv_atol", "x_adv_points_differ", "x_adv_max_abs_diff",
            "load_avg_before", "load_avg_after"}

@@ -29,13 +29,15 @@ class FastPaths:
     asked for evaluation); ``data_on_device`` keeps the uint8 training set on the device (pinned
     host memory and asynchronous copies otherwise); ``fold_bn`` evaluates a copy of the model with
     each eval-mode BatchNorm folded into the convolution before it (the same function, one pass
-    fewer per layer; training never folds)."""
+    fewer per layer; training never folds); ``freeze`` answers that copy's no-grad forwards with a
+    frozen TorchScript copy (:mod:`advkd.core.frozen`; CPU default, unmeasured on CUDA)."""
 
     amp: bool = False
     channels_last: bool = False
     compile: bool = False
     data_on_device: bool = True
     fold_bn: bool = True
+    freeze: bool = True
 
     def as_record(self) -> dict[str, bool]:
         return asdict(self)
@@ -53,6 +55,7 @@ def resolve_fast_paths(
     compile: bool | None = None,
     data_on_device: bool | None = None,
     fold_bn: bool | None = None,
+    freeze: bool | None = None,
     amp_default: bool | None = None,
 ) -> FastPaths:
     """Fill unset switches with the device's defaults (CUDA: on; CPU: off; data on the device
@@ -68,6 +71,7 @@ def resolve_fast_paths(
         compile=cuda if compile is None else compile,
         data_on_device=True if data_on_device is None else data_on_device,
         fold_bn=True if fold_bn is None else fold_bn,
+        freeze=not cuda if freeze is None else freeze,
     )
 
 
@@ -176,9 +180,14 @@ def apply_checked(
 
 def eval_model(model: nn.Module, paths: FastPaths) -> nn.Module:
     """The module evaluation should call: ``model`` itself, or (``fold_bn``, eval mode) a traced
-    copy with conv->BN pairs folded. Pre-activation BNs (BN before its conv) stay as they are;
+    copy with conv->BN pairs folded, whose no-grad forwards go through a frozen copy when
+    ``freeze`` is on and amp is off. Pre-activation BNs (BN before its conv) stay as they are;
     a model torch.fx cannot trace is evaluated unfolded. ``model`` is never modified."""
     net = _folded(model) if paths.fold_bn and not model.training else model
+    if net is not model and paths.freeze and not paths.amp:
+        from advkd.core.frozen import FrozenInference
+
+        net = FrozenInference(net)
     return fp32_logits(net) if paths.amp else net
 
 

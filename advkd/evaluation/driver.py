@@ -236,7 +236,7 @@ def run_attack(
     (advkd checkpoint, ``ARCH:weights.pt``, ``robustbench:<id>``); ``dataset`` and
     ``threat_model`` tell the foreign forms what they are (an advkd checkpoint says it itself).
 
-    ``fast_flags``: amp / channels_last / fold_bn as given on the command line (None = default;
+    ``fast_flags``: amp / channels_last / fold_bn / freeze as given on the command line (None = default;
     evaluation runs in fp32 unless ``amp`` is set, and every record says which precision it used).
     """
     from advkd.core.distributed import pick_device
