@@ -17,19 +17,9 @@ from advkd.evaluation.records import read_records
 from advkd.models import build_model
 from advkd.models.checkpoint import load_checkpoint
 
+from tiny_nets import with_bn_statistics
+
 FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
-
-
-def _with_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running statistics and affine BN parameters, so folding has work to do."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 def test_defaults_are_on_for_cuda_and_off_for_cpu():
@@ -60,7 +50,7 @@ def test_autocast_runs_layers_in_bf16_and_returns_fp32_logits():
 
 def test_channels_last_and_compile_keep_the_function_and_the_parameter_names():
     torch.manual_seed(0)
-    model = _with_bn_statistics(build_model("resnet8", num_classes=10))
+    model = with_bn_statistics(build_model("resnet8", num_classes=10))
     reference = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(4, 3, 32, 32)
     expected = model(x)
@@ -78,7 +68,7 @@ def test_channels_last_and_compile_keep_the_function_and_the_parameter_names():
 
 def test_folding_bn_removes_every_conv_bn_pair_and_keeps_outputs_and_gradients():
     torch.manual_seed(0)
-    model = _with_bn_statistics(build_model("resnet8", num_classes=10))
+    model = with_bn_statistics(build_model("resnet8", num_classes=10))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = eval_model(model, FastPaths())
     assert folded is not model
@@ -166,7 +156,7 @@ def test_evaluate_folded_equals_unfolded_on_clean_points():
     torch.manual_seed(0)
     from advkd.data.loaders import load_split
 
-    model = _with_bn_statistics(build_model("tinycnn", num_classes=10))
+    model = with_bn_statistics(build_model("tinycnn", num_classes=10))
     data = load_split("synthetic", "test", ".").head(64)
     a = evaluate(model, data, [CLEAN], fast=FastPaths(fold_bn=False))[CLEAN]
     b = evaluate(model, data, [CLEAN], fast=FastPaths(fold_bn=True))[CLEAN]

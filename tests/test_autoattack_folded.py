@@ -2,7 +2,8 @@
 
 ``advkd attack`` (``advkd.evaluation.evaluate``) runs every attack, AutoAttack included, on
 ``accel.eval_model(model, FastPaths())``: a traced copy with each conv->BN pair folded into the
-convolution. Folding changes float rounding only, so the robust flags must be those of
+convolution, whose no-grad forwards (Square, the prediction checks) go through a frozen
+TorchScript copy on the CPU. Folding and freezing change float rounding only, so the robust flags must be those of
 ``pyautoattack.AutoAttack(...).run_standard_evaluation`` on the original model (the staged
 wrapper alone is checked against the library on one model in tests/test_attacks_blackbox.py).
 
@@ -94,8 +95,9 @@ def library_call(model: nn.Module, x: Tensor, y: Tensor, eps: float, stages: lis
 
 
 def folded_aa(model: nn.Module, x: Tensor, y: Tensor, eps: float):
-    """advkd's staged ``aa`` on the folded copy, as ``advkd attack`` runs it: (attack, x_adv, folded net)."""
-    net = accel.eval_model(model, accel.FastPaths(fold_bn=True))
+    """advkd's staged ``aa`` on the folded copy, as ``advkd attack`` runs it on the CPU (frozen no-grad
+    forwards): (attack, x_adv, folded net)."""
+    net = accel.eval_model(model, accel.FastPaths(fold_bn=True, freeze=True))
     attack = build("aa", eps=eps, batch_size=BS)
     return attack, attack(net, x, y), net
 
@@ -130,7 +132,7 @@ def test_aa_on_the_folded_copy_flags_like_a_library_call_on_the_unfolded_model(t
     base, x, y = trained
     model, eps = sharpened(base, SHARPEN), 8 / 255
     attack, x_adv, net = folded_aa(model, x, y, eps)
-    assert bn_count(net) == 0
+    assert bn_count(net) == 0 and net.frozen_keys  # the library's no-grad forwards went through the frozen copy
     flags = attack.stage_flags
     assert int(flags["clean"].sum()) >= 16
     assert int(flags["apgd-ce"].sum()) >= 4  # not trivial: APGD-CE leaves points for APGD-T
@@ -147,7 +149,8 @@ def test_aa_on_the_folded_copy_flags_like_a_library_call_on_the_unfolded_model(t
 def test_every_stage_on_the_folded_copy_flags_like_the_library(trained):
     model, x, y = trained
     eps = 4 / 255
-    attack, x_adv, _ = folded_aa(model, x, y, eps)
+    attack, x_adv, net = folded_aa(model, x, y, eps)
+    assert net.frozen_keys  # Square's 5000 queries ran on the frozen copy
     assert int(attack.stage_flags["square"].sum()) >= 2  # points survive all four stages
     x_lib, flags_lib = library_call(model, x, y, eps)
     assert_same_decisions(model, x, y, eps, attack, x_adv, x_lib, flags_lib)

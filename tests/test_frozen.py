@@ -9,13 +9,14 @@ from torch import nn
 from advkd.core.accel import FastPaths, eval_model, resolve_fast_paths
 from advkd.core.frozen import FrozenInference
 from advkd.models import build_model
-from tests.test_accel import _with_bn_statistics
+
+from tiny_nets import with_bn_statistics
 
 
 @pytest.fixture
 def resnet8() -> nn.Module:
     torch.manual_seed(0)
-    return _with_bn_statistics(build_model("resnet8", num_classes=10))
+    return with_bn_statistics(build_model("resnet8", num_classes=10))
 
 
 def test_no_grad_forwards_use_the_frozen_copy_and_equal_the_model_at_every_batch_size(resnet8):
@@ -88,3 +89,18 @@ def test_freeze_is_on_for_the_cpu_off_for_cuda_and_needs_the_folded_copy(resnet8
     assert not isinstance(eval_model(resnet8, FastPaths(freeze=False)), FrozenInference)
     assert eval_model(resnet8, FastPaths(fold_bn=False)) is resnet8  # --no-fold-bn: the model as stored, both paths
     assert not isinstance(eval_model(resnet8, FastPaths(amp=True)), FrozenInference)
+
+
+def test_attack_records_whether_the_frozen_copy_was_on(tmp_path, monkeypatch):
+    from advkd.cli import main
+    from advkd.evaluation.records import read_records
+
+    monkeypatch.setenv("ADVKD_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ADVKD_DATA_DIR", str(tmp_path / "data"))
+    fast = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
+    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *fast, "--device", "cpu"]) == 0
+    assert main(["attack", "--attacks", "square", "--n", "32", "--device", "cpu"]) == 0
+    assert main(["attack", "--attacks", "square", "--n", "32", "--device", "cpu", "--no-freeze"]) == 0
+    frozen, eager = [r for r in read_records(tmp_path / "runs" / "results.jsonl") if r["attack"] == "square"]
+    assert frozen["fast_paths"]["freeze"] is True and eager["fast_paths"]["freeze"] is False
+    assert frozen["robust_flags"] == eager["robust_flags"]  # the same function: the same score-based decisions

@@ -85,3 +85,16 @@ def trained_classifier(n_test: int) -> tuple[nn.Module, torch.Tensor, torch.Tens
     model.eval()
     opt.zero_grad(set_to_none=True)
     return model, xte, yte
+
+
+def with_bn_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """``model`` in eval mode with non-trivial BN running statistics and affine parameters, so
+    folding BN into the convolutions has work to do."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
