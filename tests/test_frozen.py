@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advkd.core.accel import FastPaths, eval_model, resolve_fast_paths
-from advkd.core.frozen import FrozenInference
+from advkd.core.frozen import FREEZE_AFTER, FrozenInference
 from advkd.models import build_model
 
 from tiny_nets import with_bn_statistics
@@ -19,10 +19,19 @@ def resnet8() -> nn.Module:
     return with_bn_statistics(build_model("resnet8", num_classes=10))
 
 
+def warm(net: nn.Module, n: int = 4) -> None:
+    """The no-grad calls after which ``net`` builds its frozen copy."""
+    with torch.no_grad():
+        for _ in range(FREEZE_AFTER):
+            net(torch.rand(n, 3, 32, 32))
+
+
 def test_no_grad_forwards_use_the_frozen_copy_and_equal_the_model_at_every_batch_size(resnet8):
     net = eval_model(resnet8, FastPaths())
-    assert isinstance(net, FrozenInference) and net.frozen_keys == []
-    for n in (5, 1, 3, 16):  # traced on two images of the first call, then other sizes
+    assert isinstance(net, FrozenInference)
+    warm(net)
+    assert net.frozen_keys == []  # a few no-grad calls (a clean pass) never pay for freezing
+    for n in (5, 1, 3, 16):  # traced on two images of the first frozen call, then other sizes
         x = torch.rand(n, 3, 32, 32)
         with torch.no_grad():
             got, want = net(x), resnet8(x)
@@ -35,6 +44,7 @@ def test_no_grad_forwards_use_the_frozen_copy_and_equal_the_model_at_every_batch
 def test_input_gradients_come_from_the_eager_graph(resnet8, monkeypatch):
     net = eval_model(resnet8, FastPaths())
     x = torch.rand(4, 3, 32, 32)
+    warm(net)
     with torch.no_grad():
         net(x)  # builds the frozen copy
     calls = []
@@ -56,8 +66,10 @@ def test_parameters_that_need_gradients_keep_the_eager_graph():
     graph = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)))
     graph(torch.rand(2, 3, 8, 8))
     net = FrozenInference(graph)
-    out = net(torch.rand(2, 3, 8, 8))  # grad mode, parameters trainable: a caller may want their .grad
-    assert out.requires_grad and net.frozen_keys == []
+    for _ in range(FREEZE_AFTER + 1):
+        out = net(torch.rand(2, 3, 8, 8))  # grad mode, parameters trainable: a caller may want their .grad
+        assert out.requires_grad
+    assert net.frozen_keys == [] and net._calls == {}
 
 
 def test_a_trace_that_specialises_on_the_batch_size_is_never_used():
@@ -66,7 +78,7 @@ def test_a_trace_that_specialises_on_the_batch_size_is_never_used():
             return x.flatten(1).sum(1) + torch.arange(int(x.shape[0]), dtype=x.dtype)
 
     net = FrozenInference(Sized())
-    for n in (4, 7, 1):
+    for n in (4,) * FREEZE_AFTER + (4, 7, 1):
         x = torch.rand(n, 3, 2, 2)
         with torch.no_grad():
             torch.testing.assert_close(net(x), Sized()(x))
@@ -76,9 +88,10 @@ def test_a_trace_that_specialises_on_the_batch_size_is_never_used():
 def test_autocast_empty_and_non_tensor_inputs_stay_on_the_eager_graph(resnet8):
     net = eval_model(resnet8, FastPaths())
     with torch.no_grad():
-        assert net(torch.rand(0, 3, 32, 32)).shape == (0, 10)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert net(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
+        for _ in range(FREEZE_AFTER + 1):
+            assert net(torch.rand(0, 3, 32, 32)).shape == (0, 10)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                assert net(torch.rand(2, 3, 32, 32)).dtype == torch.bfloat16
     assert net.frozen_keys == []
 
 
@@ -104,3 +117,13 @@ def test_attack_records_whether_the_frozen_copy_was_on(tmp_path, monkeypatch):
     frozen, eager = [r for r in read_records(tmp_path / "runs" / "results.jsonl") if r["attack"] == "square"]
     assert frozen["fast_paths"]["freeze"] is True and eager["fast_paths"]["freeze"] is False
     assert frozen["robust_flags"] == eager["robust_flags"]  # the same function: the same score-based decisions
+
+
+def test_non_finite_outputs_keep_the_eager_graph(resnet8):
+    with torch.no_grad():
+        next(resnet8.parameters()).fill_(float("inf"))
+    net = eval_model(resnet8, FastPaths())
+    warm(net)
+    with torch.no_grad():
+        out = net(torch.rand(3, 3, 32, 32))
+    assert not torch.isfinite(out).all() and net.frozen_keys == [] and net._frozen  # tried, refused
