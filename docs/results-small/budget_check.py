@@ -1,8 +1,9 @@
-"""How close `report --plan`'s budget came to the measured `make reproduce-small` run.
+"""How close `report --plan`'s budget came to a measured `make reproduce-small` (or `reproduce-mini`) run.
 
-    python docs/results-small/budget_check.py RUNS_DIR [--disturbed RUN,RUN...] > docs/results-small/budget.md
+    python docs/results-small/budget_check.py RUNS_DIR [--pauses FILE] > docs/results-small/budget.md
+    python docs/results-small/budget_check.py RUNS_DIR --target reproduce-mini > docs/results-small/budget-mini.md
 
-Plans both tables of the target against an empty runs dir (so every job is priced, as a plan on a
+Plans the tables of the Makefile target against an empty runs dir (so every job is priced, as a plan on a
 fresh clone prices it), prices them with this machine's calibration, and sets each estimate beside
 what the run in RUNS_DIR measured: a training job's epoch seconds (metrics.jsonl, each epoch's
 training and monitor), an attack job's record seconds (results.jsonl, every attack of that
@@ -29,16 +30,20 @@ from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.report.budget import device_text, estimate_works, train_config
 from advkd.report.plan import table_planner
 
-PLANS = [  # as the Makefile's reproduce-small target
-    ("table2", {"student": "resnet18", "teacher": "wrn34-10"}),
-    ("bmtard-table3", {"student": "resnet18", "dataset": "cifar10", "method": "rslad,mtard,bmtard"}),
-]
+TARGETS = {  # Makefile target -> (preset, --n-examples, [(table, --only filters)]), as the Makefile plans it
+    "reproduce-small": ("small", None, [
+        ("table2", {"student": "resnet18", "teacher": "wrn34-10"}),
+        ("bmtard-table3", {"student": "resnet18", "dataset": "cifar10", "method": "rslad,mtard,bmtard"}),
+    ]),
+    "reproduce-mini": ("mini", 200, [("table2", {"student": "resnet18", "teacher": "wrn34-10"})]),
+}
 
 
-def planned_jobs(empty: Path) -> list:
+def planned_jobs(empty: Path, target: str) -> list:
+    preset, n_examples, plans = TARGETS[target]
     jobs, seen = [], set()
-    for table, only in PLANS:
-        planner, _ = table_planner(table, preset="small", runs_dir=empty, only=only)
+    for table, only in plans:
+        planner, _ = table_planner(table, preset=preset, runs_dir=empty, only=only, n_examples=n_examples)
         for job in planner.pending():
             if job.key not in seen:
                 seen.add(job.key)
@@ -92,13 +97,14 @@ def measured(job, empty: Path, runs: Path, pauses: list[tuple[float, float]]) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs_dir", type=Path)
+    p.add_argument("--target", choices=sorted(TARGETS), default="reproduce-small", help="the Makefile target that filled RUNS_DIR")
     p.add_argument("--pauses", type=Path, default=None, help="file of 'stop EPOCH_S' / 'cont EPOCH_S' lines: when the run was paused")
     args = p.parse_args(argv)
     pauses = read_pauses(args.pauses)
     device = pick_device("auto")
     with tempfile.TemporaryDirectory() as tmp:
         empty = Path(tmp)
-        jobs = planned_jobs(empty)
+        jobs = planned_jobs(empty, args.target)
         prices = estimate_works([j.work for j in jobs], runs_dir=args.runs_dir, device=device,
                                 log=lambda line: print(line, file=sys.stderr))
         rows, ratios, est_total, got_total = [], [], 0.0, 0.0
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(price.seconds / quiet)
             est_total += price.seconds
             got_total += quiet
-    print(f"Estimates on {device_text(device)}, torch {torch.__version__}; measured: the run in `{args.runs_dir}`.\n")
+    print(f"Estimates on {device_text(device)}, torch {torch.__version__}; measured: the `make {args.target}` run in `{args.runs_dir}`.\n")
     print("| command | run / checkpoint | estimate (min) | recorded (min) | quiet (min) | estimate / quiet |")
     print("|---|---|---:|---:|---:|---:|")
     print("\n".join(rows))
