@@ -3,13 +3,16 @@
 Score-based attacks (Square's 5000 queries in AutoAttack, RayS, SPSA), FAB's and AutoAttack's
 prediction checks and every clean pass call the model under ``torch.no_grad()``. A frozen
 TorchScript copy (``torch.jit.freeze`` + ``optimize_for_inference``) answers those calls with the
-weights pre-packed for oneDNN and conv+ReLU fused, which on a CPU is 7-40 % faster per forward
-than the eager graph (ResNet-8 at batch 9: 5.7 -> 4.1 ms). Calls that need an input gradient
-still go through the eager (folded) graph, so gradients are exactly what they were.
+weights pre-packed for oneDNN and conv+ReLU fused. Measured on a 2-core CPU at batch 4, a
+forward is 7-40 % faster than the eager graph's (ResNet-18 and WRN-34-10 7-8 %, ResNet-8 and
+MobileNetV2 35-40 %); a whole AutoAttack run on a ResNet-8 is 1.11x faster
+(``benchmarks/freeze_ab.py``). Calls that need an input gradient still go through the eager
+(folded) graph, so gradients are exactly what they were.
 
 The copy is built lazily, at the ``FREEZE_AFTER``-th no-grad call of the same device, dtype and
-rank (a clean pass over a few batches never pays for it; Square's 5000 queries do): it is traced on (at most) two of the call's images and checked on one against the eager graph, so
-a trace that specialised on the batch size or computes something else is never used (that key
+rank (a clean pass over a few batches never pays for it; Square's 5000 queries do). It is traced
+on (at most) two of the call's images and checked on one against the eager graph, so a trace
+that specialised on the batch size or computes something else is never used (that key
 then stays on the eager graph). Only a ``torch.fx`` graph is frozen: fx could trace it
 symbolically, so it has no data-dependent control flow a TorchScript trace would bake in.
 """

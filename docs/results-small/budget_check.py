@@ -83,7 +83,8 @@ def measured(job, empty: Path, runs: Path, pauses: list[tuple[float, float]]) ->
     ckpt = Path(job.command.split()[2]).relative_to(empty)
     newest: dict[str, float] = {}
     for r in read_records(runs / RESULTS_FILE):
-        if r.get("checkpoint") in (str(ckpt), str(runs / ckpt)):
+        recorded = str(r.get("checkpoint", ""))
+        if recorded == str(ckpt) or recorded.endswith(f"/{ckpt}"):  # relative, or absolute under whichever runs dir ran it
             end = datetime.strptime(r["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
             seconds = float(r["seconds"])
             newest[r["attack"]] = seconds - _paused_within(end - seconds, end, pauses)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(price.seconds / quiet)
             est_total += price.seconds
             got_total += quiet
-    print(f"Estimates on {device_text(device)}, torch {torch.__version__}; measured: the `make {args.target}` run in `{args.runs_dir}`.\n")
+    print(f"Estimates on {device_text(device)}, torch {torch.__version__}; measured: the jobs of `make {args.target}` recorded in `{args.runs_dir}` (a job without records: not run).\n")
     print("| command | run / checkpoint | estimate (min) | recorded (min) | quiet (min) | estimate / quiet |")
     print("|---|---|---:|---:|---:|---:|")
     print("\n".join(rows))
