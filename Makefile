@@ -61,6 +61,7 @@ reproduce-small: install
 AA_CHECKPOINT ?= $(wildcard $(DEMO_STUDENT))
 bench: install
 	$(BIN)/python -m benchmarks.bench $(if $(AA_CHECKPOINT),--aa-checkpoint $(AA_CHECKPOINT))
+	$(BIN)/python -m benchmarks.first_run $(if $(AA_CHECKPOINT),--checkpoint $(AA_CHECKPOINT),--quick) --out benchmarks/results/first-run-latest.json
 
 clean-demo:
 	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-akd-wrn34-10-mini-s0
