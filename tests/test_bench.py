@@ -90,16 +90,21 @@ def test_autoattack_pair_discards_the_warm_up_pair_and_compares_both_sides():
     pytest.importorskip("pyautoattack")
     torch.manual_seed(0)
     model = build_model("tinycnn", num_classes=10).eval()
-    x, y = torch.rand(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    x = torch.rand(8, 3, 16, 16)
+    with torch.no_grad():  # sharper convs and labels = predictions: every point is attacked and APGD breaks it (short runs)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(3)
+        y = model(x).argmax(1)
     lines: list[str] = []
-    r = bench_autoattack(model, x, y, pairs=3, batch_size=4, device=torch.device("cpu"), log=lines.append)
+    r = bench_autoattack(model, x, y, pairs=2, batch_size=4, device=torch.device("cpu"), log=lines.append)
     assert set(r) >= AA_KEYS
-    assert len(r["advkd_s"]) == len(r["library_s"]) == 3
+    assert len(r["advkd_s"]) == len(r["library_s"]) == 2
     assert r["advkd_s_median"] == statistics.median(r["advkd_s"][1:])  # the first pair is the warm-up
     assert r["library_s_median"] == statistics.median(r["library_s"][1:])
     assert r["ratio"] == pytest.approx(r["library_s_median"] / r["advkd_s_median"])
     assert r["bn_modules"] == 2 and r["bn_modules_after_fold"] == 0
-    assert r["flags_equal"] is True and r["flags_differ"] == 0  # random init: APGD-CE breaks both sides alike
+    assert r["flags_equal"] is True and r["flags_differ"] == 0  # APGD breaks both sides alike
     assert all(p.grad is None for p in model.parameters())  # the library's FAB grads are dropped
     assert len(lines) == 1 and "eval aa" in lines[0]
     with pytest.raises(ValueError, match="pairs >= 2"):
@@ -144,3 +149,32 @@ def test_first_run_quick_writes_one_fresh_process_per_job_and_malloc(tmp_path, c
     printed = capsys.readouterr().out
     assert "| job | malloc | first run s | second run s | first/second |" in printed
     assert printed.count("| autoattack |") == 2 and printed.count("| train-epoch |") == 2
+
+
+# ------------------------------------------------------------------------------ the frozen path on and off
+
+
+def test_freeze_ab_times_three_sides_per_round_and_takes_medians_after_the_warm_up(tmp_path, monkeypatch):
+    pytest.importorskip("pyautoattack")
+    from benchmarks import freeze_ab
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()  # APGD-CE breaks it: each run is short
+    x = torch.rand(6, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    monkeypatch.setattr(freeze_ab, "load_points", lambda *a, **k: (model, x, y, {"model": "tinycnn", "init": "random"}))
+    seen: list[bool] = []
+    real = freeze_ab.advkd_aa
+    monkeypatch.setattr(freeze_ab, "advkd_aa", lambda *a, paths, **k: (seen.append(paths.freeze), real(*a, paths=paths, **k))[1])
+    out = tmp_path / "ab.json"
+    assert freeze_ab.main(["--aa-checkpoint", "unused", "--rounds", "3", "--batch", "4", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert seen == [True, False] * 3  # frozen, then --no-freeze, each round
+    assert all(len(r["seconds"][s]) == 3 for s in freeze_ab.SIDES)
+    for s in freeze_ab.SIDES:
+        assert r["median_s"][s] == statistics.median(r["seconds"][s][1:])  # the first round is the warm-up
+    assert r["library_over_frozen"] == pytest.approx(r["median_s"]["library"] / r["median_s"]["frozen"])
+    assert r["eager_over_frozen"] == pytest.approx(r["median_s"]["eager"] / r["median_s"]["frozen"])
+    with pytest.raises(SystemExit):
+        freeze_ab.main(["--aa-checkpoint", "unused", "--rounds", "1"])
