@@ -302,7 +302,7 @@ def eval_pairs(model: torch.nn.Module) -> list[dict[str, Any]]:
     ]
 
 
-def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None], *, fold_bn: bool = True, freeze: bool = True) -> dict[str, Any]:
+def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None], *, fold_bn: bool = True, freeze: bool | None = None) -> dict[str, Any]:
     try:
         import torchattacks  # noqa: F401
     except ImportError:
@@ -312,6 +312,7 @@ def bench_eval(setup: Setup, eval_model: str, log: Callable[[str], None], *, fol
     model = build_model(eval_model, num_classes=10).to(device).eval()
     with torch.no_grad():
         clean_acc = (model(x).argmax(1) == y).float().mean().item()
+    freeze = accel.resolve_fast_paths(device, freeze=freeze).freeze  # None: advkd attack's default for the device
     out: dict[str, Any] = {"model": eval_model, "init": "random (fixed seed)", "clean_acc": clean_acc, "fold_bn": fold_bn, "freeze": freeze, "attacks": {}}
     # advkd attacks what ``advkd attack`` attacks: the BN-folded copy (same function) by default
     net = accel.eval_model(model, accel.FastPaths(fold_bn=fold_bn, freeze=freeze))
@@ -616,12 +617,13 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"--aa-checkpoint {args.aa_checkpoint}: {e}")
     teachers = make_teachers(setup)
     results = {name: bench_method(name, setup, teachers, log) for name in names}
-    evaluation = {} if args.no_eval else bench_eval(setup, args.eval_model, log, fold_bn=not args.no_fold_bn, freeze=not args.no_freeze)
+    freeze = False if args.no_freeze else None  # None: the device's default, as advkd attack resolves it
+    evaluation = {} if args.no_eval else bench_eval(setup, args.eval_model, log, fold_bn=not args.no_fold_bn, freeze=freeze)
     if aa_setup is not None:
         aa_model, aa_x, aa_y, aa_info = aa_setup
         evaluation["autoattack"] = {**aa_info, **bench_autoattack(aa_model, aa_x, aa_y, pairs=args.aa_pairs, batch_size=args.batch,
                                                                   device=device, log=log, fold_bn=not args.no_fold_bn,
-                                                                  freeze=False if args.no_freeze else None)}
+                                                                  freeze=freeze)}
     load_after = load_avg()
     mem_methods = sorted({r["memory_method"] for r in results.values()})
     meta = {

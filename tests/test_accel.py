@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from tiny_runs import FAST
 from torch import nn
 
 from advkd.cli import main
@@ -18,8 +19,6 @@ from advkd.models import build_model
 from advkd.models.checkpoint import load_checkpoint
 
 from tiny_nets import with_bn_statistics
-
-FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
 
 
 def test_defaults_are_on_for_cuda_and_off_for_cpu():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_runs import FAST
 from torch import nn
 
 from advkd.core.accel import FastPaths, eval_model, resolve_fast_paths
@@ -110,8 +111,7 @@ def test_attack_records_whether_the_frozen_copy_was_on(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ADVKD_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("ADVKD_DATA_DIR", str(tmp_path / "data"))
-    fast = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
-    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *fast, "--device", "cpu"]) == 0
+    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu"]) == 0
     assert main(["attack", "--attacks", "square", "--n", "32", "--device", "cpu"]) == 0
     assert main(["attack", "--attacks", "square", "--n", "32", "--device", "cpu", "--no-freeze"]) == 0
     frozen, eager = [r for r in read_records(tmp_path / "runs" / "results.jsonl") if r["attack"] == "square"]

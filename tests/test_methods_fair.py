@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_runs import FAST
 from torch import nn
 
 from advkd.attacks.engine import random_start
@@ -582,7 +583,6 @@ def test_resume_state_is_validated():
 # ============================================================================ CLI end to end
 
 
-FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_runs import FAST
 from torch import nn
 
 from advkd.attacks.engine import random_start
@@ -499,7 +500,6 @@ def test_iad2_teachers_run_once_each_on_x_adv(batch):
 
 # ----------------------------------------------------------------------------- CLI end to end
 
-FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from advkd.core.progress import Reporter
 from advkd.training.config import TrainConfig
 
 CPU = torch.device("cpu")
+# CLI flags of a one-epoch run on 64 synthetic images with 2-step inner attacks (seconds per run)
+FAST = ["--dataset", "synthetic", "--epochs", "1", "--train-subset", "64", "--n-examples", "32", "--batch-size", "32", "--set", "method.steps=2"]
 
 
 def tiny_cfg(**kw) -> TrainConfig:
