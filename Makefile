@@ -60,6 +60,7 @@ reproduce-small: install
 # The AutoAttack pair times a trained model: the demo's student when `make demo` has made it.
 AA_CHECKPOINT ?= $(wildcard $(DEMO_STUDENT))
 bench: install
+	$(BIN)/python -m benchmarks.cpu_paths
 	$(BIN)/python -m benchmarks.bench $(if $(AA_CHECKPOINT),--aa-checkpoint $(AA_CHECKPOINT))
 	$(BIN)/python -m benchmarks.first_run $(if $(AA_CHECKPOINT),--checkpoint $(AA_CHECKPOINT),--quick) --out benchmarks/results/first-run-latest.json
 

@@ -77,10 +77,10 @@ DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the data
 AttackSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Attack parameter: ATTACK.PARAM=VALUE (aa.version=plus, square.n_queries=1000, cwinf.step_size=2/255). Repeatable.")]
 DatasetOpt = Annotated[Dataset, typer.Option("--dataset", help="Dataset.")]
 # speed switches (advkd.core.accel): None = the device's default
-AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: on for CUDA, off for CPU).", show_default=False)]
+AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: on for CUDA and for CPUs with native bf16; the run's first lines say which ran).", show_default=False)]
 EvalAmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the attacked model (default off: fp32; each record names its precision).", show_default=False)]
-ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for CUDA, off for CPU).", show_default=False)]
-CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the student and teachers (default: on for CUDA, off for CPU).", show_default=False)]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for CUDA and for AVX-512 CPUs, where it measures faster).", show_default=False)]
+CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the student and teachers (default: on for CUDA, off for CPU, where it does not pay back within a mini run).", show_default=False)]
 DataOnDeviceOpt = Annotated[Optional[bool], typer.Option("--data-on-device/--data-on-host", help="Keep the uint8 training set on the device and augment there (default), or on the host with pinned async copies.", show_default=False)]
 FoldBnOpt = Annotated[Optional[bool], typer.Option("--fold-bn/--no-fold-bn", help="Evaluate a copy of the model with eval-mode BatchNorm folded into the preceding convolutions (default on: same function, fewer passes).", show_default=False)]
 FreezeOpt = Annotated[Optional[bool], typer.Option("--freeze/--no-freeze", help="Answer the folded copy's no-grad forwards (score-based attacks, clean passes) with a frozen TorchScript copy (default: on for CPU, off for CUDA; gradients always come from the eager copy).", show_default=False)]

@@ -57,8 +57,7 @@ def advkd_aa(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int, paths: 
     """(x_adv, final robust flags) of advkd's staged ``aa`` on the evaluation copy, folding and
     freezing included: ``advkd attack`` builds them once per evaluation, so they are part of what it pays."""
     net = accel.eval_model(model, paths)
-    if paths.channels_last and net is not model:  # CUDA's default; the copy only: the library keeps the model as stored
-        net.to(memory_format=torch.channels_last)
+    if paths.channels_last and net is not model:  # the copy only (eval_model made it channels-last): the library keeps the model as stored
         x = accel.to_memory_format(x, paths)
     attack = attacks.build("aa", eps=EPS_TEXT, batch_size=batch_size, seed=SEED)
     x_adv = attack(net, x, y)
@@ -107,7 +106,7 @@ def compare(model: nn.Module, x: Tensor, y: Tensor, adv_a: tuple[Tensor, Tensor]
 
 def bench_autoattack(
     model: nn.Module, x: Tensor, y: Tensor, *, pairs: int = 4, batch_size: int = 500, device: torch.device,
-    log: Callable[[str], None], fold_bn: bool = True, freeze: bool | None = None,
+    log: Callable[[str], None], fold_bn: bool = True, freeze: bool | None = None, channels_last: bool | None = None,
 ) -> dict[str, Any]:
     """Time advkd's ``aa`` on the folded copy and one plain library call, alternately
     (advkd, library, advkd, library, ...), ``pairs`` rounds in this process. The first pair is a
@@ -117,7 +116,7 @@ def bench_autoattack(
         raise ValueError("bench_autoattack needs pairs >= 2 (the first pair is discarded as warm-up)")
     model = model.to(device).eval()
     x, y = x.to(device), y.to(device)
-    paths = accel.resolve_fast_paths(device, fold_bn=fold_bn, freeze=freeze, amp_default=False)  # as advkd attack resolves them
+    paths = accel.resolve_fast_paths(device, fold_bn=fold_bn, freeze=freeze, channels_last=channels_last, amp_default=False)  # as advkd attack
     load_before = load_avg()
     last: dict[str, tuple[Tensor, Tensor]] = {}
 

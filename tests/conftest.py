@@ -40,4 +40,4 @@ def fake_calibration(monkeypatch):
     from advkd.report import budget
 
     monkeypatch.setattr(budget, "real_time_network", budget.time_network, raising=False)
-    monkeypatch.setattr(budget, "time_network", lambda arch, dataset, device: budget.NetCost(**FAKE_NET_COST))
+    monkeypatch.setattr(budget, "time_network", lambda arch, dataset, device, paths=None: budget.NetCost(**FAKE_NET_COST))

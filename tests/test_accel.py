@@ -21,7 +21,10 @@ from advkd.models.checkpoint import load_checkpoint
 from tiny_nets import with_bn_statistics
 
 
-def test_defaults_are_on_for_cuda_and_off_for_cpu():
+def test_defaults_are_on_for_cuda_and_measured_for_the_cpu(monkeypatch):
+    from advkd.core import cpu as cpu_probe
+
+    monkeypatch.setattr(cpu_probe, "probe", lambda: cpu_probe.CpuProfile("AVX2", frozenset({"avx2"})))  # no measured fast path
     cpu = resolve_fast_paths(torch.device("cpu"))
     assert (cpu.amp, cpu.channels_last, cpu.compile) == (False, False, False)
     assert cpu.data_on_device and cpu.fold_bn and cpu.precision == "fp32"
@@ -121,9 +124,10 @@ def env(tmp_path, monkeypatch):
 
 
 def test_training_switches_reach_the_loop_and_the_checkpoint(env):
-    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu", "--name", "plain"]) == 0
-    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu", "--name", "cl", "--channels-last"]) == 0
-    assert main(["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu", "--name", "amp", "--amp"]) == 0
+    run = ["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu"]
+    assert main([*run, "--name", "plain", "--no-amp", "--no-channels-last"]) == 0
+    assert main([*run, "--name", "cl", "--channels-last", "--no-amp"]) == 0
+    assert main([*run, "--name", "amp", "--amp", "--no-channels-last"]) == 0
     root = env / "runs" / "pretrain-teacher" / "synthetic"
     plain, meta_plain = load_checkpoint(root / "plain" / "last.safetensors")
     cl, meta_cl = load_checkpoint(root / "cl" / "last.safetensors")

@@ -154,3 +154,32 @@ def test_every_stage_on_the_folded_copy_flags_like_the_library(trained):
     assert int(attack.stage_flags["square"].sum()) >= 2  # points survive all four stages
     x_lib, flags_lib = library_call(model, x, y, eps)
     assert_same_decisions(model, x, y, eps, attack, x_adv, x_lib, flags_lib)
+
+
+def test_aa_on_a_channels_last_copy_flags_like_the_library(trained):
+    """The CPU default on AVX-512 machines: the folded copy in channels-last, fed channels-last
+    inputs as ``advkd attack`` does. The library views gradients as (n, -1), which channels-last
+    strides refuse: advkd hands it NCHW at the boundary (accel.NCHWBoundary) and keeps the layout inside."""
+    base, x, y = trained
+    model, eps = sharpened(base, SHARPEN), 8 / 255
+    paths = accel.FastPaths(fold_bn=True, freeze=True, channels_last=True)
+    net = accel.eval_model(model, paths)
+    conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x_cl = accel.to_memory_format(x, paths)
+    assert accel.is_channels_last(x_cl)
+    attack = build("aa", eps=eps, batch_size=BS)
+    x_adv = attack(net, x_cl, y)
+    x_lib, flags_lib = library_call(model, x, y, eps)
+    assert_same_decisions(model, x, y, eps, attack, x_adv, x_lib, flags_lib)
+
+
+def test_the_nchw_boundary_gives_contiguous_input_gradients_equal_to_the_plain_ones(trained):
+    model, x, y = trained
+    inner = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    wrapped = accel.NCHWBoundary(inner)
+    xr, xw = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    g_plain, = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+    g_wrapped, = torch.autograd.grad(F.cross_entropy(wrapped(xw), y), xw)
+    assert g_wrapped.is_contiguous() and g_wrapped.view(len(x), -1).shape == (len(x), 3 * 8 * 8)
+    torch.testing.assert_close(g_wrapped, g_plain, rtol=1e-4, atol=1e-6)

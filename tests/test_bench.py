@@ -178,3 +178,35 @@ def test_freeze_ab_times_three_sides_per_round_and_takes_medians_after_the_warm_
     assert r["eager_over_frozen"] == pytest.approx(r["median_s"]["eager"] / r["median_s"]["frozen"])
     with pytest.raises(SystemExit):
         freeze_ab.main(["--aa-checkpoint", "unused", "--rounds", "1"])
+
+
+# ------------------------------------------------------------------------------ CPU default paths (benchmarks/cpu_paths.py)
+
+
+def test_cpu_paths_times_the_device_default_against_fp32_nchw(tmp_path, capsys):
+    from benchmarks import cpu_paths
+
+    from advkd.core import accel
+
+    out = tmp_path / "cpu-paths.json"
+    assert cpu_paths.main(["--quick", "--methods", "pgd-at,rslad", "--repeats", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert list(data["methods"]) == ["pgd-at", "rslad"]
+    assert data["meta"]["paths"] == accel.device_defaults(torch.device("cpu")).describe()
+    assert data["meta"]["peak_gflops"]["fp32"] > 0 and data["meta"]["peak_gflops"]["bf16"] > 0
+    for r in data["methods"].values():
+        assert len(r["default_s"]) == len(r["plain_s"]) >= 1
+        assert r["speedup"] == pytest.approx(r["plain_s_median"] / r["default_s_median"])
+        assert r["floor_gflop"] > 0 and r["default_peak_fraction"] > 0 and r["plain_peak_fraction"] > 0
+    assert "speed-up" in capsys.readouterr().out and "| rslad |" in cpu_paths.markdown(data)
+    assert set(data["below_target"]) <= {"pgd-at", "rslad"}
+
+
+def test_the_roofline_counts_a_floors_flops_by_hand():
+    """natural's floor on a linear net: forward 2·B·in·out, backward the weight gradient only (the
+    input needs none), 2·B·in·out: 4·B·in·out FLOPs."""
+    from benchmarks import cpu_paths
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    assert cpu_paths.floor_flops("natural", net, {}, x, y, epoch=0) == 4 * 4 * 3072 * 10

@@ -44,7 +44,7 @@ def test_a_real_calibration_times_three_passes_of_the_network():
 
 def test_calibration_is_cached_per_device_and_times_only_new_networks(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(budget, "time_network", lambda a, d, dev: calls.append(a) or NetCost(1.0, 2.0, 3.0, 2.5, 4))
+    monkeypatch.setattr(budget, "time_network", lambda a, d, dev, paths=None: calls.append(a) or NetCost(1.0, 2.0, 3.0, 2.5, 4))
     cpu = torch.device("cpu")
     first = budget.calibrate({("tinycnn", "synthetic")}, cpu, tmp_path)
     again = budget.calibrate({("tinycnn", "synthetic"), ("resnet8", "synthetic")}, cpu, tmp_path)
@@ -56,6 +56,25 @@ def test_calibration_is_cached_per_device_and_times_only_new_networks(tmp_path, 
     monkeypatch.setenv("ADVKD_CALIBRATION_DIR", str(tmp_path / "shared"))
     budget.calibrate({("tinycnn", "synthetic")}, cpu, tmp_path)
     assert calls[-1] == "tinycnn" and (tmp_path / "shared" / path.name).is_file()
+
+
+def test_training_and_attacks_are_calibrated_under_the_paths_they_run_with(tmp_path, monkeypatch):
+    """A training run's passes under the training defaults (bf16 + channels-last on a CPU with
+    native bf16), an attack's under the evaluation defaults (fp32 + channels-last), cached apart."""
+    from advkd.core import cpu as cpu_probe
+
+    monkeypatch.setattr(cpu_probe, "probe", lambda: cpu_probe.CpuProfile("AVX512", frozenset({"avx512_bf16"})))
+    seen = []
+    monkeypatch.setattr(budget, "time_network", lambda a, d, dev, paths=None: seen.append((a, paths.describe())) or NetCost(1.0, 2.0, 3.0, 2.5, 4))
+    cpu = torch.device("cpu")
+    train = budget.TrainWork(kind="pretrain-teacher", method="pgd-at", arch="tinycnn", dataset="synthetic", preset="mini")
+    attack = budget.AttackWork(arch="resnet8", dataset="synthetic", attacks=("pgd10",), n_examples=10)
+    budget.estimate_works([train, attack], runs_dir=tmp_path, device=cpu)
+    assert sorted(seen) == [("resnet8", "fp32, channels-last"), ("tinycnn", "bf16-autocast, channels-last")]
+    keys = set(json.loads(budget.calibration_path(tmp_path, cpu).read_text())["nets"])
+    assert keys == {"tinycnn@synthetic+bf16-autocast, channels-last", "resnet8@synthetic+fp32, channels-last"}
+    real = budget.real_time_network("tinycnn", "synthetic", cpu, paths=budget.command_paths(cpu, "train"))  # really runs under them
+    assert 0 < real.forward < real.input_grad
 
 
 def test_training_is_priced_from_the_method_passes_and_the_preset_budget(preset):

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from advkd.attacks.engine import Attack, param, register_attack
+from advkd.core.accel import NCHWBoundary, is_channels_last
 from advkd.core.errors import AdvkdError
 
 STATE_FILE = "aa-state.safetensors"
@@ -244,6 +245,8 @@ class _StagedAutoAttack(Attack):
     # ---- the run
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if is_channels_last(x):  # the library views gradients as (n, -1): NCHW at its boundary, channels-last inside
+            model, x = NCHWBoundary(model), x.contiguous()
         p = self.params
         n, bs, device = x.shape[0], p["batch_size"], x.device
         adversary = self.build_adversary(model, device)

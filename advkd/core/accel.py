@@ -1,8 +1,11 @@
 """Speed switches that change no algorithm: bf16 autocast, channels-last, torch.compile, malloc.
 
 Each switch resolves once per command into a ``FastPaths`` value (``None`` on the command line
-means "the default for this device": on for CUDA, off for the CPU) that the training loop and the
-evaluator read; no other module checks the device to decide how fast to go.
+means "the default for this device") that the training loop and the evaluator read; no other
+module checks the device to decide how fast to go. CUDA: everything on. CPU: what the CPU
+measures faster (:mod:`advkd.core.cpu`): channels-last on AVX-512 CPUs, bf16 autocast of the
+training forwards where bf16 is native, never torch.compile (it does not pay back within a mini
+run, docs/speed.md); evaluation stays fp32 unless asked.
 """
 from __future__ import annotations
 
@@ -46,6 +49,14 @@ class FastPaths:
     def precision(self) -> str:
         return "bf16-autocast" if self.amp else "fp32"
 
+    @property
+    def memory_format(self) -> str:
+        return "channels-last" if self.channels_last else "NCHW"
+
+    def describe(self) -> str:
+        """What runs, in the words of the run's first lines: ``bf16-autocast, channels-last``."""
+        return ", ".join([self.precision, self.memory_format] + (["compiled"] if self.compile else []))
+
 
 def resolve_fast_paths(
     device: torch.device,
@@ -58,21 +69,54 @@ def resolve_fast_paths(
     freeze: bool | None = None,
     amp_default: bool | None = None,
 ) -> FastPaths:
-    """Fill unset switches with the device's defaults (CUDA: on; CPU: off; data on the device
-    everywhere). ``amp_default`` overrides the amp default (evaluation keeps fp32 unless asked)."""
-    cuda = device.type == "cuda"
+    """Fill unset switches with the device's defaults (:func:`device_defaults`; data on the
+    device everywhere). ``amp_default`` overrides the amp default (evaluation keeps fp32 unless asked)."""
     if amp and device.type not in ("cuda", "cpu"):
         raise AdvkdError(f"--amp needs a CUDA or CPU device, not {device.type}")
     if compile and not hasattr(nn.Module, "compile"):
         raise AdvkdError("--compile needs torch >= 2.2 (nn.Module.compile)")
+    default = device_defaults(device)
     return FastPaths(
-        amp=(cuda if amp_default is None else amp_default) if amp is None else amp,
-        channels_last=cuda if channels_last is None else channels_last,
-        compile=cuda if compile is None else compile,
+        amp=(default.amp if amp_default is None else amp_default) if amp is None else amp,
+        channels_last=default.channels_last if channels_last is None else channels_last,
+        compile=default.compile if compile is None else compile,
         data_on_device=True if data_on_device is None else data_on_device,
         fold_bn=True if fold_bn is None else fold_bn,
-        freeze=not cuda if freeze is None else freeze,
+        freeze=default.freeze if freeze is None else freeze,
     )
+
+
+def device_defaults(device: torch.device) -> FastPaths:
+    """The switches a command uses when none is given. CUDA: bf16, channels-last and compile
+    (no frozen copy: unmeasured there). CPU: channels-last where the CPU has AVX-512 and bf16
+    autocast where bf16 is native (:mod:`advkd.core.cpu`, measured); compile never (its
+    compile time outweighs a mini run's gain). Other devices: the plain path."""
+    if device.type == "cuda":
+        return FastPaths(amp=True, channels_last=True, compile=True, freeze=False)
+    if device.type == "cpu":
+        from advkd.core.cpu import probe
+
+        cpu = probe()
+        return FastPaths(amp=cpu.native_bf16, channels_last=cpu.channels_last_fast, compile=False, freeze=True)
+    return FastPaths()
+
+
+def defaults_note(device: torch.device, paths: FastPaths, *, evaluation: bool = False) -> str:
+    """One line for the start of a run (or an attack, ``evaluation``: fp32 by default): what
+    runs, and on the CPU why, with the flags that restore fp32 NCHW."""
+    line = f"speed paths: {paths.describe()}"
+    if device.type == "cpu":
+        from advkd.core.cpu import probe
+
+        default = device_defaults(device)
+        if evaluation:
+            default = dataclasses.replace(default, amp=False)
+        chosen = "the CPU defaults" if (paths.amp, paths.channels_last) == (default.amp, default.channels_last) else "as asked"
+        line += f" ({chosen}; this CPU: {probe().reason(channels_last=default.channels_last, amp=default.amp)})"
+        restore = " ".join(f for f, on in (("--no-amp", paths.amp), ("--no-channels-last", paths.channels_last)) if on)
+        if restore:
+            line += f"; {restore} for fp32 NCHW"
+    return line
 
 
 @contextlib.contextmanager
@@ -181,9 +225,11 @@ def apply_checked(
 def eval_model(model: nn.Module, paths: FastPaths) -> nn.Module:
     """The module evaluation should call: ``model`` itself, or (``fold_bn``, eval mode) a traced
     copy with conv->BN pairs folded, whose no-grad forwards go through a frozen copy when
-    ``freeze`` is on and amp is off. Pre-activation BNs (BN before its conv) stay as they are;
+    ``freeze`` is on and amp is off (channels-last weights with ``channels_last``). Pre-activation BNs (BN before its conv) stay as they are;
     a model torch.fx cannot trace is evaluated unfolded. ``model`` is never modified."""
     net = _folded(model) if paths.fold_bn and not model.training else model
+    if net is not model and paths.channels_last:
+        net.to(memory_format=torch.channels_last)  # the folded weights follow the inputs' layout
     if net is not model and paths.freeze and not paths.amp:
         from advkd.core.frozen import FrozenInference
 
@@ -209,6 +255,36 @@ def to_memory_format(x: torch.Tensor, paths: FastPaths) -> torch.Tensor:
     if paths.channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-D tensor laid out channels-last (and not also plain contiguous, as 1x1 images are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class _ChannelsLastInside(torch.autograd.Function):
+    """Channels-last on the way in, a contiguous (NCHW) gradient on the way out."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return grad.contiguous()
+
+
+class NCHWBoundary(nn.Module):
+    """``model`` seen from outside as an NCHW network: inputs and input gradients contiguous,
+    channels-last inside. For libraries that reshape tensors with ``.view`` (pyautoattack's
+    gradient checks), which fail on channels-last strides."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.model(_ChannelsLastInside.apply(x) if x.dim() == 4 else x)
 
 
 # glibc mallopt parameters (malloc.h)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from advkd.attacks import ATTACKS
-from advkd.core.accel import FastPaths, apply_checked, resolve_fast_paths
+from advkd.core.accel import FastPaths, apply_checked, defaults_note, resolve_fast_paths
 from advkd.core.console import print_wide
 from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
@@ -270,6 +270,7 @@ def run_attack(
     torch.manual_seed(seed)
     what = f"transfer from {surrogate}" if surrogate else "white-box"
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
+    reporter.log(defaults_note(dev, fast, evaluation=True))
     t0 = time.perf_counter()
     sha = target.sha256
     limited = "".join(f"-{a}{k}" for a, k in sorted(limits.items()))

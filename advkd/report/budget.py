@@ -16,9 +16,11 @@ before anything runs. Two ingredients:
   clean-correct. The prior is the preset's ``evaluation.expected_accuracy`` (clean and robust,
   in percent), else a paper-scale ResNet-18's.
 
-What it leaves out: data loading, the PGD update arithmetic, losses and Python (a few percent on
-the benchmarks' nets), and, on CUDA, the training fast paths (bf16, channels-last), which make
-the real run faster than the fp32 calibration says.
+The passes are timed under the speed paths the commands will run with (:mod:`advkd.core.accel`):
+a training run's under the device's training defaults (on this project's CPU bf16 autocast and
+channels-last, on CUDA also bf16), an attack's under the evaluation defaults (fp32). What it leaves
+out: data loading, the PGD update arithmetic, losses and Python (a few percent on the benchmarks'
+nets), BN folding in evaluation, and torch.compile on CUDA.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from advkd.core.accel import busy_machine_warning, cpu_model
+from advkd.core.accel import FastPaths, apply_to_model, autocast, busy_machine_warning, cpu_model, resolve_fast_paths, to_memory_format
 from advkd.core.errors import AdvkdError
 from advkd.core.files import atomic_write_text
 
@@ -109,8 +111,16 @@ def calibration_path(runs_dir: Path, device: torch.device) -> Path:
     return root / f"{device_key(device)}.json"
 
 
-def _net_key(arch: str, dataset: str) -> str:
-    return f"{arch}@{dataset}"
+def _net_key(arch: str, dataset: str, paths: FastPaths | None = None) -> str:
+    """Cache key of one network under one set of speed paths (fp32 NCHW keeps the older bare key)."""
+    speed = "" if paths is None or not (paths.amp or paths.channels_last) else f"+{paths.describe()}"
+    return f"{arch}@{dataset}{speed}"
+
+
+def command_paths(device: torch.device, use: str) -> FastPaths:
+    """The speed paths a command of kind ``use`` ("train" or "attack") runs with by default."""
+    paths = resolve_fast_paths(device, amp_default=False if use == "attack" else None)
+    return FastPaths(amp=paths.amp, channels_last=paths.channels_last)  # compile is not calibrated
 
 
 def _read_cache(path: Path) -> dict:
@@ -122,20 +132,22 @@ def _read_cache(path: Path) -> dict:
 
 
 def calibrate(nets: set[tuple[str, str]], device: torch.device, runs_dir: Path,
-              log: Callable[[str], None] | None = None) -> dict[tuple[str, str], NetCost]:
-    """Per-image costs of each (arch, dataset) on ``device``, timing only the ones not cached."""
+              log: Callable[[str], None] | None = None, *, paths: FastPaths | None = None) -> dict[tuple[str, str], NetCost]:
+    """Per-image costs of each (arch, dataset) on ``device`` under ``paths`` (default fp32 NCHW),
+    timing only the ones not cached."""
     path = calibration_path(runs_dir, device)
     cache = _read_cache(path)
     known = cache.get("nets", {})
-    todo = sorted(n for n in nets if _net_key(*n) not in known)
+    todo = sorted(n for n in nets if _net_key(*n, paths) not in known)
     if todo:
         if log:
-            log(f"calibrating {', '.join(a for a, _ in todo)} on {device.type} (once per machine; cached in {path})")
+            how = f" under {paths.describe()}" if paths is not None else ""
+            log(f"calibrating {', '.join(a for a, _ in todo)} on {device.type}{how} (once per machine; cached in {path})")
             busy = busy_machine_warning() if device.type == "cpu" else ""
             if busy:
                 log(f"{busy}; the estimates will be too long: delete {path} and plan again on a quiet machine")
         for arch, dataset in todo:
-            known[_net_key(arch, dataset)] = asdict(time_network(arch, dataset, device))
+            known[_net_key(arch, dataset, paths)] = asdict(time_network(arch, dataset, device, paths=paths))
         cache = {"format": CALIBRATION_FORMAT, "device": device_key(device), "nets": known,
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
@@ -143,19 +155,21 @@ def calibrate(nets: set[tuple[str, str]], device: torch.device, runs_dir: Path,
             atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
         except OSError:
             pass  # a read-only runs dir: estimate anyway, calibrate again next time
-    return {n: NetCost(**known[_net_key(*n)]) for n in nets}
+    return {n: NetCost(**known[_net_key(*n, paths)]) for n in nets}
 
 
-def time_network(arch: str, dataset: str, device: torch.device) -> NetCost:
-    """Time the three passes of a freshly built ``arch`` (random weights: speed does not depend on them)."""
+def time_network(arch: str, dataset: str, device: torch.device, *, paths: FastPaths | None = None) -> NetCost:
+    """Time the passes of a freshly built ``arch`` (random weights: speed does not depend on them)
+    under ``paths`` (channels-last weights and inputs, bf16 autocast; default fp32 NCHW)."""
     from advkd.data.loaders import dataset_info
     from advkd.models import build_model
 
+    paths = paths or FastPaths()
     info = dataset_info(dataset)
-    model = build_model(arch, num_classes=info.num_classes).to(device)
+    model = apply_to_model(build_model(arch, num_classes=info.num_classes).to(device), paths)
 
     def inputs(b: int) -> torch.Tensor:
-        return torch.rand(b, info.channels, info.image_size, info.image_size, device=device)
+        return to_memory_format(torch.rand(b, info.channels, info.image_size, info.image_size, device=device), paths)
 
     def forward(x: torch.Tensor) -> None:
         model.eval()
@@ -179,19 +193,22 @@ def time_network(arch: str, dataset: str, device: torch.device) -> NetCost:
 
     batch = 8
     while True:  # grow the batch until a pass is long enough to time (per-image cost falls with batch)
-        seconds = min(_timed_rounds([input_grad], inputs(batch), device, rounds=1)[0])
+        seconds = min(_timed_rounds([input_grad], inputs(batch), device, rounds=1, amp=paths.amp)[0])
         if seconds >= TARGET_PASS_S or batch >= MAX_BATCH:
             break
         batch = min(MAX_BATCH, max(batch * 2, int(batch * TARGET_PASS_S / max(seconds, 1e-4))))
     passes = [forward, input_grad, train, train_input_grad]
-    best = [min(t) / batch for t in _timed_rounds(passes, inputs(batch), device, rounds=3)]
+    best = [min(t) / batch for t in _timed_rounds(passes, inputs(batch), device, rounds=3, amp=paths.amp)]
     model.zero_grad(set_to_none=True)
     return NetCost(forward=best[0], input_grad=best[1], train=best[2], train_input_grad=best[3], batch=batch)
 
 
-def _timed_rounds(fns: list[Callable[[torch.Tensor], None]], x: torch.Tensor, device: torch.device, rounds: int) -> list[list[float]]:
+def _timed_rounds(fns: list[Callable[[torch.Tensor], None]], x: torch.Tensor, device: torch.device, rounds: int,
+                  amp: bool = False) -> list[list[float]]:
     """Seconds of each fn over ``rounds`` interleaved rounds, after one warm-up call of each: a burst
-    of other work hits one round of every pass, and the fastest round is the estimate (noise only adds)."""
+    of other work hits one round of every pass, and the fastest round is the estimate (noise only adds).
+    ``amp``: the forwards under bf16 autocast (backwards run outside it, as in training)."""
+    fns = [_under_autocast(fn, device) for fn in fns] if amp else fns
     for fn in fns:
         fn(x)
     times: list[list[float]] = [[] for _ in fns]
@@ -205,6 +222,14 @@ def _timed_rounds(fns: list[Callable[[torch.Tensor], None]], x: torch.Tensor, de
                 torch.cuda.synchronize(device)
             times[i].append(time.perf_counter() - t0)
     return times
+
+
+def _under_autocast(fn: Callable[[torch.Tensor], None], device: torch.device) -> Callable[[torch.Tensor], None]:
+    def wrapped(x: torch.Tensor) -> None:
+        with autocast(device, True):
+            fn(x)
+
+    return wrapped
 
 
 # ----------------------------------------------------------------------------- pricing
@@ -260,7 +285,7 @@ def price_training(work: TrainWork, student: NetCost, teachers: dict[str, NetCos
     images = cfg.train_subset or TRAIN_SIZES.get(work.dataset, 50000)
     steps, begin = method_steps(work.method, cfg.method_params)
     train = sum(images * step_seconds(work.method, e, steps, begin, student, teachers) for e in range(cfg.epochs))
-    per_eval = cfg.eval_examples * student.forward
+    per_eval = cfg.eval_examples * student.forward  # the monitor runs in fp32: priced at the training paths, a slight underestimate under bf16
     if cfg.eval_attack:
         per_eval += cfg.eval_examples * accuracy[0] / 100 * build(cfg.eval_attack).expected_passes(_survive(accuracy)) * student.input_grad
     monitor = per_eval * sum(evaluates(cfg, n) for n in range(1, cfg.epochs + 1))
@@ -311,19 +336,21 @@ def estimate_works(works: list[TrainWork | AttackWork | None], *, runs_dir: Path
                    log: Callable[[str], None] | None = None) -> list[Estimate | None]:
     """Price each work (None stays None): calibrate the networks they involve, then count."""
     students = {i: standin(w) for i, w in enumerate(works) if isinstance(w, TrainWork)}
-    nets: set[tuple[str, str]] = set()
+    train_nets: set[tuple[str, str]] = set()
+    attack_nets: set[tuple[str, str]] = set()
     for i, w in enumerate(works):
         if isinstance(w, TrainWork):
-            nets |= {(students[i], w.dataset), *((a, w.dataset) for _, a in w.teachers)}
+            train_nets |= {(students[i], w.dataset), *((a, w.dataset) for _, a in w.teachers)}
         elif isinstance(w, AttackWork):
-            nets |= {(w.arch, w.dataset), *(((w.surrogate, w.dataset),) if w.surrogate else ())}
-    costs = calibrate(nets, device, runs_dir, log) if nets else {}
+            attack_nets |= {(w.arch, w.dataset), *(((w.surrogate, w.dataset),) if w.surrogate else ())}
+    train_costs = calibrate(train_nets, device, runs_dir, log, paths=command_paths(device, "train")) if train_nets else {}
+    costs = calibrate(attack_nets, device, runs_dir, log, paths=command_paths(device, "attack")) if attack_nets else {}
     out: list[Estimate | None] = []
     for i, w in enumerate(works):
         if isinstance(w, TrainWork):
-            teachers = {role: costs[(a, w.dataset)] for role, a in w.teachers}
+            teachers = {role: train_costs[(a, w.dataset)] for role, a in w.teachers}
             accuracy = expected_accuracy(_preset_evaluation(w.preset))
-            out.append(price_training(w, costs[(students[i], w.dataset)], teachers, accuracy))
+            out.append(price_training(w, train_costs[(students[i], w.dataset)], teachers, accuracy))
         elif isinstance(w, AttackWork):
             out.append(price_attacks(w, costs[(w.arch, w.dataset)], costs[(w.surrogate, w.dataset)] if w.surrogate else None))
         else:
@@ -350,5 +377,5 @@ def duration(seconds: float) -> str:
 
 def device_text(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (fp32 calibration)"
+        return f"{torch.cuda.get_device_name(device)} (calibrated under the default paths)"
     return f"this CPU ({torch.get_num_threads()} threads)"

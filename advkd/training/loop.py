@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from advkd.attacks import ATTACKS
-from advkd.core.accel import FastPaths, apply_checked, autocast, to_memory_format, tune_malloc
+from advkd.core.accel import FastPaths, apply_checked, autocast, defaults_note, resolve_fast_paths, to_memory_format, tune_malloc
 from advkd.core.distributed import (
     all_gather_object,
     all_reduce_sum,
@@ -102,8 +102,9 @@ def prepare(
     download: bool = False,
     fast: FastPaths | None = None,
 ) -> Setup:
-    """Validate the config, load data, build model, teachers and method. Writes nothing."""
-    fast = fast or FastPaths()
+    """Validate the config, load data, build model, teachers and method. Writes nothing.
+    ``fast`` None: the device's defaults (:func:`advkd.core.accel.device_defaults`), as the CLI."""
+    fast = resolve_fast_paths(device) if fast is None else fast
     if cfg.eval_attack:  # refused now, not after the first epoch's training
         try:
             cfg = dataclasses.replace(cfg, eval_attack=ATTACKS.canonical(cfg.eval_attack))
@@ -382,6 +383,7 @@ def run(
     state, created, lock = open_run_dir(setup, resume=resume, reporter=reporter)
     try:
         reporter.log(run_header(setup))
+        reporter.log(defaults_note(setup.device, setup.fast))
         sinks = open_sinks(log_to, setup.path, setup.cfg) if is_main() else []
         try:
             return fit(setup, state, reporter, sinks)

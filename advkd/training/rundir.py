@@ -20,6 +20,7 @@ from advkd.core.files import atomic_write_text
 from advkd.core.locks import LOCK_FILE, RunLock
 from advkd.core.progress import Reporter
 from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME
+from advkd.models.checkpoint import read_metadata
 from advkd.core.version import __version__
 from advkd.evaluation.records import environment, now_iso
 from advkd.training.config import TrainConfig, config_to_dict
@@ -108,6 +109,9 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
         for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
             tmp.unlink(missing_ok=True)
+        changed = _changed_speed_paths(path, setup.fast)
+        if changed:
+            reporter.log(f"warning: {changed}")
         return state
     leftovers = _run_files(path)
     if leftovers:
@@ -117,6 +121,23 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
     atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
     return None
+
+
+def _changed_speed_paths(path: Path, fast: Any) -> str:
+    """A one-line warning when a resumed run computes in another precision or memory format than
+    its committed epochs did (bf16 vs fp32 moves the numbers; '' when the same or unknown)."""
+    try:
+        before = read_metadata(path / LAST).get("fast_paths") or {}
+    except Exception:  # noqa: BLE001 - an older or foreign checkpoint: nothing to compare
+        return ""
+    now = fast.as_record()
+    diff = [k for k in ("amp", "channels_last", "compile") if k in before and bool(before[k]) != now[k]]
+    if not diff:
+        return ""
+    flags = " ".join(f"--{'' if before[k] else 'no-'}{k.replace('_', '-')}" for k in diff)
+    return (f"{path.name} ran its committed epochs with {', '.join(f'{k}={before[k]}' for k in diff)} and resumes with "
+            f"{', '.join(f'{k}={now[k]}' for k in diff)}, so it will not equal an uninterrupted run bit for bit; "
+            f"pass {flags} to continue as it started")
 
 
 def _saved_config(path: Path) -> dict[str, Any]:
