@@ -210,3 +210,22 @@ def test_the_roofline_counts_a_floors_flops_by_hand():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
     assert cpu_paths.floor_flops("natural", net, {}, x, y, epoch=0) == 4 * 4 * 3072 * 10
+
+
+def test_the_precision_table_judges_each_method_by_the_seed_spread_or_one_and_a_half_points():
+    from benchmarks import precision_accuracy
+
+    def rec(run: str, attack: str, acc: float) -> dict:
+        return {"run": run, "attack": attack, "accuracy": acc}
+
+    recs = [rec("pgd-at-s0-default", "clean", 30.0), rec("pgd-at-s0-default", "pgd10", 20.0),
+            rec("pgd-at-s1-default", "clean", 31.0), rec("pgd-at-s1-default", "pgd10", 21.0),
+            rec("pgd-at-s0-fp32-nchw", "clean", 31.0), rec("pgd-at-s0-fp32-nchw", "pgd10", 21.4),
+            rec("pgd-at-s1-fp32-nchw", "clean", 32.0), rec("pgd-at-s1-fp32-nchw", "pgd10", 22.0),  # PGD-10 gap -1.2: within 1.5
+            rec("rslad-s0-default", "clean", 20.0), rec("rslad-s0-default", "pgd10", 3.0),
+            rec("rslad-s0-fp32-nchw", "clean", 20.1), rec("rslad-s0-fp32-nchw", "pgd10", 5.0)]  # gap -2.0 > 1.5, one seed
+    table = precision_accuracy.table(recs)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in table.splitlines()[2:]}
+    assert "30.50 ± 0.50" in rows[("pgd-at", "default")] and "-1.00 / -1.20" in rows[("pgd-at", "default")]
+    assert rows[("pgd-at", "default")].rstrip(" |").endswith("yes")
+    assert rows[("rslad", "default")].rstrip(" |").endswith("**no**")
