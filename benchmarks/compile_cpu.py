@@ -18,7 +18,6 @@ import argparse
 import copy
 import datetime as _dt
 import json
-import os
 import statistics
 import sys
 import time

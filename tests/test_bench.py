@@ -184,9 +184,8 @@ def test_freeze_ab_times_three_sides_per_round_and_takes_medians_after_the_warm_
 
 
 def test_cpu_paths_times_the_device_default_against_fp32_nchw(tmp_path, capsys):
-    from benchmarks import cpu_paths
-
     from advkd.core import accel
+    from benchmarks import cpu_paths
 
     out = tmp_path / "cpu-paths.json"
     assert cpu_paths.main(["--quick", "--methods", "pgd-at,rslad", "--repeats", "1", "--out", str(out)]) == 0

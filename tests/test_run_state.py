@@ -63,7 +63,8 @@ def poison_step(monkeypatch, at: int) -> None:
         count[0] += 1
         if count[0] == at:
             with torch.no_grad():
-                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+                p0 = self.param_groups[0]["params"][0]
+                p0[(0,) * p0.dim()] = float("inf")  # any layout (channels-last weights refuse .view)
         return out
 
     monkeypatch.setattr(torch.optim.SGD, "step", step)
@@ -106,7 +107,8 @@ def test_commit_refuses_non_finite_state_even_without_the_epoch_check(tmp_path, 
         count[0] += 1
         if count[0] == 6:
             p = self.param_groups[0]["params"][0]
-            self.state[p]["momentum_buffer"].view(-1)[0] = float("nan")
+            buf = self.state[p]["momentum_buffer"]
+            buf[(0,) * buf.dim()] = float("nan")  # any layout
         return out
 
     monkeypatch.setattr(torch.optim.SGD, "step", step)

@@ -66,18 +66,25 @@ def test_best_checkpoint_is_the_first_epoch_reaching_the_max(tmp_path):
     assert read_metadata(summary.path / "best.safetensors")["epoch"] == summary.best_epoch
 
 
-@pytest.mark.parametrize("method,teacher", [("pgd-at", False), ("rslad", True)])
-def test_resume_after_epoch_one_equals_uninterrupted_run(tmp_path, method, teacher):
+ADAMW = {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "warmup_epochs": 1.5}  # the warm-up runs across the resume
+
+
+@pytest.mark.parametrize("method,teacher,opt", [("pgd-at", False, {}), ("rslad", True, {}), ("pgd-at", False, ADAMW)], ids=["pgd-at", "rslad", "pgd-at-adamw"])
+def test_resume_after_epoch_one_equals_uninterrupted_run(tmp_path, method, teacher, opt):
     teachers = {}
     if teacher:
         t = run(tiny_cfg(epochs=1, name="teacher"), runs_dir=tmp_path / "t", data_dir=tmp_path, device=CPU, reporter=QUIET)
         teachers = {"teacher": str(t.path / "best.safetensors")}
     kind = "distill" if teacher else "pretrain-teacher"
-    full = run(tiny_cfg(kind=kind, method=method, teachers=teachers), runs_dir=tmp_path / "a", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    full = run(tiny_cfg(kind=kind, method=method, teachers=teachers, **opt), runs_dir=tmp_path / "a", data_dir=tmp_path, device=CPU, reporter=QUIET)
     # "interrupted" run: the same command stopped after epoch 1, then resumed
-    run(tiny_cfg(kind=kind, method=method, teachers=teachers, epochs=1), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, reporter=QUIET)
+    run(tiny_cfg(kind=kind, method=method, teachers=teachers, epochs=1, **opt), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, reporter=QUIET)
     torch.manual_seed(12345)  # a resumed process starts from arbitrary RNG state
-    resumed = run(tiny_cfg(kind=kind, method=method, teachers=teachers), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
+    resumed = run(tiny_cfg(kind=kind, method=method, teachers=teachers, **opt), runs_dir=tmp_path / "b", data_dir=tmp_path, device=CPU, resume=True,
+                  reporter=QUIET)
+    if opt:
+        state = load_file(str(resumed.path / "resume.safetensors"))
+        assert any(k.endswith(".exp_avg_sq") for k in state)  # AdamW's moments were saved and restored
     assert resumed.epochs_run == 2
     a, b = weights(full.path / "last.safetensors"), weights(resumed.path / "last.safetensors")
     assert a.keys() == b.keys()

@@ -159,6 +159,13 @@ class AttackReport:
             console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False)
 
 
+def train_optimizer(meta: dict[str, Any]) -> str | None:
+    """The optimiser that trained an advkd checkpoint (runs before the setting existed used SGD);
+    None for a foreign model."""
+    config = meta.get("config")
+    return config.get("optimizer", "sgd") if isinstance(config, dict) and config else None
+
+
 def make_record(
     ckpt: Path, sha: str, meta: dict[str, Any], outcome: Outcome, *, label: str, n: int, batch_size: int, seed: int,
     env: dict[str, Any], flags: list[str], surrogate: dict[str, Any] | None, fast: FastPaths, clean_accuracy: float | None = None,
@@ -172,6 +179,7 @@ def make_record(
         **{k: meta.get(k) for k in META_KEYS},
         "train_eps": meta.get("eps") or None,
         "method_params": (meta.get("config") or {}).get("method_params", {}),
+        "train_optimizer": train_optimizer(meta),
         "run": (meta.get("config") or {}).get("name"),
         "attack": label,
         "kind": "transfer" if surrogate and outcome.attack != CLEAN else outcome.kind,

@@ -29,6 +29,7 @@ from advkd.models import canonical_arch
 PRESET_DIR = Path(__file__).parent.parent / "presets"
 
 SELECT_METRICS = ("pgd10", "robust", "clean", "w_robust", "last")
+OPTIMIZERS = ("sgd", "adamw")  # built by advkd.training.loop.make_optimizer
 
 
 @dataclass
@@ -49,13 +50,17 @@ class TrainConfig:
     preset: str = ""
     preset_file: str = ""  # the preset's YAML path when it is not one of advkd/presets (what --preset must be given again)
     scale: str = "paper"  # "paper" | "mini" | "custom": which scale produced the numbers
-    # optimisation (SGD)
+    # optimisation: every reference script uses SGD; AdamW is the reduced scales' recipe (docs/scales.md)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     epochs: int = 200
     batch_size: int = 128
     lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
+    momentum: float = 0.9  # SGD
+    weight_decay: float = 5e-4  # SGD: L2 added to the gradient; AdamW: decoupled decay (lr x wd per step)
+    nesterov: bool = False  # SGD
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    adam_eps: float = 1e-8  # AdamW
+    warmup_epochs: float = 0.0  # linear lr warm-up over the first N epochs (lr set before every batch while it lasts); 0 = none
     schedule: Literal["piecewise", "cosine"] = "piecewise"
     milestones: list[int] = field(default_factory=lambda: [100, 150])  # epochs completed after which lr *= lr_gamma
     lr_gamma: float = 0.1
@@ -92,9 +97,17 @@ class TrainConfig:
             raise AdvkdError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.name:
             check_name(self.name)
-        for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
+        for key in ("lr", "momentum", "weight_decay", "lr_gamma", "adam_eps", "warmup_epochs"):
             if not math.isfinite(getattr(self, key)):
                 raise AdvkdError(f"{key} must be a finite number, got {getattr(self, key)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise AdvkdError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise AdvkdError(f"betas must be two numbers in [0, 1) (AdamW's moment decays), got {self.betas}")
+        if self.adam_eps <= 0 or self.warmup_epochs < 0:
+            raise AdvkdError(f"adam_eps must be > 0 and warmup_epochs >= 0, got {self.adam_eps} and {self.warmup_epochs}")
+        if self.nesterov and self.optimizer != "sgd":
+            raise AdvkdError(f"nesterov=true is an SGD setting; optimizer={self.optimizer} has none (set nesterov=false)")
         if self.lr <= 0:
             raise AdvkdError(f"lr must be > 0, got {self.lr}")
         for key in ("momentum", "weight_decay"):
@@ -338,7 +351,8 @@ def resolve_config(
 # (``--train-subset 64 --batch-size 32`` -> ``...-b32-n64-s0``), so two budgets never share a run.
 # ``epochs`` is not: ``--epochs N --resume`` extends a run (README, --resume).
 BUDGET_FIELDS = {
-    "batch_size": "b", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "nesterov": "nesterov", "schedule": "sched",
+    "optimizer": "", "batch_size": "b", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "nesterov": "nesterov", "betas": "betas",
+    "adam_eps": "aeps", "warmup_epochs": "warm", "schedule": "sched",
     "milestones": "ms", "lr_gamma": "gamma", "lr_step": "lrstep", "train_subset": "n", "augment": "aug", "normalize": "norm",
     "eval_examples": "ev", "eval_attack": "evatk", "eval_eps": "eveps", "eval_every": "evevery", "eval_dense_from": "evdense", "select": "sel",
 }

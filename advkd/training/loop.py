@@ -12,6 +12,7 @@ import dataclasses
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,21 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
-    )
+def warmup_factor(cfg: TrainConfig, t: float) -> float:
+    """The linear warm-up's share of the lr at training time ``t`` (epochs completed, the batch
+    included: the first batch of a 40-batch epoch is t = 1/40); 1 once ``warmup_epochs`` are done."""
+    return 1.0 if cfg.warmup_epochs <= 0 or t >= cfg.warmup_epochs else t / cfg.warmup_epochs
+
+
+OPTIMIZER_BUILDERS: dict[str, Callable[[TrainConfig, Any], torch.optim.Optimizer]] = {
+    "sgd": lambda cfg, params: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov),
+    "adamw": lambda cfg, params: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay),
+}
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The run's optimiser (``cfg.optimizer``: the references' SGD, or AdamW for the reduced scales)."""
+    return OPTIMIZER_BUILDERS[cfg.optimizer](cfg, model.parameters())
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -191,10 +203,12 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
     totals: dict[str, float] = {}
     seen = 0
     per_iteration = cfg.lr_step == "iteration"
+    warming = epoch < cfg.warmup_epochs  # the warm-up sets the lr before every batch while it lasts
     with reporter.task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), unit="batches") as task:
         for step, (x, y) in enumerate(batches.epoch(epoch)):
-            if per_iteration:
-                set_lr(optimizer, lr_at(cfg, epoch + (step + 1) / len(batches)))
+            if per_iteration or warming:
+                t = epoch + (step + 1) / len(batches)
+                set_lr(optimizer, lr_at(cfg, t if per_iteration else epoch) * warmup_factor(cfg, t))
             x = to_memory_format(x, fast)
             with autocast(setup.device, fast.amp):  # forwards only; backward runs outside autocast
                 x_adv = method.perturb(plain, x, y)

@@ -20,9 +20,9 @@ from advkd.core.files import atomic_write_text
 from advkd.core.locks import LOCK_FILE, RunLock
 from advkd.core.progress import Reporter
 from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME
-from advkd.models.checkpoint import read_metadata
 from advkd.core.version import __version__
 from advkd.evaluation.records import environment, now_iso
+from advkd.models.checkpoint import read_metadata
 from advkd.training.config import TrainConfig, config_to_dict
 from advkd.training.resume import ResumeState, load_resume, resumable_state
 from advkd.training.setup import Setup
