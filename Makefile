@@ -8,7 +8,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 
 # The demo: the whole pipeline on CIFAR-10 at mini scale (see README "make demo").
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
-DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-akd-wrn34-10-mini-s0/best.safetensors
+DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0/best.safetensors
 
 .PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench
 
@@ -31,7 +31,7 @@ lint: install
 
 demo: install
 	$(ADVKD) pretrain-teacher --arch wrn34-10 --method trades --dataset cifar10 --preset mini --resume --download
-	$(ADVKD) distill --method akd --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
+	$(ADVKD) distill --method adaad --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
 	$(ADVKD) attack $(DEMO_STUDENT) --suite quick --n-examples 1000
 	$(ADVKD) report table2
 
@@ -65,4 +65,4 @@ bench: install
 	$(BIN)/python -m benchmarks.first_run $(if $(AA_CHECKPOINT),--checkpoint $(AA_CHECKPOINT),--quick) --out benchmarks/results/first-run-latest.json
 
 clean-demo:
-	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-akd-wrn34-10-mini-s0
+	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0

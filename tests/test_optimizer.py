@@ -40,7 +40,7 @@ def test_paper_presets_keep_each_references_sgd(preset):
 
 
 def test_set_selects_adamw_with_its_hyper_parameters_and_names_the_run():
-    cfg = resolved("mini", "optimizer=adamw", "lr=3e-3", "weight_decay=0.05", "betas=[0.8,0.99]", "adam_eps=1e-7", "warmup_epochs=0.5")
+    cfg = resolved("adaad-paper", "optimizer=adamw", "lr=3e-3", "weight_decay=0.05", "betas=[0.8,0.99]", "adam_eps=1e-7", "warmup_epochs=0.5")
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.adam_eps, cfg.warmup_epochs) == ("adamw", 3e-3, 0.05, [0.8, 0.99], 1e-7, 0.5)
     opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
     assert type(opt) is torch.optim.AdamW
@@ -108,3 +108,14 @@ def test_the_optimizer_reaches_config_yaml_the_checkpoint_and_the_records(tmp_pa
     assert {r["run"]: r["train_optimizer"] for r in recs} == {"adamw": "adamw", "sgd": "sgd"}
     # resuming under another optimiser would not continue the same run
     assert main([*[a if a != "1" else "2" for a in train], "--name", "adamw", "--resume"]) == 2
+
+
+@pytest.mark.parametrize("preset", ["mini", "small"])
+@pytest.mark.parametrize("method", ["pgd-at", "trades", "rslad", "ard", "adaad", "mtard", "bmtard"])
+def test_the_reduced_scales_give_every_method_one_adamw_recipe_and_sgd_back_on_request(preset, method):
+    cfg = resolved(preset, method=method)
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_epochs) == ("adamw", 6e-3, 0.05, [0.9, 0.999], 0.0)
+    assert any("AdamW" in d for d in load_preset(preset).deviations)
+    old = resolved(preset, "optimizer=sgd", "lr=0.1", "weight_decay=5e-4", method=method)  # the previous recipe, as the deviation says
+    assert (old.optimizer, old.lr, old.momentum, old.weight_decay, old.nesterov) == ("sgd", 0.1, 0.9, 5e-4, False)
+    assert type(make_optimizer(old, torch.nn.Linear(2, 2))) is torch.optim.SGD

@@ -28,7 +28,8 @@ def test_small_students_are_resnet8_on_3000_images_for_4_epochs_of_batch_64(meth
     cfg = small(method, "resnet18")
     assert cfg.scale == "small" and cfg.preset == "small"
     assert cfg.arch_map["resnet18"] == "resnet8" and cfg.arch_map["mobilenetv2"] == "resnet8"
-    assert (cfg.train_subset, cfg.epochs, cfg.batch_size, cfg.lr, cfg.milestones) == (3000, 4, 64, 0.1, [2, 3])
+    assert (cfg.train_subset, cfg.epochs, cfg.batch_size, cfg.milestones) == (3000, 4, 64, [2, 3])
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas) == ("adamw", 6e-3, 0.05, [0.9, 0.999])  # the reduced-scale recipe
     assert (cfg.eval_examples, cfg.eval_attack) == (500, "pgd10")
     assert cfg.select == ("w_robust" if method in ("mtard", "bmtard") else "pgd10")
     # the introspection start scales with the schedule (60 of 200 epochs -> after 1 of 4); nothing else is changed
@@ -46,7 +47,8 @@ def test_small_teachers_are_resnet14_on_four_times_the_student_budget(arch, meth
 def test_small_preset_lists_every_deviation_and_its_evaluation():
     p = load_preset("small")
     text = " ".join(p.deviations)
-    for needle in ("ResNet-8", "ResNet-14", "3000", "12000", "Batch 64", "[2, 3]", "first 1000", "first 100", "first 200", "10 steps of 2/255"):
+    for needle in ("ResNet-8", "ResNet-14", "3000", "12000", "Batch 64", "[2, 3]", "first 1000", "first 100", "first 200", "10 steps of 2/255",
+                   "AdamW, lr 6e-3", "--set optimizer=sgd --set lr=0.1 --set weight_decay=5e-4"):
         assert needle in text, needle
     assert p.evaluation == {"n_examples": 1000, "attack_examples": {"aa": 100, "cw2": 200}, "seeds": {"rslad": 2, "bmtard": 2},
                             "expected_accuracy": {"clean": 32, "robust": 14}}

@@ -107,6 +107,17 @@ def test_resume_of_complete_run_is_a_noop_and_existing_run_needs_resume(tmp_path
         run(tiny_cfg(epochs=1, lr=0.01), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
 
 
+def test_a_setting_moved_from_set_into_the_preset_resumes_the_same_run(tmp_path):
+    """The run-name tag (``overrides``) records how a setting was given; resuming compares the
+    settings themselves, so a preset that now says what ``--set`` said continues the run."""
+    set_given = tiny_cfg(epochs=1, name="r", overrides="lr0.02", lr=0.02)
+    run(set_given, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
+    in_preset = tiny_cfg(epochs=2, name="r", overrides="", lr=0.02)
+    assert run(in_preset, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET).epochs_run == 1
+    with pytest.raises(AdvkdError, match="started with lr=0.02"):
+        run(tiny_cfg(epochs=3, name="r", lr=0.05), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
+
+
 def test_nan_loss_stops_with_clear_error_and_leaves_no_run_dir(tmp_path):
     cfg = tiny_cfg(epochs=1, lr=1e30, method="natural", method_params={})
     with pytest.raises(AdvkdError, match="loss became nan|loss became inf"):

@@ -103,7 +103,9 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
             raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
         saved = _saved_config(path)
         ours = config_to_dict(setup.cfg)
-        diff = [k for k in ours if k != "epochs" and k in saved and saved[k] != ours[k]]  # a setting an older release did not save cannot have changed
+        # a setting an older release did not save cannot have changed; the name tags derived from how a setting was
+        # given (--set or the preset) are not settings: a preset that now says what --set said resumes the same run
+        diff = [k for k in ours if k not in RESUME_IGNORES and k in saved and saved[k] != ours[k]]
         if diff:
             k = diff[0]
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
@@ -121,6 +123,9 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
     atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
     return None
+
+
+RESUME_IGNORES = {"epochs", "overrides", "variant"}  # --epochs extends a run; the other two only name it
 
 
 def _changed_speed_paths(path: Path, fast: Any) -> str:

@@ -47,14 +47,14 @@ def records(runs_dir: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-def sweep(runs_dir: Path, preset: str, recipe: dict[str, list[str]], seeds: list[int]) -> None:
+def sweep(runs_dir: Path, preset: str, recipe: dict[str, list[str]], seeds: list[int], also: list[str]) -> None:
     for seed in seeds:
         for tag, flags in recipe.items():
             teacher = f"teacher-{tag}-s{seed}"
+            from_teacher = ["--student", "resnet18", "--teacher", str(runs_dir / "pretrain-teacher" / "cifar10" / teacher / "last.safetensors")]
             runs = [("pretrain-teacher", teacher, ["--arch", "wrn34-10", "--method", "trades"]),
                     ("distill", f"pgd-at-{tag}-s{seed}", ["--method", "pgd-at", "--student", "resnet18"]),
-                    ("distill", f"rslad-{tag}-s{seed}", ["--method", "rslad", "--student", "resnet18", "--teacher",
-                                                         str(runs_dir / "pretrain-teacher" / "cifar10" / teacher / "last.safetensors")])]
+                    *(("distill", f"{m}-{tag}-s{seed}", ["--method", m, *from_teacher]) for m in ["rslad", *also])]
             for kind, name, args in runs:
                 advkd(runs_dir, "--seed", str(seed), kind, *args, "--preset", preset, "--name", name, "--resume", *flags)
                 ckpt = runs_dir / kind / "cifar10" / name / "last.safetensors"
@@ -66,16 +66,20 @@ def table(recs: list[dict]) -> str:
     """Markdown: one row per recipe and seed, clean / PGD-10 of teacher, PGD-AT and RSLAD, and the target."""
     acc = {(r["run"], r["attack"]): float(r["accuracy"]) for r in recs}
     rows = sorted({r["run"].split("-", 1)[1] for r in recs if r["run"].startswith("teacher-")})
-    lines = ["| recipe | seed | teacher clean / PGD-10 | PGD-AT clean / PGD-10 | RSLAD clean / PGD-10 | RSLAD PGD-10 − min(PGD-AT, teacher) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    runs = {r["run"] for r in recs}
+    also = sorted({run[: -len(key) - 1] for run in runs for key in rows if run.endswith(f"-{key}")} - {"teacher", "pgd-at", "rslad"})  # e.g. adaad
+    who_all = ["teacher", "pgd-at", "rslad", *also]
+    lines = ["| recipe | seed | " + " | ".join(f"{w if w != 'pgd-at' else 'PGD-AT'} clean / PGD-10".replace("rslad", "RSLAD").replace("adaad", "AdaAD")
+                                                 for w in who_all) + " | RSLAD PGD-10 − min(PGD-AT, teacher) |",
+             "|---|---:|" + "---:|" * (len(who_all) + 1)]
     for key in rows:  # "<tag>-s<seed>"
         tag, seed = key.rsplit("-s", 1)
-        cell = {who: (acc.get((f"{who}-{key}", "clean")), acc.get((f"{who}-{key}", "pgd10"))) for who in ("teacher", "pgd-at", "rslad")}
+        cell = {who: (acc.get((f"{who}-{key}", "clean")), acc.get((f"{who}-{key}", "pgd10"))) for who in who_all}
         text = {w: "–" if c[0] is None else f"{c[0]:.1f} / {c[1]:.1f}" for w, c in cell.items()}
         gap = "–"
         if None not in (cell["rslad"][1], cell["pgd-at"][1], cell["teacher"][1]):
             gap = f"{cell['rslad'][1] - min(cell['pgd-at'][1], cell['teacher'][1]):+.1f}"
-        lines.append(f"| {tag} | {seed} | {text['teacher']} | {text['pgd-at']} | {text['rslad']} | {gap} |")
+        lines.append(f"| {tag} | {seed} | " + " | ".join(text[w] for w in who_all) + f" | {gap} |")
     return "\n".join(lines)
 
 
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lrs", default="3e-3,6e-3,1e-2")
     p.add_argument("--seeds", default="0")
     p.add_argument("--sgd", action="store_true", help="also the previous SGD recipe, for comparison")
+    p.add_argument("--also", default="", help="more distillation methods from the same teacher, e.g. adaad (not part of the calibration)")
     p.add_argument("--runs-dir", default="runs-calibration")
     p.add_argument("--render-only", action="store_true")
     args = p.parse_args(argv)
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = OUT / "records-calibration" / args.preset
     if not args.render_only:
         os.environ.setdefault("ADVKD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
-        sweep(runs_dir, args.preset, recipes([x.strip() for x in args.lrs.split(",")], args.sgd), [int(s) for s in args.seeds.split(",")])
+        sweep(runs_dir, args.preset, recipes([x.strip() for x in args.lrs.split(",")], args.sgd), [int(s) for s in args.seeds.split(",")],
+              [m.strip() for m in args.also.split(",") if m.strip()])
         saved.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(runs_dir / "results.jsonl", saved / "results.jsonl")
         for metrics in runs_dir.glob("*/cifar10/*/metrics.jsonl"):
