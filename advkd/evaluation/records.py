@@ -20,6 +20,7 @@ import torch
 
 from advkd.core.errors import AdvkdError
 from advkd.core.locks import locked
+from advkd.core.progress import warn
 from advkd.core.version import __version__
 
 RESULTS_FILE = "results.jsonl"
@@ -77,16 +78,70 @@ def now_iso() -> str:
 
 
 def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append JSON lines, flushed and fsynced, under an exclusive flock on the file itself, so
-    records of concurrent ``attack`` processes never interleave (the lock is held only for the
-    write; a waiter polls for up to a minute)."""
+    """Append JSON lines under an exclusive flock on the file itself, so records of concurrent
+    ``attack`` processes never interleave (the lock is held only for the write; a waiter polls for
+    up to a minute). The store holds whole records only: a torn tail left by an interrupted append
+    is repaired first (:func:`repair_torn_tail`), the new records go in one write followed by an
+    fsync, and a write that fails (a full disk) is cut back off before the error is raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    with open(path, "a", encoding="utf-8") as f, locked(f, what=str(path)):
-        f.write(payload)
-        f.flush()
+    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
+    with open(path, "a+b") as f, locked(f, what=str(path)):
+        repair_torn_tail(path, f)
+        start = f.seek(0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(payload):  # one write call, continued only if the kernel took part of it
+                written += os.write(f.fileno(), payload[written:])
+            os.fsync(f.fileno())
+        except BaseException:
+            f.truncate(start)  # roll back: no partial record is ever left behind
+            raise
+
+
+TORN_SUFFIX = ".torn"
+
+
+def repair_torn_tail(path: Path, f) -> int:
+    """Make the store end at a line boundary; returns the bytes moved aside (0 when it already did).
+
+    ``f`` is ``path`` open in ``a+b`` mode under its lock. A last line without its newline is either
+    a complete record (kept: the newline is added) or the fragment of an interrupted append: it is
+    cut off and appended to ``<path>.torn`` (kept, never deleted), and one warning says so."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return 0
+    start, pos = 0, size
+    while pos > 0:  # find the last newline, reading backwards
+        lo = max(0, pos - 65536)
+        f.seek(lo)
+        i = f.read(pos - lo).rfind(b"\n")
+        if i >= 0:
+            start = lo + i + 1
+            break
+        pos = lo
+    f.seek(start)
+    tail = f.read()
+    try:
+        whole = isinstance(json.loads(tail.decode("utf-8")), dict)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        whole = False
+    if whole:
+        os.write(f.fileno(), b"\n")
         os.fsync(f.fileno())
+        return 0
+    side = path.with_name(path.name + TORN_SUFFIX)
+    with open(side, "ab") as out:
+        out.write(tail + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    f.truncate(start)
+    os.fsync(f.fileno())
+    warn(f"{path} ended in a torn record ({len(tail)} bytes, an interrupted append); moved it to {side} and appended after the last whole record")
+    return len(tail)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
