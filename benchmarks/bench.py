@@ -50,7 +50,7 @@ from advkd import attacks  # noqa: E402
 from advkd.core import accel  # noqa: E402
 from advkd.models import build_model  # noqa: E402
 from benchmarks.autoattack_pair import UNTRAINED_NOTE, bench_autoattack, load_points, markdown_lines, rich_table  # noqa: E402
-from benchmarks.floors import PassCounter, attack_start, floor_for, run_floor  # noqa: E402
+from benchmarks.floors import PassCounter, attack_start, floor_for, run_floor, selected_methods  # noqa: E402
 from benchmarks.timing import alternate, load_avg, spread, sync, timed  # noqa: E402,F401  (first_run imports load_avg from here)
 
 SCHEMA = 1
@@ -564,13 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError) as e:
             return fail(f"cannot render {args.markdown}: {e}")
         return 0
-    names = methods.list_methods()
-    if args.methods:
-        wanted = [n.strip() for n in args.methods.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in names]
-        if unknown:
-            return fail(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-        names = wanted
+    try:
+        names = selected_methods(args.methods)
+    except ValueError as e:
+        return fail(str(e))
     try:
         device = torch.device(args.device)
     except RuntimeError as e:

@@ -28,8 +28,8 @@ import torch
 
 import advkd.methods as methods
 from advkd.core import accel
-from advkd.models import build_model
-from benchmarks.cpu_paths import training_step
+from benchmarks.cpu_paths import base_models, training_step
+from benchmarks.floors import selected_methods
 from benchmarks.timing import alternate, load_avg, timed
 
 STEPS = {"mini epoch": 40, "small epoch": 47, "mini run": 160}  # batch-64 steps: 2500 / 3000 students, x4 epochs
@@ -72,20 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=DEFAULT_OUT)
     args = p.parse_args(argv)
+    try:
+        names = selected_methods(args.methods)
+    except ValueError as e:
+        p.error(str(e))
     device = torch.device(args.device)
     accel.tune_malloc()
     paths = accel.device_defaults(device)
     torch.manual_seed(0)
     x, y = torch.rand(args.batch, 3, 32, 32, device=device), torch.randint(0, 10, (args.batch,), device=device)
-    base = {}
-    for i, (role, arch) in enumerate((("student", args.student), ("teacher", args.teacher), ("robust_teacher", args.teacher),
-                                      ("clean_teacher", args.teacher))):
-        torch.manual_seed(100 * i)
-        net = build_model(arch, num_classes=10).to(device)
-        base[role] = net if role == "student" else net.eval().requires_grad_(False)
+    base = base_models(args.student, args.teacher, device)
     load_before, t0 = load_avg(), time.perf_counter()
     rows = {}
-    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+    for name in names:
         torch._dynamo.reset()  # every method compiles from nothing, as a fresh run does
         roles = set(methods.method_roles(name))
         rows[name] = bench(name, {k: v for k, v in base.items() if k == "student" or k in roles}, paths, x, y, device, args)

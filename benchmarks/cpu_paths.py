@@ -42,7 +42,7 @@ import advkd.methods as methods
 from advkd.core import accel
 from advkd.core.cpu import probe
 from advkd.models import build_model
-from benchmarks.floors import attack_start, floor_for, run_floor
+from benchmarks.floors import attack_start, floor_for, run_floor, selected_methods
 from benchmarks.timing import alternate, load_avg, timed
 
 SPEEDUP_TARGET = 1.7  # the issue's bar for every method's mini step (CPU default vs fp32 NCHW)
@@ -123,6 +123,17 @@ def training_step(name: str, student: torch.nn.Module, teachers: dict[str, torch
         opt.step()
 
     return step
+
+
+def base_models(student: str, teacher: str, device: torch.device, *, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """The student and one frozen teacher per role (every role the same arch), each from its own
+    fixed seed: the initial weights both sides of a comparison copy."""
+    base: dict[str, torch.nn.Module] = {}
+    for i, (role, arch) in enumerate((("student", student), ("teacher", teacher), ("robust_teacher", teacher), ("clean_teacher", teacher))):
+        torch.manual_seed(seed + 100 * i)
+        net = build_model(arch, num_classes=10).to(device)
+        base[role] = net if role == "student" else net.eval().requires_grad_(False)
+    return base
 
 
 def prepared(models: dict[str, torch.nn.Module], paths: accel.FastPaths) -> dict[str, torch.nn.Module]:
@@ -235,14 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"error: cannot render {args.markdown}: {e}")
             return 2
         return 0
-    names = methods.list_methods()
-    if args.methods:
-        wanted = [n.strip() for n in args.methods.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in names]
-        if unknown:
-            err.print(f"error: unknown method(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-            return 2
-        names = wanted
+    try:
+        names = selected_methods(args.methods)
+    except ValueError as e:
+        err.print(f"error: {e}")
+        return 2
     device = torch.device(args.device)
     mallopt = accel.tune_malloc()
     load_before = load_avg()
@@ -251,12 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    base: dict[str, torch.nn.Module] = {}
-    for i, (role, arch) in enumerate((("student", args.student), ("teacher", args.teacher), ("robust_teacher", args.teacher),
-                                      ("clean_teacher", args.teacher))):
-        torch.manual_seed(args.seed + 100 * i)
-        net = build_model(arch, num_classes=10).to(device)
-        base[role] = net if role == "student" else net.eval().requires_grad_(False)
+    base = base_models(args.student, args.teacher, device, seed=args.seed)
     t_start = time.perf_counter()
     log = lambda msg: err.print(msg)  # noqa: E731
     log(f"device default: {paths.describe()}; matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s")

@@ -26,6 +26,24 @@ from torch import nn
 
 from advkd.methods.passes import ATTACK_SYMBOL, FLOORS, ROLE_SYMBOL, AttackKind, Floor, Input, floor_for  # noqa: F401  (the data lives in the package)
 
+# ----------------------------------------------------------------------------- selection
+
+
+def selected_methods(spec: str | None) -> list[str]:
+    """The methods a benchmark's ``--methods a,b`` names, in that order (every registered method
+    when unset); ValueError naming the unknown ones and the valid names."""
+    from advkd.methods import list_methods
+
+    names = list_methods()
+    if not spec:
+        return names
+    wanted = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+    return wanted
+
+
 # ----------------------------------------------------------------------------- execution
 
 

@@ -14,7 +14,6 @@ stays within max(seed spread, 1.5 points) of fp32's) is printed and written as
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -22,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from advkd.evaluation.records import RESULTS_FILE, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = {"default": [], "fp32-nchw": ["--no-amp", "--no-channels-last"]}
@@ -40,13 +41,10 @@ def run_name(method: str, seed: int, arm: str) -> str:
     return f"{method}-s{seed}-{arm}"
 
 
-def records(runs_dir: Path) -> list[dict]:
-    path = runs_dir / "results.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def attacked(runs_dir: Path, ckpt: Path) -> bool:
-    return any(r.get("checkpoint") == str(ckpt) and r.get("attack") == "pgd10" for r in records(runs_dir))
+def attack_once(runs_dir: Path, ckpt: Path, n_examples: int = N_EXAMPLES) -> None:
+    """PGD-10 (and clean) on the first ``n_examples`` test images, unless ``ckpt`` already has a PGD-10 record."""
+    if not any(r.get("checkpoint") == str(ckpt) and r.get("attack") == "pgd10" for r in read_records(runs_dir / RESULTS_FILE)):
+        advkd("attack", str(ckpt), "--attacks", "pgd10", "--n-examples", str(n_examples), "--format", "json", runs_dir=runs_dir)
 
 
 def sweep(runs_dir: Path, methods: list[str], seeds: list[int]) -> None:
@@ -58,9 +56,7 @@ def sweep(runs_dir: Path, methods: list[str], seeds: list[int]) -> None:
                 t0 = time.perf_counter()
                 advkd("--seed", str(seed), "distill", "--method", method, "--student", "resnet18", "--preset", "mini",
                       "--name", name, "--resume", *flags, runs_dir=runs_dir)
-                ckpt = runs_dir / "distill" / "cifar10" / name / "last.safetensors"
-                if not attacked(runs_dir, ckpt):
-                    advkd("attack", str(ckpt), "--attacks", "pgd10", "--n-examples", str(N_EXAMPLES), "--format", "json", runs_dir=runs_dir)
+                attack_once(runs_dir, runs_dir / "distill" / "cifar10" / name / "last.safetensors")
                 print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -106,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         os.environ.setdefault("ADVKD_DATA_DIR", str(ROOT.parent / "shared" / "data"))
         sweep(runs_dir, [m.strip() for m in args.methods.split(",")], [int(s) for s in args.seeds.split(",")])
-        shutil.copyfile(runs_dir / "results.jsonl", committed)
-    md = table([json.loads(line) for line in committed.read_text().splitlines() if line.strip()])
+        shutil.copyfile(runs_dir / RESULTS_FILE, committed)
+    md = table(read_records(committed))
     (RESULTS / "precision-accuracy.md").write_text(md + "\n")
     print(md)
     return 0

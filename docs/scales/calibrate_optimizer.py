@@ -18,33 +18,25 @@ then applies to every method alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not an installed package: its sweep helpers are shared from the checkout
+
+from advkd.evaluation.records import RESULTS_FILE, read_records  # noqa: E402
+from benchmarks.precision_accuracy import advkd, attack_once  # noqa: E402
+
 OUT = ROOT / "docs" / "scales"
 WD = 0.05
 SGD = ["--set", "optimizer=sgd", "--set", "lr=0.1", "--set", "weight_decay=5e-4"]
 
 
-def advkd(runs_dir: Path, *args: str) -> None:
-    cmd = [str(Path(sys.executable).with_name("advkd")), "--runs-dir", str(runs_dir), *args]
-    print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True)
-
-
 def recipes(lrs: list[str], sgd: bool) -> dict[str, list[str]]:
     out = {f"adamw-lr{lr}": ["--set", "optimizer=adamw", "--set", f"lr={lr}", "--set", f"weight_decay={WD}"] for lr in lrs}
     return {**({"sgd-lr0.1": SGD} if sgd else {}), **out}
-
-
-def records(runs_dir: Path) -> list[dict]:
-    path = runs_dir / "results.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
 def sweep(runs_dir: Path, preset: str, recipe: dict[str, list[str]], seeds: list[int], also: list[str]) -> None:
@@ -56,10 +48,8 @@ def sweep(runs_dir: Path, preset: str, recipe: dict[str, list[str]], seeds: list
                     ("distill", f"pgd-at-{tag}-s{seed}", ["--method", "pgd-at", "--student", "resnet18"]),
                     *(("distill", f"{m}-{tag}-s{seed}", ["--method", m, *from_teacher]) for m in ["rslad", *also])]
             for kind, name, args in runs:
-                advkd(runs_dir, "--seed", str(seed), kind, *args, "--preset", preset, "--name", name, "--resume", *flags)
-                ckpt = runs_dir / kind / "cifar10" / name / "last.safetensors"
-                if not any(r.get("checkpoint") == str(ckpt) and r.get("attack") == "pgd10" for r in records(runs_dir)):
-                    advkd(runs_dir, "attack", str(ckpt), "--attacks", "pgd10", "--n-examples", "1000", "--format", "json")
+                advkd("--seed", str(seed), kind, *args, "--preset", preset, "--name", name, "--resume", *flags, runs_dir=runs_dir)
+                attack_once(runs_dir, runs_dir / kind / "cifar10" / name / "last.safetensors")
 
 
 def table(recs: list[dict]) -> str:
@@ -100,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         sweep(runs_dir, args.preset, recipes([x.strip() for x in args.lrs.split(",")], args.sgd), [int(s) for s in args.seeds.split(",")],
               [m.strip() for m in args.also.split(",") if m.strip()])
         saved.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(runs_dir / "results.jsonl", saved / "results.jsonl")
+        shutil.copyfile(runs_dir / RESULTS_FILE, saved / RESULTS_FILE)
         for metrics in runs_dir.glob("*/cifar10/*/metrics.jsonl"):
             shutil.copyfile(metrics, saved / f"{metrics.parent.name}.metrics.jsonl")
-    md = table([json.loads(x) for x in (saved / "results.jsonl").read_text().splitlines() if x.strip()])
+    md = table(read_records(saved / RESULTS_FILE))
     (OUT / f"calibration-{args.preset}.md").write_text(md + "\n")
     print(md)
     return 0
