@@ -178,11 +178,16 @@ def bench_method(name: str, args: argparse.Namespace, base: dict[str, torch.nn.M
     return row
 
 
+def _gflops(peak: float | None) -> str:
+    return "not measured" if peak is None else f"{peak:.0f}"
+
+
 def render(result: dict[str, Any], console: Console) -> None:
     meta = result["meta"]
-    t = Table(title=f"training step: {meta['paths']} (device default) vs fp32 NCHW; student {meta['student']}, teachers "
+    arm = "device default" if meta.get("paths_are_device_default", True) else "candidate"
+    t = Table(title=f"training step: {meta['paths']} ({arm}) vs fp32 NCHW; student {meta['student']}, teachers "
                     f"{meta['teacher']}, batch {meta['batch']}, {meta['device_name']} x{meta['threads']} threads; "
-                    f"matmul peak fp32 {meta['peak_gflops']['fp32']:.0f} / bf16 {meta['peak_gflops']['bf16']:.0f} GFLOP/s",
+                    f"matmul peak fp32 {_gflops(meta['peak_gflops']['fp32'])} / bf16 {_gflops(meta['peak_gflops']['bf16'])} GFLOP/s",
               title_justify="left")
     for col in ("method", "fp32 NCHW img/s", "default img/s", "speed-up", "(min-based)", "GFLOP/step", "default % of peak", "fp32 % of peak"):
         t.add_column(col, justify="left" if col == "method" else "right")
@@ -196,12 +201,13 @@ def render(result: dict[str, Any], console: Console) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     meta = result["meta"]
+    arm = "the device default" if meta.get("paths_are_device_default", True) else "a candidate, not the device default,"
     lines = [
-        f"Training step under the device default (`{meta['paths']}`) against fp32 NCHW: student `{meta['student']}`, teachers "
+        f"Training step under {arm} (`{meta['paths']}`) against fp32 NCHW: student `{meta['student']}`, teachers "
         f"`{meta['teacher']}`, batch {meta['batch']}, `{meta['device_name']}` ({meta['cpu_count']} cores, {meta['threads']} threads), "
         f"torch {meta['torch']}, medians of {meta['repeats']}-{2 * meta['repeats']} alternated pairs, {meta['date']}, load average "
         f"before/after {meta['load_avg_before']} / {meta['load_avg_after']}. Matmul peak (2048²): fp32 {meta['peak_gflops']['fp32']:.0f}, "
-        f"bf16 {meta['peak_gflops']['bf16']:.0f} GFLOP/s.",
+        f"bf16 {_gflops(meta['peak_gflops']['bf16'])} GFLOP/s.",
         "",
         "| method | fp32 NCHW img/s | default img/s | speed-up | min-based | GFLOP per step (floor) | default: % of its peak | fp32: % of its peak |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -224,6 +230,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--epoch", type=int, default=0, help="0-indexed epoch the methods are in")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--paths", default=None, metavar="amp,channels-last",
+                   help="time these paths against fp32 NCHW instead of the device's defaults: a CPU whose defaults are "
+                        "fp32 NCHW can measure a candidate (names: amp, channels-last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--markdown", metavar="JSON", default=None, help="print the Markdown table of a result file and exit")
@@ -233,7 +242,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1:
         p.error("--batch, --repeats and --warmup must be >= 1")
+    if args.paths is not None:
+        names = {n.strip() for n in args.paths.split(",") if n.strip()}
+        unknown = names - set(CANDIDATE_PATHS)
+        if unknown or not names:
+            p.error(f"--paths takes a comma list of {', '.join(CANDIDATE_PATHS)} (got {args.paths!r})")
+        args.paths = names
     return args
+
+
+CANDIDATE_PATHS = {"amp": "amp", "channels-last": "channels_last"}
+
+
+def arm_paths(device: torch.device, names: set[str] | None) -> tuple[accel.FastPaths, bool]:
+    """The paths timed against fp32 NCHW and whether they are the device's defaults."""
+    defaults = accel.device_defaults(device)
+    if names is None:
+        return defaults, True
+    chosen = {field: name in names for name, field in CANDIDATE_PATHS.items()}
+    return accel.FastPaths(compile=False, **chosen), False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,22 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     mallopt = accel.tune_malloc()
     load_before = load_avg()
-    paths = accel.device_defaults(device)
-    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    paths, is_default = arm_paths(device, args.paths)
+    # bf16's peak only where a bf16 arm runs: without native bf16 one emulated 2048-square matmul takes minutes
+    peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device) if paths.amp else None}
     torch.manual_seed(args.seed)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     base = base_models(args.student, args.teacher, device, seed=args.seed)
     t_start = time.perf_counter()
     log = lambda msg: err.print(msg)  # noqa: E731
-    log(f"device default: {paths.describe()}; matmul peak fp32 {peaks['fp32']:.0f} / bf16 {peaks['bf16']:.0f} GFLOP/s")
+    log(f"{'device default' if is_default else 'candidate (not the device default)'}: {paths.describe()}; matmul peak fp32 {_gflops(peaks['fp32'])} / bf16 {_gflops(peaks['bf16'])} GFLOP/s")
     rows = {name: bench_method(name, args, base, paths, x, y, peaks, device, log) for name in names}
     cpu = probe()
     meta = {
         "advkd": advkd.__version__, "torch": torch.__version__, "python": platform.python_version(), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else accel.cpu_model(),
         "cpu_capability": cpu.capability, "native_bf16": cpu.native_bf16, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-        "paths": paths.describe(), "fast_paths": paths.as_record(), "student": args.student, "teacher": args.teacher, "batch": args.batch,
+        "paths": paths.describe(), "paths_are_device_default": is_default, "fast_paths": paths.as_record(), "student": args.student, "teacher": args.teacher, "batch": args.batch,
         "repeats": args.repeats, "warmup": args.warmup, "epoch": args.epoch, "quick": args.quick, "seed": args.seed, "mallopt": mallopt,
         "optimizer": {"name": "SGD", **SGD}, "peak_gflops": peaks, "load_avg_before": load_before, "load_avg_after": load_avg(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "wall_s": time.perf_counter() - t_start,

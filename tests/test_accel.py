@@ -24,7 +24,7 @@ from tiny_nets import with_bn_statistics
 def test_defaults_are_on_for_cuda_and_measured_for_the_cpu(monkeypatch):
     from advkd.core import cpu as cpu_probe
 
-    monkeypatch.setattr(cpu_probe, "probe", lambda: cpu_probe.CpuProfile("AVX2", frozenset({"avx2"})))  # no measured fast path
+    monkeypatch.setattr(cpu_probe, "probe", lambda: cpu_probe.CpuProfile("DEFAULT", frozenset()))  # no measured fast path
     cpu = resolve_fast_paths(torch.device("cpu"))
     assert (cpu.amp, cpu.channels_last, cpu.compile) == (False, False, False)
     assert cpu.data_on_device and cpu.fold_bn and cpu.precision == "fp32"

@@ -192,13 +192,37 @@ def test_cpu_paths_times_the_device_default_against_fp32_nchw(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert list(data["methods"]) == ["pgd-at", "rslad"]
     assert data["meta"]["paths"] == accel.device_defaults(torch.device("cpu")).describe()
-    assert data["meta"]["peak_gflops"]["fp32"] > 0 and data["meta"]["peak_gflops"]["bf16"] > 0
+    bf16_peak = data["meta"]["peak_gflops"]["bf16"]
+    assert data["meta"]["peak_gflops"]["fp32"] > 0 and (bf16_peak > 0 if data["meta"]["fast_paths"]["amp"] else bf16_peak is None)
+    assert data["meta"]["paths_are_device_default"] is True
     for r in data["methods"].values():
         assert len(r["default_s"]) == len(r["plain_s"]) >= 1
         assert r["speedup"] == pytest.approx(r["plain_s_median"] / r["default_s_median"])
         assert r["floor_gflop"] > 0 and r["default_peak_fraction"] > 0 and r["plain_peak_fraction"] > 0
     assert "speed-up" in capsys.readouterr().out and "| rslad |" in cpu_paths.markdown(data)
     assert set(data["below_target"]) <= {"pgd-at", "rslad"}
+
+
+def test_cpu_paths_times_a_candidate_the_device_does_not_default_to(tmp_path):
+    from benchmarks import cpu_paths
+
+    out = tmp_path / "candidate.json"
+    assert cpu_paths.main(["--quick", "--methods", "pgd-at", "--repeats", "1", "--paths", "channels-last", "--out", str(out)]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert (meta["paths"], meta["paths_are_device_default"], meta["peak_gflops"]["bf16"]) == ("fp32, channels-last", False, None)
+    assert "candidate" in cpu_paths.markdown(json.loads(out.read_text()))
+    with pytest.raises(SystemExit) as bad:
+        cpu_paths.main(["--quick", "--paths", "bf17"])
+    assert bad.value.code == 2
+
+
+def test_eval_memory_format_times_both_formats_of_the_evaluation_copy(tmp_path):
+    from benchmarks import eval_memory_format
+
+    out = tmp_path / "eval.json"
+    assert eval_memory_format.main(["--archs", "tinycnn", "--batch", "8", "--repeats", "1", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["archs"]["tinycnn"]
+    assert len(row["nchw_s"]) == len(row["channels_last_s"]) >= 1 and row["speedup"] > 0
 
 
 def test_the_roofline_counts_a_floors_flops_by_hand():

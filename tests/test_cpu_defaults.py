@@ -28,11 +28,11 @@ PROFILES = {
     "zen4": (CpuProfile("AVX512", frozenset({"avx512f", "avx512_bf16"})), (True, True)),
     "sapphire-rapids": (CpuProfile("AVX512", frozenset({"avx512f", "amx_bf16", "amx_tile"})), (True, True)),
     "skylake-x": (CpuProfile("AVX512", frozenset({"avx512f", "avx512bw"})), (False, True)),  # bf16 emulated: slower, stays fp32
-    "haswell": (CpuProfile("AVX2", frozenset({"avx2", "fma"})), (False, False)),  # unmeasured: today's path
+    "zen3": (CpuProfile("AVX2", frozenset({"avx2", "fma"})), (False, True)),  # channels-last measured faster, bf16 emulated
     "graviton3": (CpuProfile("SVE256", frozenset({"sve", "bf16"})), (True, False)),
     "unknown": (CpuProfile("DEFAULT", frozenset()), (False, False)),
 }
-ZEN4, HASWELL = PROFILES["zen4"][0], PROFILES["haswell"][0]
+ZEN4, UNMEASURED = PROFILES["zen4"][0], PROFILES["unknown"][0]
 
 
 @pytest.fixture
@@ -97,15 +97,15 @@ def test_a_run_names_its_paths_first_and_records_them(env, cpu_is, capsys):
     assert "speed paths: fp32, channels-last (the CPU defaults;" in " ".join(capsys.readouterr().err.split())
     rec = next(r for r in read_records(env / "runs" / "results.jsonl") if r["attack"] == "pgd10")
     assert rec["precision"] == "fp32" and rec["fast_paths"]["channels_last"] is True  # attacks stay fp32
-    cpu_is(HASWELL)
-    assert main([*train, "--name", "haswell"]) == 0
-    assert "speed paths: fp32, NCHW (the CPU defaults; this CPU: AVX2 without native bf16, no measured faster path)" in \
+    cpu_is(UNMEASURED)
+    assert main([*train, "--name", "unmeasured"]) == 0
+    assert "speed paths: fp32, NCHW (the CPU defaults; this CPU: DEFAULT without native bf16, no measured faster path)" in \
            " ".join(capsys.readouterr().err.split())
 
 
 def test_no_amp_no_channels_last_restore_todays_path_bit_for_bit(env, cpu_is):
     train = ["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu"]
-    cpu_is(HASWELL)  # a CPU whose default is the plain path, as every CPU's was before
+    cpu_is(UNMEASURED)  # a CPU whose default is the plain path, as every CPU's was before
     assert main([*train, "--name", "plain-default"]) == 0
     cpu_is(ZEN4)
     assert main([*train, "--name", "asked-plain", "--no-amp", "--no-channels-last"]) == 0
