@@ -6,7 +6,7 @@ stderr with exit code 2 — see :func:`main`.
 from __future__ import annotations
 
 import inspect
-import json
+import os
 import shlex
 import signal
 import sys
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Optional
 import typer
 import typer.core
 
+from advkd.core import jsonsafe
 from advkd.core.distributed import is_main, teardown
 from advkd.core.errors import AdvkdError, Interrupted
 from advkd.core.progress import Reporter, warn
@@ -297,7 +298,7 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
     if not is_main():
         return
     if opts["output"].value == "json":
-        typer.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
+        typer.echo(jsonsafe.dumps(report.as_json(), indent=2, sort_keys=True))
     else:
         report.print_table()
 
@@ -362,7 +363,10 @@ def landscape(
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
     if bn_bias not in ("zero", "copy"):
         raise AdvkdError(f"--bn-bias must be zero or copy, got {bn_bias!r}")
-    out = out or Path(g.runs_dir) / "landscape" / "landscape.png"
+    if out is None:  # the default lies in the runs dir: refused if a link there leads elsewhere
+        from advkd.core.runs import check_inside
+
+        out = check_inside(Path(g.runs_dir) / "landscape" / "landscape.png", g.runs_dir, what="landscape output")
     if out.is_dir() or out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise AdvkdError(f"--out {out} must be a .png, .pdf or .svg file path (its data is written beside it as .json)")
     check_writable(out.parent, what="--out folder")  # before minutes of work, not at the end
@@ -428,13 +432,17 @@ def results(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset pattern.")] = None,
     output: Annotated[str, typer.Option("--format", help="rich, csv, json or markdown.")] = "rich",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Move every line of results.jsonl that is not a valid record to "
+                                         "results.jsonl.bad (the original kept as results.jsonl.before-repair), then show the rest.")] = False,
     runs_dir: RunsDirOpt = None,
 ) -> None:
     from advkd.core.console import print_wide
     from advkd.core.files import atomic_write_text
-    from advkd.report.results import render_results, result_rows
+    from advkd.report.results import render_results, repair_results, result_rows
 
     g = _globals(ctx, runs_dir=runs_dir)
+    if repair:
+        typer.echo(repair_results(g.runs_dir), err=True)
     given = {"checkpoint": checkpoint, "run": run, "method": method, "attack": attack, "scale": scale, "dataset": dataset}
     rendered = render_results(result_rows(g.runs_dir, {k: v for k, v in given.items() if v is not None}), output)
     if out is not None:
@@ -477,6 +485,23 @@ def _plain_help_when_narrow(args: list[str]) -> None:
         typer.core.HAS_RICH = False  # restored by main() when the command ends
 
 
+TEXT_ENV = ("ADVKD_RUNS_DIR", "ADVKD_DATA_DIR", "ADVKD_PRESET_DIR", "ADVKD_CALIBRATION_DIR")
+
+
+def check_text(args: list[str]) -> None:
+    """Refuse an argument or ADVKD_* path that is not valid UTF-8 (undecodable bytes reach Python
+    as lone surrogates): it would be written into config.yaml, checkpoints and records, and fail
+    there after the work, or leave a run no later command can read."""
+    named = [(f"argument {a!r}", a) for a in args] + [(f"${k}", os.environ[k]) for k in TEXT_ENV if k in os.environ]
+    for what, text in named:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise AdvkdError(f"{what if what.startswith('$') else 'argument'} {shown!r} is not valid UTF-8; "
+                             "advkd records every name and path as UTF-8 text: rename it") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors -> one line on stderr and exit code 2, no traceback.
 
@@ -492,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     rich_help = typer.core.HAS_RICH
     previous = signal.signal(signal.SIGINT, interrupt_handler) if threading.current_thread() is threading.main_thread() else None
     try:
+        check_text(args)  # before any work: every name and path may end up in a file advkd writes
         tune_malloc()  # before the first large allocation
         _plain_help_when_narrow(args)
         command = typer.main.get_command(app)

@@ -64,6 +64,10 @@ def world(tmp_path_factory) -> Path:
     (run / "config.yaml").write_text("epochs: [\n")
     (root / "results-not-object.jsonl").write_text('[1, 2]\n')
     (root / "results-bad-json.jsonl").write_text('{"attack": \n{"attack": "clean"}\n')  # a torn line that is not the last
+    good_record = '{"checkpoint": "x.safetensors", "attack": "clean", "accuracy": 50.0}\n'
+    (root / "results-accuracy-text.jsonl").write_text('{"checkpoint": "x.safetensors", "attack": "pgd10", "accuracy": "abc"}\n' + good_record)
+    (root / "results-nan.jsonl").write_text('{"checkpoint": "x.safetensors", "attack": "pgd10", "accuracy": NaN}\n' + good_record)
+    (root / "results-no-checkpoint.jsonl").write_text('{"attack": "pgd10", "accuracy": 12.0}\n' + good_record)
     return root
 
 
@@ -154,11 +158,18 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("at-set-no-equals", ["attack", "{w}/good.safetensors", "--set", "bogus"], []),
     ("at-no-runs", ["attack"], []),
     ("at-runs-dir-file", ["attack", "{w}/good.safetensors", "--runs-dir", "{c}/afile", "--n-examples", "8"], ["afile"]),
+    # a bad line in the record store is reported before any attack runs
+    ("at-store-bad-json", ["attack", "{w}/good.safetensors", "--n-examples", "8"], ["results-bad-json.jsonl>runs/results.jsonl"]),
+    ("at-store-accuracy-text", ["attack", "{w}/good.safetensors", "--n-examples", "8"], ["results-accuracy-text.jsonl>runs/results.jsonl"]),
+    ("at-store-nan", ["attack", "{w}/good.safetensors", "--n-examples", "8"], ["results-nan.jsonl>runs/results.jsonl"]),
+    ("at-store-no-checkpoint", ["attack", "{w}/good.safetensors", "--n-examples", "8"], ["results-no-checkpoint.jsonl>runs/results.jsonl"]),
     # ------------------------------------------------------------------ transfer-attack
     ("tr-no-surrogate", ["transfer-attack", "--target", "{w}/good.safetensors"], []),
     ("tr-surrogate-random", ["transfer-attack", "--surrogate", "{w}/random.safetensors", "--target", "{w}/good.safetensors"], []),
     ("tr-target-missing", ["transfer-attack", "--surrogate", "{w}/good.safetensors", "--target", "{c}/missing.safetensors"], []),
     ("tr-suite", ["transfer-attack", "--surrogate", "{w}/good.safetensors", "--target", "{w}/good.safetensors", "--suite", "nope"], []),
+    ("tr-store-nan", ["transfer-attack", "--surrogate", "{w}/good.safetensors", "--target", "{w}/good.safetensors", "--n-examples", "8"],
+     ["results-nan.jsonl>runs/results.jsonl"]),
     ("tr-eps", ["transfer-attack", "--surrogate", "{w}/good.safetensors", "--target", "{w}/good.safetensors", "--eps", "-1"], []),
     # ------------------------------------------------------------------ report
     ("re-id", ["report", "nope"], []),
@@ -170,6 +181,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("re-plan-preset", ["report", "table2", "--plan", "--preset", "nope"], []),
     ("re-results-not-object", ["report", "table2"], ["results-not-object.jsonl>runs/results.jsonl"]),
     ("re-results-bad-json", ["report", "table2"], ["results-bad-json.jsonl>runs/results.jsonl"]),
+    ("re-results-accuracy-text", ["report", "table2"], ["results-accuracy-text.jsonl>runs/results.jsonl"]),
+    ("re-results-nan", ["report", "table2", "--format", "json"], ["results-nan.jsonl>runs/results.jsonl"]),
+    ("rs-store-nan", ["results", "--format", "json"], ["results-nan.jsonl>runs/results.jsonl"]),
+    ("rs-store-accuracy-text", ["results"], ["results-accuracy-text.jsonl>runs/results.jsonl"]),
+    ("rs-store-no-checkpoint", ["results", "--format", "csv"], ["results-no-checkpoint.jsonl>runs/results.jsonl"]),
+    ("rs-store-not-object", ["results"], ["results-not-object.jsonl>runs/results.jsonl"]),
+    ("rs-format", ["results", "--format", "docx"], []),
     ("re-out-dir", ["report", "table2", "--format", "markdown", "--out", "{c}"], []),
     # ------------------------------------------------------------------ landscape
     ("la-missing", ["landscape", "{c}/missing.safetensors"], []),
@@ -187,7 +205,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
 def test_there_are_enough_cases_across_all_commands():
     commands = {argv[0] for _, argv, _ in CASES}
     assert len(CASES) >= 60
-    assert commands == {"pretrain-teacher", "distill", "attack", "transfer-attack", "report", "landscape"}
+    assert commands == {"pretrain-teacher", "distill", "attack", "transfer-attack", "report", "landscape", "results"}
 
 
 @pytest.mark.parametrize("case,argv,files", CASES, ids=[c[0] for c in CASES])

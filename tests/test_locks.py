@@ -71,7 +71,8 @@ f.write("holder\\n"); f.flush()
 def test_results_append_waits_for_the_lock(tmp_path):
     path = tmp_path / "results.jsonl"
     proc = holder(HOLD_RESULTS_LOCK, str(path))
-    writer = threading.Thread(target=append_records, args=(path, [{"attack": "pgd10"}]))
+    rec = {"attack": "pgd10", "accuracy": 20.0, "checkpoint": "a.safetensors"}
+    writer = threading.Thread(target=append_records, args=(path, [rec]))
     writer.start()
     time.sleep(0.3)
     assert writer.is_alive() and path.read_text() == ""  # blocked while another process appends
@@ -79,14 +80,14 @@ def test_results_append_waits_for_the_lock(tmp_path):
     proc.stdin.close()
     proc.wait()
     writer.join(timeout=30)
-    assert path.read_text().splitlines() == ["holder", json.dumps({"attack": "pgd10"})]
+    assert path.read_text().splitlines() == ["holder", json.dumps(rec, sort_keys=True)]
 
 
 APPENDER = """
 import sys
 from advkd.evaluation.records import append_records
 for i in range(10):
-    append_records(sys.argv[1], [{"writer": int(sys.argv[2]), "i": i, "flags": "x" * 200_000}])
+    append_records(sys.argv[1], [{"checkpoint": "c", "attack": "pgd10", "accuracy": 1.0, "writer": int(sys.argv[2]), "i": i, "flags": "x" * 200_000}])
 """
 
 

@@ -48,3 +48,18 @@ def test_report_list_follows_the_format(capsys):
     assert {"id": "table2"} .items() <= next(i for i in ids if i["id"] == "table2").items() and len(ids) > 10
     assert main(["report", "list", "--format", "markdown"]) == 0
     assert capsys.readouterr().out.startswith("| id | what |")
+
+
+def test_results_repair_moves_bad_lines_aside_then_the_rest_shows(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    good = {"checkpoint": "runs/distill/cifar10/a-s0/best.safetensors", "sha256": "sha-a", "run": "a-s0", "method": "rslad"}
+    _write(runs, [rec(**good, attack="pgd10", accuracy=10.0), rec(**good, attack="clean", accuracy="abc"), rec(**good, attack="clean", accuracy=40.0)])
+    assert main(["results", "--runs-dir", str(runs)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    assert main(["results", "--repair", "--format", "csv", "--runs-dir", str(runs)]) == 0
+    out = capsys.readouterr()
+    assert "moved 1 bad line(s) (2)" in out.err and "kept 2 record(s)" in out.err
+    assert {r["attack"] for r in csv.DictReader(io.StringIO(out.out))} == {"pgd10", "clean"}
+    assert json.loads((runs / "results.jsonl.bad").read_text())["line"] == 2
+    assert main(["results", "--repair", "--runs-dir", str(runs)]) == 0
+    assert "nothing to repair" in capsys.readouterr().err

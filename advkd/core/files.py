@@ -74,8 +74,37 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    with atomic_path(path) as tmp:
-        writer(tmp)
+    """``writer(tmp)`` into a temp file renamed over ``path``. An I/O error a library wraps in its
+    own exception (safetensors' SafetensorError on a full disk) comes out as the OSError it is,
+    naming ``path``, so the CLI prints the one-line OS message instead of a traceback."""
+    from advkd.core.oserrors import errno_of
+
+    try:
+        with atomic_path(path) as tmp:
+            writer(tmp)
+    except OSError:
+        raise
+    except Exception as e:
+        code = errno_of(e)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from e
+
+
+@contextlib.contextmanager
+def new_dirs_undone_on_failure(path: str | Path) -> Iterator[None]:
+    """Run a library call that may create ``path`` (and missing parents) and then fail: on an
+    exception, every folder of that chain that did not exist before is removed again if it is
+    empty, so a command that fails leaves nothing behind (RobustBench's loader makes its model
+    folders before it finds that it cannot download)."""
+    chain = [p for p in [Path(path), *Path(path).parents] if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for p in chain:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
 
 
 def sha256_file(path: str | Path) -> str:

@@ -27,15 +27,20 @@ FIXES = {
     errno.ENOENT: "it does not exist: check the path",
 }
 
-_ERRNO_IN_TEXT = re.compile(r"code:\s*(\d+)")  # safetensors' Rust IoError: "IoError(Os { code: 28, kind: StorageFull, ... })"
+# an errno inside another library's message: safetensors' Rust I/O errors read
+# "IoError(Os { code: 28, kind: StorageFull, ... })" or "I/O error: No space left on device (os error 28)"
+_ERRNO_IN_TEXT = re.compile(r"code:\s*(\d+)|\(os error (\d+)\)")
 
 
 def errno_of(exc: BaseException) -> int | None:
     """The errno of an OSError, or of an I/O error another library wraps into its own exception."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
-    match = _ERRNO_IN_TEXT.search(str(exc))
-    return int(match.group(1)) if match and "IoError" in str(exc) else None
+    text = str(exc)
+    match = _ERRNO_IN_TEXT.search(text)
+    if match is None or not ("IoError" in text or "I/O error" in text):
+        return None
+    return int(match.group(1) or match.group(2))
 
 
 def is_os_failure(exc: BaseException) -> bool:

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from advkd.core.errors import AdvkdError
+from advkd.core.safe_yaml import load_yaml
 
 KINDS = ("pretrain-teacher", "distill")
 CONFIG = "config.yaml"
@@ -93,9 +92,9 @@ def check_name(name: str, *, what: str = "run name") -> str:
 def run_dir(runs_dir: str | Path, kind: str, dataset: str, name: str) -> Path:
     """``<runs_dir>/<kind>/<dataset>/<name>``; AdvkdError when any part is not one safe component.
 
-    The result is always inside ``runs_dir`` (checked again on the normalised absolute path, so it
-    holds even if :func:`check_name` had a hole). Symlinks the user placed inside the runs dir are
-    not followed by that check: they are the user's own choice, not something a name can create.
+    The result is always inside ``runs_dir``: checked again on the normalised absolute path (so it
+    holds even if :func:`check_name` had a hole) and on the resolved one (:func:`check_inside`: a
+    symlink inside the runs dir that leads elsewhere is refused, not written through).
     """
     if kind not in KINDS:
         raise AdvkdError(f"unknown run kind {kind!r}; valid: {', '.join(KINDS)}")
@@ -107,7 +106,20 @@ def run_dir(runs_dir: str | Path, kind: str, dataset: str, name: str) -> Path:
     full = os.path.abspath(path)
     if full == top or os.path.commonpath([top, full]) != top:
         raise AdvkdError(f"run name {name!r} would leave the runs dir {root}; use a plain name such as my-run")
-    return path
+    return check_inside(path, root, what="run dir")
+
+
+def check_inside(path: str | Path, runs_dir: str | Path, *, what: str) -> Path:
+    """``path`` if it resolves (symlinks followed, the missing tail taken as is) inside the
+    resolved ``runs_dir``; else an AdvkdError: advkd writes only inside the runs dir, and a link
+    planted in it (a run dir, results.jsonl) must not carry its writes elsewhere. The runs dir
+    itself may be a link (a runs dir on another disk); an explicit ``--out`` is not checked."""
+    root = os.path.realpath(runs_dir)
+    real = os.path.realpath(path)
+    if real != root and os.path.commonpath([root, real]) != root:
+        raise AdvkdError(f"{what} {path} resolves to {real}, outside the runs dir {runs_dir} (through a symlink); "
+                         "advkd writes only inside the runs dir: remove the link, or pass the other folder as --runs-dir")
+    return Path(path)
 
 
 def safe_name(text: str) -> str:
@@ -160,8 +172,8 @@ def load_run(path: Path) -> RunInfo | None:
     if not cfg_path.is_file():
         return None
     try:
-        config = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError:
+        config = load_yaml(cfg_path, source=str(cfg_path)) or {}
+    except AdvkdError:
         return None
     return RunInfo(path=path, config=config) if isinstance(config, dict) else None
 

@@ -77,13 +77,27 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if math.isnan(value):
                 raise AdvkdError(f"{key} must be a number, got nan")
-            return float(value)
+            return float32_representable(float(value), key)
         raise AdvkdError(f"{key} must be a number (e.g. 0.1, 2e-4, 5), got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise AdvkdError(f"{key} must be a string, got {value!r}")
     raise AdvkdError(f"{key}: cannot check values of type {_type_name(tp)}")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest positive float32 (subnormal)
+
+
+def float32_representable(value: float, key: str) -> float:
+    """``value`` if float32 holds it; settings (lr, eps, loss weights) are used in float32 tensors,
+    where 1e39 becomes inf and 1e-50 becomes 0 a whole epoch later. Infinity itself passes: whether
+    it makes sense is the field's own check."""
+    if math.isfinite(value) and (abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY):
+        raise AdvkdError(f"{key} = {value:g} is outside float32's range (the precision it is used in: "
+                         f"{FLOAT32_TINY:.1e} to {FLOAT32_MAX:.1e} in magnitude, or 0)")
+    return value
 
 
 def field_types(cls: type) -> dict[str, Any]:

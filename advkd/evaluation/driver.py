@@ -24,11 +24,11 @@ from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
 from advkd.core.oserrors import check_writable
 from advkd.core.progress import Reporter, warn
-from advkd.core.runs import latest_checkpoint
+from advkd.core.runs import check_inside, latest_checkpoint
 from advkd.data.batches import to_float
 from advkd.data.loaders import load_split
 from advkd.evaluation.evaluate import CLEAN, Outcome, build_eval_attack, evaluate, w_robust, worst_case
-from advkd.evaluation.records import RESULTS_FILE, append_records, environment, now_iso, pack_flags, read_records
+from advkd.evaluation.records import RESULTS_FILE, append_records, check_store, environment, now_iso, pack_flags, read_records, results_path
 from advkd.evaluation.sanity import Accuracy, sanity_flags
 from advkd.evaluation.sources import load_source
 from advkd.evaluation.suites import SUITES, suite_attacks
@@ -272,6 +272,12 @@ def run_attack(
     data = load_split(meta["dataset"], "test", data_dir)
     data = data.head(min(n_examples, len(data)) or None)
     check_writable(runs_dir)  # before the attacks, not at the final append of their records
+    store = results_path(runs_dir)  # inside the runs dir, links resolved
+    check_store(store)  # a bad line in the store is reported now, not after the attacks
+    sha = target.sha256
+    limited = "".join(f"-{a}{k}" for a, k in sorted(limits.items()))
+    state_dir = check_inside(Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}{limited}", runs_dir,
+                             what="attack state dir")
     if fast.amp or fast.channels_last:  # a switch that fails on this machine falls back with one warning
         trial = to_float(data.images[: min(batch_size, len(data))]).to(dev)
         fast = apply_checked(fast, dev, model, [crafter] if crafter is not None else [], trial, warn=warn)
@@ -280,9 +286,6 @@ def run_attack(
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     reporter.log(defaults_note(dev, fast, evaluation=True))
     t0 = time.perf_counter()
-    sha = target.sha256
-    limited = "".join(f"-{a}{k}" for a, k in sorted(limits.items()))
-    state_dir = Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}{limited}"
     outcomes = evaluate(
         model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
         attack_params=attack_params, state_dir=state_dir, fast=fast, limits=limits,
@@ -302,5 +305,5 @@ def run_attack(
         for a, o in outcomes.items()
     ]
     if is_main():
-        append_records(Path(runs_dir) / RESULTS_FILE, records)
+        append_records(store, records)
     return AttackReport(ckpt, meta, outcomes, surrogate, flags, records)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import platform
 import subprocess
@@ -24,6 +25,16 @@ from advkd.core.progress import warn
 from advkd.core.version import __version__
 
 RESULTS_FILE = "results.jsonl"
+TORN_SUFFIX = ".torn"  # fragments of interrupted appends, moved aside by an append
+BAD_SUFFIX = ".bad"  # lines ``advkd results --repair`` moved aside
+REPAIR_HINT = "run `advkd results --repair` to move bad lines aside"
+
+
+def results_path(runs_dir: str | Path) -> Path:
+    """The runs dir's record store, refused when it is a link leading out of the runs dir."""
+    from advkd.core.runs import check_inside
+
+    return check_inside(Path(runs_dir) / RESULTS_FILE, runs_dir, what="record store")
 
 
 def pack_flags(flags: torch.Tensor) -> str:
@@ -84,8 +95,13 @@ def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     is repaired first (:func:`repair_torn_tail`), the new records go in one write followed by an
     fsync, and a write that fails (a full disk) is cut back off before the error is raised."""
     path = Path(path)
+    records = list(records)
+    for r in records:
+        problem = record_problem(r)
+        if problem is not None:  # advkd never writes a record it would refuse to read
+            raise AdvkdError(f"refusing to append a malformed record to {path}: {problem}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
+    payload = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode("utf-8")
     with open(path, "a+b") as f, locked(f, what=str(path)):
         repair_torn_tail(path, f)
         start = f.seek(0, os.SEEK_END)
@@ -97,9 +113,6 @@ def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
         except BaseException:
             f.truncate(start)  # roll back: no partial record is ever left behind
             raise
-
-
-TORN_SUFFIX = ".torn"
 
 
 def repair_torn_tail(path: Path, f) -> int:
@@ -144,27 +157,127 @@ def repair_torn_tail(path: Path, f) -> int:
     return len(tail)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+class NotJson(ValueError):
+    """A line that does not parse at all: the torn fragment of an interrupted append when it is last."""
+
+
+def parse_record(line: str) -> dict[str, Any]:
+    """One line of the store as a valid record, or ValueError saying what is wrong with it."""
+    try:
+        record = json.loads(line, parse_constant=_no_constants)
+    except json.JSONDecodeError:
+        raise NotJson("is not valid JSON") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"is a JSON {type(record).__name__}, not a record object")
+    problem = record_problem(record)
+    if problem is not None:
+        raise ValueError(problem)
+    return record
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What makes ``record`` unusable by the tables, or None: the schema every record meets when
+    written and when read (the keys the tables, plans and figures rely on, with their types)."""
+    if not isinstance(record.get("checkpoint"), str) or not record["checkpoint"]:
+        return "has no checkpoint path"
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value}, not a finite number"
+    if record.get("kind") == "knowledge_scale":
+        return None if _finite(record.get("value")) else f"value is {record.get('value')!r}, not a finite number"
+    if not isinstance(record.get("attack"), str) or not record["attack"]:
+        return "has no attack id"
+    for key in ("accuracy", "clean_accuracy"):
+        if key == "accuracy" or record.get(key) is not None:
+            value = record.get(key)
+            if not _finite(value) or not 0 <= value <= 100:
+                return f"{key} is {value!r}, not a number in 0-100"
+    n = record.get("n_examples")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
+        return f"n_examples is {n!r}, not a positive whole number"
+    return None
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records in ``path``. A torn LAST line (a process killed while appending) is skipped;
-    any other line that is not a JSON object is an AdvkdError naming the line, since silently
-    dropping records from the middle would change a table without a word."""
+    """All records in ``path``, each checked against :func:`record_problem`. A torn LAST line (a
+    process killed while appending) is skipped; any other bad line is an AdvkdError naming its
+    number, since silently dropping records from the middle would change a table without a word."""
     path = Path(path)
     if not path.is_file():
         return []
+    out = []
+    numbered = _numbered_lines(path)
+    for k, (number, line) in enumerate(numbered):
+        try:
+            out.append(parse_record(line))
+        except ValueError as e:
+            if k == len(numbered) - 1 and isinstance(e, NotJson):
+                continue  # torn last line: the next append moves it aside
+            raise AdvkdError(f"{path} line {number} {e}; {REPAIR_HINT}") from None
+    return out
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise AdvkdError(f"{path} is not a text file; it should hold one JSON record per line (advkd attack writes it)") from None
-    numbered = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
-    out = []
-    for k, (number, line) in enumerate(numbered):
+    except OSError as e:
+        raise AdvkdError(f"cannot read {path}: {e.strerror or e}") from None
+    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+
+
+def check_store(path: str | Path) -> None:
+    """Refuse to work toward an append to a store that has a bad line (before the attacks run)."""
+    read_records(path)
+
+
+def repair_store(path: str | Path) -> tuple[int, list[int]]:
+    """Move every line that is not a valid record to ``<path>.bad`` (appended, with its line
+    number); returns (records kept, numbers of the lines moved). Under the store's lock: the
+    original is first copied to ``<path>.before-repair``, the bad lines are appended to the side
+    file, then the store is rewritten in place with the good lines, each step fsynced."""
+    path = Path(path)
+    if not path.is_file():
+        return 0, []
+    with open(path, "a+b") as f, locked(f, what=str(path)):
+        f.seek(0)
+        raw = f.read()
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if k == len(numbered) - 1:
-                continue  # torn last line
-            raise AdvkdError(f"{path} line {number} is not valid JSON; fix or delete that line") from None
-        if not isinstance(record, dict):
-            raise AdvkdError(f"{path} line {number} is a JSON {type(record).__name__}, not a record object; fix or delete that line")
-        out.append(record)
-    return out
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            lines = raw.decode("utf-8", errors="replace").splitlines()
+        good, bad = [], []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                parse_record(line)
+                good.append(line.strip())
+            except ValueError as e:
+                bad.append((number, line, str(e)))
+        if not bad:
+            return len(good), []
+        backup = path.with_name(path.name + ".before-repair")
+        _write_synced(backup, raw, mode="wb")
+        side = path.with_name(path.name + BAD_SUFFIX)
+        _write_synced(side, "".join(json.dumps({"line": n, "problem": why, "text": text}) + "\n" for n, text, why in bad).encode("utf-8"), mode="ab")
+        f.truncate(0)
+        os.write(f.fileno(), "".join(line + "\n" for line in good).encode("utf-8"))
+        os.fsync(f.fileno())
+    return len(good), [n for n, _, _ in bad]
+
+
+def _write_synced(path: Path, data: bytes, *, mode: str) -> None:
+    with open(path, mode) as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())

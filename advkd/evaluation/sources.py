@@ -10,11 +10,15 @@ Every command that reads a model (``attack``, ``transfer-attack``, ``landscape``
   from ``<model dir>/<dataset>/<threat model>/<id>.pt`` and downloaded there when missing. The
   model dir is ``$ADVKD_MODEL_DIR``, else ``<data dir>/robustbench-models``.
 
-The sha256 of the weights file is recorded in every case.
+The sha256 of the weights file is recorded in every case. Every form is validated on load (finite
+tensors, BatchNorm variances >= 0, a head with as many outputs as the dataset has classes; an advkd
+checkpoint also its recorded tensor hash: :mod:`advkd.models.checkpoint`); :func:`load_checkpoint_for`
+adds the dataset registry's class count to an advkd checkpoint's own checks.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,10 @@ import torch
 from torch import nn
 
 from advkd.core.errors import AdvkdError
-from advkd.core.files import sha256_file
+from advkd.core.files import new_dirs_undone_on_failure, sha256_file
 from advkd.data.loaders import dataset_info
 from advkd.models import MODELS, build_model, canonical_arch
-from advkd.models.checkpoint import load_checkpoint, load_state_strict, strip_prefixes
+from advkd.models.checkpoint import check_head, check_tensors, load_checkpoint, load_state_strict, strip_prefixes
 
 ROBUSTBENCH = "robustbench:"
 ROBUSTBENCH_ALIASES = {"Chen2021LTD_WRD34_20": "Chen2021LTD_WRN34_20"}  # the AdaAD repo's misspelling
@@ -78,7 +82,7 @@ def load_source(
         path = Path(text)
         if path.suffix in (".pt", ".pth"):
             raise AdvkdError(f"{text} is a foreign .pt file; name its architecture: ARCH:{text} (e.g. wrn34-10:{text})")
-        model, meta = load_checkpoint(path, device=device, expect={"dataset": dataset} if dataset else None)
+        model, meta = load_checkpoint_for(path, device=device, expect={"dataset": dataset} if dataset else None)
         source = Source(model, meta, text, path, sha256_file(path))
     for key, want in (expect or {}).items():
         if want is not None and source.meta.get(key) != want:
@@ -87,11 +91,31 @@ def load_source(
     return source
 
 
+def load_checkpoint_for(
+    path: str | Path, *, device: str | torch.device = "cpu", expect: dict[str, Any] | None = None, sha256: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`~advkd.models.checkpoint.load_checkpoint` (which validates the file) plus what
+    only the dataset registry knows: the metadata's dataset exists and has ``num_classes``
+    classes. Every command loads advkd checkpoints through here (attack, transfer-attack,
+    landscape, the teachers of distill)."""
+    model, meta = load_checkpoint(path, device=device, expect=expect, sha256=sha256)
+    try:
+        info = dataset_info(str(meta.get("dataset")))
+    except AdvkdError:
+        raise AdvkdError(f"checkpoint {path} names dataset {meta.get('dataset')!r}, which advkd does not know") from None
+    if int(meta["num_classes"]) != info.num_classes:
+        raise AdvkdError(f"checkpoint {path} does not fit its dataset: its head has {meta['num_classes']} outputs but {info.name} "
+                         f"has {info.num_classes} classes")
+    return model, meta
+
+
 def _foreign(spec: str, arch: str, path: Path, *, dataset: str) -> Source:
     if not path.is_file():
         raise AdvkdError(f"weights {path} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad pickle; all mean "unreadable"
         raise AdvkdError(f"cannot read {path} as weights-only torch file ({type(e).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -100,7 +124,12 @@ def _foreign(spec: str, arch: str, path: Path, *, dataset: str) -> Source:
         raise AdvkdError(f"{path} does not hold a state dict")
     num_classes = dataset_info(dataset).num_classes
     model = build_model(arch, num_classes=num_classes)
-    load_state_strict(model, strip_prefixes(state), source=str(path))
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise AdvkdError(f"{path} does not hold a state dict of tensors")
+    state = strip_prefixes(state)
+    check_tensors(state, source=str(path), what="weights file")
+    check_head(model, state, num_classes, source=str(path), why=f"{dataset_info(dataset).name} has {num_classes} classes (--dataset)")
+    load_state_strict(model, state, source=str(path))
     meta = {"arch": arch, "paper_arch": arch, "dataset": dataset_info(dataset).name, "num_classes": str(num_classes),
             "method": "foreign", "scale": "paper", "weights": str(path)}
     return Source(model, meta, spec, path, sha256_file(path))
@@ -115,11 +144,13 @@ def _robustbench(spec: str, *, dataset: str, threat_model: str, data_dir: str | 
     info = dataset_info(dataset)
     root = model_dir(data_dir)
     try:
-        model = load_model(model_name=model_id, model_dir=str(root), dataset=info.name, threat_model=threat_model)
+        with new_dirs_undone_on_failure(root / info.name / threat_model):
+            model = load_model(model_name=model_id, model_dir=str(root), dataset=info.name, threat_model=threat_model)
     except Exception as e:  # network / unknown id errors come in many types
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AdvkdError(f"robustbench could not load {model_id} ({info.name}, {threat_model}) from {root}: {first}") from None
     weights = root / info.name / threat_model / f"{model_id}.pt"
+    check_tensors(model.state_dict(), source=str(weights), what="weights file")
     meta = {"arch": f"robustbench:{model_id}", "paper_arch": f"robustbench:{model_id}", "dataset": info.name,
             "num_classes": str(info.num_classes), "method": "robustbench", "scale": "paper", "threat_model": threat_model,
             "weights": str(weights)}

@@ -3,11 +3,20 @@
 A checkpoint holds weights only (never pickle) plus the metadata needed to rebuild and trust the
 model: ``arch``, ``num_classes``, ``dataset``, ``normalize``, ``method``, ``teachers`` (JSON),
 ``preset``, ``scale``, ``epoch``, ``metrics`` (JSON), ``config`` (JSON), ``eps``, ``seed``,
-``created``, ``advkd_version``. Nested values are JSON strings, as safetensors requires.
+``created``, ``advkd_version``, ``tensors_sha256``. Nested values are JSON strings, as safetensors requires.
+
+Every file is checked when it is loaded (:func:`load_checkpoint`, :func:`check_tensors`, :func:`check_head`), so
+that a file which merely parses is not trusted: its tensors must match the ``tensors_sha256`` written
+at save time (flipped bytes; files written before the hash existed load without it), every floating
+tensor must be finite, every BatchNorm ``running_var`` >= 0, and the classifier head must have as
+many outputs as the metadata's ``num_classes``. Where a caller knows the file's sha256 (a
+student's record of its teacher), ``load_checkpoint(sha256=...)`` checks it too.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +26,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from advkd.core.errors import AdvkdError
-from advkd.core.files import atomic_write_with
+from advkd.core.files import atomic_write_with, sha256_file
 from advkd.models import build_model
 
 FORMAT = "advkd-checkpoint-v1"
 JSON_KEYS = ("teachers", "metrics", "config", "arch_map", "fast_paths")
 PREFIXES = ("module.", "_orig_mod.", "model.")
+DIGEST_KEY = "tensors_sha256"  # sha256 of the tensors (names, dtypes, shapes, bytes); see tensor_digest
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -53,9 +63,30 @@ def tensors_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
+def _tensor_bytes(t: torch.Tensor) -> Any:
+    """The raw bytes of a CPU tensor as a buffer (no copy when it is contiguous; any dtype, bf16 included)."""
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: what the file's
+    tensor data says, independent of how safetensors lays it out (the metadata is not covered)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        _digest_one(h, name, tensors[name])
+    return h.hexdigest()
+
+
+def _digest_one(h: Any, name: str, t: torch.Tensor) -> None:
+    h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
+    h.update(_tensor_bytes(t.detach().cpu()))
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    encoded = _encode_meta(meta)
-    atomic_write_with(path, lambda tmp: save_file(tensors_for_save(tensors), str(tmp), metadata=encoded))
+    """Write ``tensors`` and ``meta`` (plus the ``tensors_sha256`` of exactly the bytes written) atomically."""
+    prepared = tensors_for_save(tensors)
+    encoded = _encode_meta({**meta, DIGEST_KEY: tensor_digest(prepared)})
+    atomic_write_with(path, lambda tmp: save_file(prepared, str(tmp), metadata=encoded))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
@@ -117,6 +148,56 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_tensors(
+    tensors: Mapping[str, torch.Tensor], *, source: str, what: str = "checkpoint", digest: str | None = None, fix: str = "",
+) -> None:
+    """One pass over ``tensors``: the ``digest`` (a :func:`tensor_digest` recorded at save time,
+    when there is one), every floating tensor finite, every BatchNorm ``running_var`` >= 0.
+    AdvkdError naming ``what source`` and the first bad tensor, ending in ``fix`` when given. A
+    digest mismatch is said first: a corrupt file explains any odd value in it."""
+    h = hashlib.sha256() if digest else None
+    nonfinite = negative = ""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if h is not None:
+            _digest_one(h, name, t)
+        if not t.is_floating_point() or (nonfinite and negative):
+            continue
+        if not nonfinite and not bool(torch.isfinite(t).all()):
+            nonfinite = name
+        elif not negative and name.endswith("running_var") and bool((t < 0).any()):
+            negative = name
+    if h is not None and h.hexdigest() != digest:
+        raise AdvkdError(f"{what} {source} is corrupt: its tensors do not match the sha256 recorded when it was saved "
+                         f"({DIGEST_KEY} {digest[:12]}..., the data hashes to {h.hexdigest()[:12]}...); {fix or 'restore it from a good copy'}")
+    if nonfinite:
+        t = tensors[nonfinite]
+        kinds = [k for k, bad in (("nan", torch.isnan(t).any()), ("inf", torch.isinf(t).any())) if bool(bad)]
+        raise AdvkdError(f"{what} {source} has non-finite values: {nonfinite} holds {'/'.join(kinds)}; "
+                         f"{fix or 'such a model cannot be evaluated or trained from'}")
+    if negative:
+        low = float(tensors[negative].min())
+        raise AdvkdError(f"{what} {source} is invalid: BatchNorm variance {negative} is negative ({low:g}); {fix or 'variances are >= 0'}")
+
+
+def head_name(model: nn.Module, num_classes: int) -> str | None:
+    """The classifier head: the last ``nn.Linear`` with ``num_classes`` outputs (None when there is none)."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            found = name
+    return found
+
+
+def check_head(model: nn.Module, state: Mapping[str, torch.Tensor], num_classes: int, *, source: str, why: str) -> None:
+    """AdvkdError when the weights' classifier head does not have ``num_classes`` outputs
+    (``why`` says where that count comes from, e.g. "its metadata says num_classes=100")."""
+    head = head_name(model, num_classes)
+    weight = state.get(f"{head}.weight") if head is not None else None
+    if weight is not None and weight.dim() >= 1 and weight.shape[0] != num_classes:
+        raise AdvkdError(f"weights in {source} do not fit: the classifier head {head} has {weight.shape[0]} outputs but {why}")
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """Load with strict key and shape matching; AdvkdError naming the first mismatch."""
     own = model.state_dict()
@@ -136,17 +217,36 @@ def load_checkpoint(
     *,
     device: str | torch.device = "cpu",
     expect: dict[str, Any] | None = None,
+    sha256: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes, load its weights, put it in eval mode.
 
     ``expect`` (e.g. ``{"dataset": "cifar10", "num_classes": 10}``) is compared with the
-    metadata; a mismatch is an AdvkdError that names both values.
+    metadata; a mismatch is an AdvkdError that names both values. ``sha256``: the file's hash as
+    recorded elsewhere (a student's record of its teacher); checked when given.
+
+    The file is validated here, for every command that loads one (module docstring): its
+    recorded tensor hash, finite tensors, BatchNorm variances >= 0, the head's size.
     """
+    path = Path(path)
     tensors, meta = read_tensors(path)
+    if sha256:
+        have = sha256_file(path)
+        if have != sha256:
+            raise AdvkdError(f"checkpoint {path} is not the file that was recorded: its sha256 is {have[:12]}..., the record says {sha256[:12]}...")
     for key, want in (expect or {}).items():
         have = meta.get(key)
         if want is not None and have != want:
             raise AdvkdError(f"checkpoint {path} has {key}={have!r} but {want!r} is needed here")
-    model = build_model(meta["arch"], num_classes=int(meta["num_classes"]), normalize=meta.get("normalize", "none"))
+    check_tensors(tensors, source=str(path), digest=meta.get(DIGEST_KEY))
+    try:
+        num_classes = int(meta["num_classes"])
+        arch = meta["arch"]
+    except (KeyError, ValueError):
+        raise AdvkdError(f"checkpoint {path} has corrupt metadata (no arch or num_classes)") from None
+    if num_classes < 1:
+        raise AdvkdError(f"checkpoint {path} has corrupt metadata (num_classes={num_classes})")
+    model = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
+    check_head(model, tensors, num_classes, source=str(path), why=f"its metadata says num_classes={num_classes} (dataset {meta.get('dataset')})")
     load_state_strict(model, tensors, source=str(path))
     return model.to(device).eval(), meta

@@ -17,9 +17,9 @@ from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, METRICS, find_runs, read_metrics
 from advkd.data.batches import to_float
 from advkd.data.loaders import load_split
-from advkd.evaluation.records import RESULTS_FILE, append_records, now_iso, read_records
+from advkd.evaluation.records import RESULTS_FILE, append_records, now_iso, read_records, results_path
+from advkd.evaluation.sources import load_checkpoint_for
 from advkd.methods import build
-from advkd.models.checkpoint import load_checkpoint
 from advkd.report.knowledge import knowledge_records
 
 
@@ -40,13 +40,15 @@ def _logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
 
 def knowledge_scale_records(run: Path, *, data_dir: str | Path, n_examples: int = 1000, batch_size: int = 250, device: str | torch.device = "cpu") -> list[dict[str, Any]]:
     """Compute the four Table I records of ``run`` (a bmtard run dir)."""
-    student, meta = load_checkpoint(run / BEST, device=device)
+    student, meta = load_checkpoint_for(run / BEST, device=device)
     teachers = {}
     for role in ("clean_teacher", "robust_teacher"):
-        source = (meta.get("teachers") or {}).get(role, {}).get("source")
+        record = (meta.get("teachers") or {}).get(role, {})
+        source = record.get("source")
         if not source or not Path(source).is_file():
             raise AdvkdError(f"run {run} does not name a readable {role} checkpoint ({source!r})")
-        teachers[role], _ = load_checkpoint(source, device=device)
+        # the teacher the student was trained with: the file's sha256 as the student recorded it
+        teachers[role], _ = load_checkpoint_for(source, device=device, expect={"dataset": meta["dataset"]}, sha256=record.get("sha256") or None)
     rows = read_metrics(run / METRICS)
     if not rows or "method_tau_adv" not in rows[-1]:
         raise AdvkdError(f"{run / METRICS} has no B-MTARD temperatures (method_tau_adv / method_tau_nat)")
@@ -74,4 +76,4 @@ def ensure_knowledge_records(runs_dir: Path, *, data_dir: str | Path, device: st
     sha = sha256_file(run / BEST)
     if any(r.get("kind") == "knowledge_scale" and r.get("sha256") == sha for r in read_records(runs_dir / RESULTS_FILE)):
         return
-    append_records(runs_dir / RESULTS_FILE, knowledge_scale_records(run, data_dir=data_dir, device=device))
+    append_records(results_path(runs_dir), knowledge_scale_records(run, data_dir=data_dir, device=device))

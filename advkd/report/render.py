@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
+from advkd.core import jsonsafe
 from advkd.core.errors import AdvkdError
 from advkd.report.table import CUSTOM_MARK, MINI_MARK, MISMATCH_MARK, SCALE_MARKS, SHARED_MARK, SMALL_MARK, Cell, Table
 
@@ -171,7 +171,7 @@ def _csv(table: Table) -> str:
 
 
 def _json(table: Table) -> str:
-    return json.dumps(table.as_dict(), indent=2, ensure_ascii=False) + "\n"
+    return jsonsafe.dumps(table.as_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- latex

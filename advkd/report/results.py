@@ -9,14 +9,14 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from advkd.core import jsonsafe
 from advkd.core.errors import AdvkdError
-from advkd.evaluation.records import RESULTS_FILE, read_records
+from advkd.evaluation.records import BAD_SUFFIX, RESULTS_FILE, read_records, repair_store, results_path
 from advkd.report.match import checkpoint_key, newest
 
 COLUMNS = (
@@ -49,11 +49,22 @@ def result_rows(runs_dir: str | Path, filters: dict[str, str] | None = None) -> 
     return [r for r in rows if all(fnmatch.fnmatch(str(r.get(k) or ""), pattern) for k, pattern in filters.items())]
 
 
+def repair_results(runs_dir: str | Path) -> str:
+    """Move the bad lines of the runs dir's store aside; one line saying what happened."""
+    path = results_path(runs_dir)
+    kept, moved = repair_store(path)
+    if not moved:
+        return f"{path}: every line is a valid record ({kept}); nothing to repair"
+    lines = ", ".join(map(str, moved[:10])) + (f" and {len(moved) - 10} more" if len(moved) > 10 else "")
+    return (f"{path}: moved {len(moved)} bad line(s) ({lines}) to {path.name}{BAD_SUFFIX} and kept {kept} record(s); "
+            f"the file as it was is {path.name}.before-repair")
+
+
 def render_results(rows: list[dict[str, Any]], fmt: str) -> str | Table:
     if fmt not in FORMATS:
         raise AdvkdError(f"--format {fmt}: one of {', '.join(FORMATS)}")
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        return jsonsafe.dumps(rows, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")

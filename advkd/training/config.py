@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
 from advkd.core.runs import KINDS, check_name
+from advkd.core.safe_yaml import UnsafeYaml, load_yaml
 from advkd.core.settings import apply_overrides, field_types
 from advkd.data.loaders import DATASETS
 from advkd.methods import METHODS
 from advkd.models import canonical_arch
+from advkd.training import preset_schema
+from advkd.training.preset_schema import RULE_KEYS, SCALES, WHEN_KEYS, PresetSchema  # noqa: F401 (re-exported)
 
 PRESET_DIR = Path(__file__).parent.parent / "presets"
 
@@ -49,7 +50,7 @@ class TrainConfig:
     preset_teachers: dict[str, str] = field(default_factory=dict)  # role -> the preset's default teacher
     preset: str = ""
     preset_file: str = ""  # the preset's YAML path when it is not one of advkd/presets (what --preset must be given again)
-    scale: str = "paper"  # "paper" | "mini" | "custom": which scale produced the numbers
+    scale: str = "paper"  # one of preset_schema.SCALES ("paper", "small", "mini", "custom"): which scale produced the numbers
     # optimisation: every reference script uses SGD; AdamW is the reduced scales' recipe (docs/scales.md)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     epochs: int = 200
@@ -134,6 +135,8 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     (``2e-4``, ``1E9``): :func:`coerce` reads it for float fields. A plain decimal integer is
     read in base 10 (YAML 1.1 would read ``010`` as octal 8), and a string-typed run setting
     (``name``, ``eval_eps`` ...) keeps the text as typed (``--set name=007`` is ``"007"``).
+    YAML anchors and aliases are refused (:mod:`advkd.core.safe_yaml`); other text that is not
+    YAML stays text.
     """
     str_keys = {k for k, tp in field_types(TrainConfig).items() if tp is str}
     train: dict[str, Any] = {}
@@ -144,8 +147,10 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw, source=f"--set {key}") if raw.strip() and key not in str_keys else ""
+        except UnsafeYaml:
+            raise
+        except AdvkdError:  # not YAML: the text itself (type-checked against the field like any value)
             value = raw
         if re.fullmatch(r"[-+]?\d+", raw.strip()):
             value = int(raw.strip(), 10)
@@ -159,10 +164,6 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- presets
-
-
-RULE_KEYS = ("when", "train", "params", "teachers", "note")
-WHEN_KEYS = ("method", "dataset", "arch")
 
 
 @dataclass
@@ -208,21 +209,17 @@ def list_presets() -> list[str]:
     return sorted({p.stem for d in preset_dirs() for p in d.glob("*.yaml")})
 
 
-def _check_preset(preset: Preset) -> None:
-    where = f"preset {preset.path}"
-    for key in ("train", "methods", "arch_map"):
-        if not isinstance(getattr(preset, key), dict):
-            raise AdvkdError(f"{where}: {key} must be a mapping")
-    if not isinstance(preset.rules, list) or not all(isinstance(r, dict) for r in preset.rules):
-        raise AdvkdError(f"{where}: rules must be a list of mappings")
-    for i, rule in enumerate(preset.rules):
-        bad = set(rule) - set(RULE_KEYS) or set(rule.get("when") or {}) - set(WHEN_KEYS)
-        if bad:
-            raise AdvkdError(f"{where}: rule {i + 1} has unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(RULE_KEYS)} and when: {', '.join(WHEN_KEYS)}")
+def check_saved_config(data: dict[str, Any], where: str) -> None:
+    """A run's saved ``config.yaml`` type-checked against :class:`TrainConfig`'s fields."""
+    preset_schema.check_saved_config(data, where, field_types(TrainConfig))
 
 
 def load_preset(spec: str) -> Preset:
-    """Load a preset by name (``mini``) or by path to a YAML file."""
+    """Load a preset by name (``mini``) or by path to a YAML file, checked by :class:`_PresetSchema`.
+
+    ``scale:`` is required in a preset given as a path or found in ``$ADVKD_PRESET_DIR`` (the
+    shipped ones all say theirs); without it a user's numbers would be recorded as paper-scale.
+    """
     path = Path(spec)
     if not (spec.endswith((".yaml", ".yml")) or path.is_file()):
         path = next((d / f"{spec}.yaml" for d in preset_dirs() if (d / f"{spec}.yaml").is_file()), PRESET_DIR / f"{spec}.yaml")
@@ -230,23 +227,16 @@ def load_preset(spec: str) -> Preset:
             raise AdvkdError(f"unknown preset {spec!r}; valid: {', '.join(list_presets())} (or a path to a .yaml file)")
     elif not path.is_file():
         raise AdvkdError(f"preset file {spec} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise AdvkdError(f"preset {path} is not a text file (not UTF-8); a preset is YAML like advkd/presets/mini.yaml") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise AdvkdError(f"preset {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = load_yaml(path, source=f"preset {path}")
     if not isinstance(data, dict):
         raise AdvkdError(f"preset {path} must be a YAML mapping with keys like train:, methods:")
-    known = {f.name for f in dataclasses.fields(Preset)} - {"name", "path"}
-    unknown = set(data) - known
+    known = [f.name for f in dataclasses.fields(Preset) if f.name not in ("name", "path")]
+    unknown = sorted(str(k) for k in data if k not in known)
     if unknown:
-        raise AdvkdError(f"preset {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}")
-    preset = Preset(name=path.stem, path=path, **data)
-    _check_preset(preset)
-    return preset
+        raise AdvkdError(f"preset {path}: unknown top-level key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    shipped = path.resolve().parent == PRESET_DIR.resolve()
+    settings = {k: tp for k, tp in field_types(TrainConfig).items() if k not in DERIVED_FIELDS}
+    return Preset(name=path.stem, path=path, **PresetSchema(f"preset {path}", settings).check(data, user=not shipped))
 
 
 def cached_preset(spec: str) -> Preset:

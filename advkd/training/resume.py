@@ -5,6 +5,12 @@ commit point of the epoch. Data order and augmentation are derived from (seed, e
 epoch number is all the data pipeline needs; the global RNG (method start noise) is restored.
 
 :func:`resumable_state` is the one definition of a resumable run dir.
+
+:func:`load_resume` trusts a state only when it belongs to the run dir it is in: the state records
+its run (kind, dataset, name: the dir's last three parts) and its config, compared with the dir's
+``config.yaml`` on the settings a resume keeps (:data:`IDENTITY_IGNORES` may differ), and the
+``tensors_sha256`` of its tensors, which must also be finite. States written before these entries
+existed are accepted with the other checks.
 """
 from __future__ import annotations
 
@@ -18,13 +24,19 @@ from safetensors.torch import load_file
 
 from advkd.core.errors import AdvkdError
 from advkd.core.files import atomic_write_with
-from advkd.core.runs import BEST, LAST, METRICS, RESUME, read_metrics
-from advkd.models.checkpoint import tensors_for_save, unwrap
+from advkd.core.runs import BEST, CONFIG, LAST, METRICS, RESUME, read_metrics
+from advkd.core.safe_yaml import load_yaml
+from advkd.models.checkpoint import DIGEST_KEY, check_tensors, tensor_digest, tensors_for_save, unwrap
+from advkd.training.config import config_to_dict
 
 if TYPE_CHECKING:
     from advkd.methods import Method
 
 STATE_FORMAT = "advkd-resume-v2"  # v2: epoch and best_epoch are 1-based epoch numbers (epochs completed)
+RUN_PARTS = ("kind", "dataset", "name")  # a run dir is <runs dir>/<kind>/<dataset>/<name>
+#: Settings a resumed run may change (advkd.training.rundir compares the rest too): ``--epochs N
+#: --resume`` extends a run; the other two only name it.
+IDENTITY_IGNORES = frozenset({"epochs", "overrides", "variant"})
 
 
 @dataclass
@@ -39,15 +51,19 @@ class ResumeState:
     def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: Method, *, rank: int = 0) -> None:
         """Restore everything into freshly built objects, so training continues bit-for-bit."""
         model_state = {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
-        unwrap(model).load_state_dict(model_state, strict=True)
-        opt_state: dict[int, dict[str, Any]] = {}
-        for key, value in self.tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                opt_state.setdefault(int(idx), {})[name] = value
-        for idx, scalars in self.optimizer.get("scalars", {}).items():
-            opt_state.setdefault(int(idx), {}).update(scalars)
-        optimizer.load_state_dict({"state": opt_state, "param_groups": self.optimizer["param_groups"]})
+        try:  # a state without its run's identity (older advkd) may still be another run's
+            unwrap(model).load_state_dict(model_state, strict=True)
+            opt_state: dict[int, dict[str, Any]] = {}
+            for key, value in self.tensors.items():
+                if key.startswith("optim."):
+                    _, idx, name = key.split(".", 2)
+                    opt_state.setdefault(int(idx), {})[name] = value
+            for idx, scalars in self.optimizer.get("scalars", {}).items():
+                opt_state.setdefault(int(idx), {}).update(scalars)
+            optimizer.load_state_dict({"state": opt_state, "param_groups": self.optimizer["param_groups"]})
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AdvkdError(f"the resume state does not fit this run's model or optimizer ({first[:200]}); it belongs to another run") from None
         method.load_state_dict(self.method_state)
         prefix = f"rng.{rank}."
         if f"{prefix}cpu" not in self.tensors:
@@ -84,9 +100,14 @@ def save_resume(
     for r, states in enumerate(rng):
         for name, value in states.items():
             tensors[f"rng.{r}.{name}"] = value
+    tensors = tensors_for_save(tensors)
+    cfg = config_to_dict(setup.cfg)
     meta = {
         "format": "pt",
         "advkd_format": STATE_FORMAT,
+        "run": json.dumps({k: cfg[k] for k in RUN_PARTS}),  # which run this state belongs to (load_resume checks it)
+        "config": json.dumps(cfg, sort_keys=True),
+        DIGEST_KEY: tensor_digest(tensors),
         "state": json.dumps(
             {
                 "epoch": epoch,
@@ -97,7 +118,6 @@ def save_resume(
             }
         ),
     }
-    tensors = tensors_for_save(tensors)
     from safetensors.torch import save_file
 
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
@@ -120,7 +140,7 @@ def load_resume(path: Path) -> ResumeState:
         if found != STATE_FORMAT:
             raise ValueError("not an advkd resume state" if found is None else found)
         state = json.loads(meta["state"])
-        return ResumeState(
+        loaded = ResumeState(
             epoch=int(state["epoch"]),
             best_value=state["best_value"],
             best_epoch=int(state["best_epoch"]),
@@ -128,10 +148,42 @@ def load_resume(path: Path) -> ResumeState:
             optimizer=state["optimizer"],
             tensors=tensors,
         )
+        run = json.loads(meta["run"]) if "run" in meta else None
+        config = json.loads(meta["config"]) if "config" in meta else None
+        if not isinstance(run, (dict, type(None))) or not isinstance(config, (dict, type(None))):
+            raise ValueError("run or config is not a mapping")
     except Exception as e:  # any failure here means the file cannot be trusted
         if isinstance(e, ValueError) and str(e).startswith("advkd-resume-"):
             raise AdvkdError(f"resume state {path} is {e}, written by an older advkd that counted epochs from 0; {way_out}") from None
         raise AdvkdError(f"resume state {path} is unreadable ({type(e).__name__}); {way_out}") from None
+    check_tensors(tensors, source=str(path), what="resume state", digest=meta.get(DIGEST_KEY), fix=way_out)
+    _check_identity(Path(path), run, config, way_out)
+    return loaded
+
+
+def _check_identity(path: Path, run: dict[str, Any] | None, config: dict[str, Any] | None, way_out: str) -> None:
+    """AdvkdError when the state at ``path`` was written by another run than the one whose dir
+    holds it: another kind/dataset/name than the dir's, or settings other than its ``config.yaml``
+    (an unreadable config.yaml is left to the run dir's own check). None: an older state."""
+    if run is not None:
+        here = dict(zip(RUN_PARTS, path.absolute().parent.parts[-len(RUN_PARTS):]))
+        if any(str(run.get(k)) != here.get(k) for k in RUN_PARTS):
+            theirs = "/".join(str(run.get(k)) for k in RUN_PARTS)
+            raise AdvkdError(f"resume state {path} belongs to another run ({theirs}), not to {'/'.join(here.values())}; "
+                             f"put back this run's own {RESUME}, or {way_out}")
+    if config is None or not (path.parent / CONFIG).is_file():
+        return
+    try:
+        saved = load_yaml(path.parent / CONFIG, source=str(path.parent / CONFIG))
+    except (AdvkdError, OSError):  # the run dir's own reading of config.yaml says what is wrong with it
+        return
+    if not isinstance(saved, dict):
+        return
+    diff = sorted(k for k in config if k in saved and k not in IDENTITY_IGNORES and saved[k] != config[k])
+    if diff:
+        k = diff[0]
+        raise AdvkdError(f"resume state {path} belongs to another run: it was written with {k}={config[k]!r}, but this run's "
+                         f"{CONFIG} says {k}={saved[k]!r}; put back this run's own {RESUME}, or {way_out}")
 
 
 def resumable_state(path: str | Path) -> ResumeState | None:

@@ -20,11 +20,12 @@ from advkd.core.files import atomic_write_text
 from advkd.core.locks import LOCK_FILE, RunLock
 from advkd.core.progress import Reporter
 from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME
+from advkd.core.safe_yaml import load_yaml
 from advkd.core.version import __version__
 from advkd.evaluation.records import environment, now_iso
 from advkd.models.checkpoint import read_metadata
-from advkd.training.config import TrainConfig, config_to_dict
-from advkd.training.resume import ResumeState, load_resume, resumable_state
+from advkd.training.config import TrainConfig, check_saved_config, config_to_dict
+from advkd.training.resume import IDENTITY_IGNORES, ResumeState, load_resume, resumable_state
 from advkd.training.setup import Setup
 
 
@@ -97,11 +98,12 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     before its commit: it is cleared (its run files and stray temps) and restarted, with or
     without ``--resume``, and one log line says so. Stray temps of a resumable run are removed."""
     path = setup.path
+    # read config.yaml (safe loader, schema) before the resume state compares itself with it
+    saved = _saved_config(path) if (path / RESUME).exists() else {}
     state = resumable_state(path)  # AdvkdError for committed work that cannot be resumed
     if state is not None:
         if not resume:
             raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
-        saved = _saved_config(path)
         ours = config_to_dict(setup.cfg)
         # a setting an older release did not save cannot have changed; the name tags derived from how a setting was
         # given (--set or the preset) are not settings: a preset that now says what --set said resumes the same run
@@ -111,9 +113,9 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
         for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
             tmp.unlink(missing_ok=True)
-        changed = _changed_speed_paths(path, setup.fast)
-        if changed:
-            reporter.log(f"warning: {changed}")
+        for changed in (_changed_speed_paths(path, setup.fast), _changed_environment(path, setup.device)):
+            if changed:
+                reporter.log(f"warning: {changed}")
         return state
     leftovers = _run_files(path)
     if leftovers:
@@ -125,7 +127,7 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     return None
 
 
-RESUME_IGNORES = {"epochs", "overrides", "variant"}  # --epochs extends a run; the other two only name it
+RESUME_IGNORES = IDENTITY_IGNORES  # --epochs extends a run; the other two only name it (one list, resume.py's)
 
 
 def _changed_speed_paths(path: Path, fast: Any) -> str:
@@ -145,17 +147,40 @@ def _changed_speed_paths(path: Path, fast: Any) -> str:
             f"pass {flags} to continue as it started")
 
 
+def _changed_environment(path: Path, device: Any) -> str:
+    """A one-line warning when a run resumes on another thread count, device type or torch version
+    than it started with (its env.json): each changes the floating-point order of reductions, so
+    the resumed run is not bit-exact ('' when the same or unknown)."""
+    try:
+        before = json.loads((path / ENV).read_text(encoding="utf-8"))
+        now = environment(device)
+        pairs = {
+            "CPU threads": (before.get("cpu_threads"), now.get("cpu_threads")),
+            "device type": (str(before.get("device", "")).split(":")[0], str(now.get("device", "")).split(":")[0]),
+            "torch": ((before.get("versions") or {}).get("torch"), (now.get("versions") or {}).get("torch")),
+        }
+    except (OSError, ValueError, AttributeError):
+        return ""
+    diff = {k: (a, b) for k, (a, b) in pairs.items() if a not in (None, "") and a != b}
+    if not diff:
+        return ""
+    fix = f"; run advkd --threads {diff['CPU threads'][0]} ... --resume to continue as it started" if set(diff) == {"CPU threads"} else ""
+    return (f"{path.name} started with {', '.join(f'{k} {a}' for k, (a, _) in diff.items())} and resumes with "
+            f"{', '.join(f'{k} {b}' for k, (_, b) in diff.items())}, so it will not equal an uninterrupted run bit for bit{fix}")
+
+
 def _saved_config(path: Path) -> dict[str, Any]:
     """The config a run dir was started with ({} when it has none), or an AdvkdError when it is unreadable."""
     if not (path / CONFIG).exists():
         return {}
+    fix = "restore it, or use --name for a new run"
     try:
-        saved = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        problem = " ".join(str(getattr(e, "problem", None) or type(e).__name__).split())
-        raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not valid YAML ({problem}); restore it, or use --name for a new run") from None
-    if not isinstance(saved, dict):
-        raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not a mapping of settings; restore it, or use --name for a new run")
+        saved = load_yaml(path / CONFIG, source=f"cannot resume {path}: its {CONFIG}")
+        if not isinstance(saved, dict):
+            raise AdvkdError(f"cannot resume {path}: its {CONFIG} is not a mapping of settings")
+        check_saved_config(saved, f"cannot resume {path}: its {CONFIG}")
+    except AdvkdError as e:
+        raise AdvkdError(f"{e}; {fix}") from None
     return saved
 
 

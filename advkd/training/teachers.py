@@ -22,9 +22,8 @@ from torch import nn
 from advkd.core.errors import AdvkdError
 from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, find_runs
-from advkd.evaluation.sources import ROBUSTBENCH, is_foreign, load_source
+from advkd.evaluation.sources import ROBUSTBENCH, is_foreign, load_checkpoint_for, load_source
 from advkd.models import MODELS, canonical_arch
-from advkd.models.checkpoint import load_checkpoint
 
 CLEAN_ROLES = ("clean_teacher",)
 
@@ -135,7 +134,7 @@ def resolve_teacher(
 
 
 def _from_checkpoint(spec: str, path: Path, *, role: str, dataset: str, num_classes: int, device) -> Teacher:
-    model, meta = load_checkpoint(path, device=device, expect={"dataset": dataset, "num_classes": num_classes})
+    model, meta = load_checkpoint_for(path, device=device, expect={"dataset": dataset, "num_classes": num_classes})
     return Teacher(role, spec, model, meta["arch"], meta.get("paper_arch") or meta["arch"], str(path), sha256_file(path), meta.get("method", ""))
 
 

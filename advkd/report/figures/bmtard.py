@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from advkd.core.errors import AdvkdError
+from advkd.core.safe_yaml import load_yaml
 from advkd.report.figures.common import (
     EPS,
     EPS_TOL,
@@ -202,11 +203,11 @@ def dynamics_data(fig: str, path: Path) -> dict[str, Any]:
     cfg_path = path / "config.yaml"
     config: dict[str, Any] = {}
     if cfg_path.is_file():
-        import yaml
-
         try:
-            config = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError:
+            config = load_yaml(cfg_path, source=str(cfg_path)) or {}
+        except AdvkdError:
+            config = {}
+        if not isinstance(config, dict):
             config = {}
     name = config.get("name") or path.name
     method = config.get("method") or "?"
