@@ -23,6 +23,7 @@ import typer.core
 from advkd.core import jsonsafe
 from advkd.core.distributed import is_main, teardown
 from advkd.core.errors import AdvkdError, Interrupted
+from advkd.core.preempt import EXIT_PREEMPTED, Preempted
 from advkd.core.progress import Reporter, warn
 from advkd.core.version import __version__
 from advkd.data.loaders import DATASETS
@@ -155,6 +156,7 @@ def _training_options(
     name: NameOpt = None,
     resume: ResumeOpt = False,
     save_every: SaveEveryOpt = None,
+    checkpoint_every: Annotated[Optional[str], typer.Option("--checkpoint-every", metavar="DURATION", help="Also save a mid-epoch resume state every DURATION of training (10m, 90s, 1h; off by default, 10m in the paper presets). SIGTERM/SIGUSR1 always save one and stop (exit 75).")] = None,
     select: SelectOpt = None,
     download: DownloadOpt = False,
     log_to: Annotated[Optional[list[str]], typer.Option("--log", help="Also send each epoch's metrics to tensorboard (<run>/tensorboard) or wandb (optional packages). Repeatable.")] = None,
@@ -179,7 +181,7 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
     g = _globals(ctx, **opts)
     flags = {
         **command_flags,
-        **{k: opts[k] for k in ("dataset", "epochs", "batch_size", "lr", "train_subset", "name", "save_every", "select")},
+        **{k: opts[k] for k in ("dataset", "epochs", "batch_size", "lr", "train_subset", "name", "save_every", "checkpoint_every", "select")},
         "eval_examples": opts["n_examples"],
         "seed": g.seed,
     }
@@ -473,6 +475,15 @@ def interrupted_line(args: list[str]) -> str:
     return "advkd: interrupted"
 
 
+def preempted_line(args: list[str], stop: Preempted) -> str:
+    """What to say after a stop signal: what is saved, and the command that continues it."""
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command in ("pretrain-teacher", "distill"):
+        again = " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
+        return f"advkd: stopped by {stop.signal_name}; {stop.where}: resume with advkd {again}"
+    return f"advkd: stopped by {stop.signal_name}; {stop.where}: rerun the same command to continue"
+
+
 HELP_MIN_COLUMNS = 100  # Rich help tables cut option names below this width ("--robust-teach…")
 
 
@@ -533,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, typer.Abort, KeyboardInterrupt):
         print(interrupted_line(args), file=sys.stderr)
         return 130
+    except Preempted as e:
+        print(preempted_line(args, e), file=sys.stderr)
+        return EXIT_PREEMPTED
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         return 0
     except Exception as e:

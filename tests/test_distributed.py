@@ -57,3 +57,24 @@ def test_two_ranks_agree_and_only_rank0_writes(tmp_path, method):
     data = load_split("synthetic", "test", tmp_path).head(96)
     single = {a: o.accuracy for a, o in evaluate(model.eval(), data, ["clean", "fgsm", "pgd10"], batch_size=20).items()}
     assert single == s0["eval"]
+
+
+STOP_WORKER = Path(__file__).with_name("ddp_stop_worker.py")
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="torchrun not installed beside python")
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_batch_and_resumes_exactly(tmp_path):
+    robust = teacher(tmp_path, "trades")
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for mode in ("full", "stop", "resume"):
+        proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(STOP_WORKER), str(tmp_path), robust, mode],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[:6000]
+    where = {(tmp_path / f"stopped-rank{r}.txt").read_text() for r in (0, 1)}
+    assert where == {"batch 2 of epoch 1 is saved"}  # both ranks, the same batch
+    full, resumed = (load_file(str(tmp_path / f"{m}-weights-rank0.safetensors")) for m in ("full", "resume"))
+    other = load_file(str(tmp_path / "resume-weights-rank1.safetensors"))
+    for k in full:
+        assert torch.equal(resumed[k], other[k]), f"ranks disagree after the resume: {k}"
+        assert torch.equal(full[k], resumed[k]), f"the resumed run differs from the uninterrupted one: {k}"

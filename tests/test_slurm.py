@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from advkd.cli import main
+from advkd.report import slurm
 
 FAKE_SBATCH = """#!/usr/bin/env bash
 n=$(( $(cat "$SBATCH_LOG.n" 2>/dev/null || echo 100) + 1 )); echo $n > "$SBATCH_LOG.n"
@@ -42,13 +43,16 @@ def test_the_slurm_plan_submits_every_command_after_the_runs_it_reads(tmp_path, 
         job_id = str(job_id)
         args = (tmp_path / f"sbatch.log.{job_id}").read_text().split("\0")[:-1]
         deps = next((a.split(":", 1)[1].split(":") for a in args if a.startswith("--dependency=afterok:")), [])
-        submitted.append((job_id, deps, args[args.index("--wrap") + 1], args))
+        wrap = args[args.index("--wrap") + 1]
+        assert wrap.startswith(slurm.HARNESS)
+        submitted.append((job_id, deps, wrap.split(f"{slurm.REQUEUE_FUNCTION} ")[-1], args))
     assert [cmd for _, _, cmd, _ in submitted] == sh  # every command, once, in the plan's order
     ids = [job_id for job_id, *_ in submitted]
     creates = {}  # run dir -> job id
     for job_id, deps, cmd, args in submitted:
         assert all(ids.index(d) < ids.index(job_id) for d in deps)  # only earlier jobs: no cycle
         assert "--partition=gpu" in args and any(a.startswith("--time=") for a in args)
+        assert "--signal=B:USR1@120" in args and "--requeue" in args
         verb = cmd.split()[1]
         read = set(re.findall(r"(\S+)/best\.safetensors", cmd))
         assert {creates[r] for r in read if r in creates} == set(deps)  # exactly the runs it reads
@@ -85,3 +89,47 @@ def _paper_arch(path: str) -> str:
 def test_an_unknown_plan_format_is_one_line(tmp_path, capsys):
     assert main(["report", "table2", "--plan", "--format", "latex", "--runs-dir", str(tmp_path)]) == 2
     assert "--plan --format latex: one of sh, slurm" in capsys.readouterr().err
+
+
+FAKE_ADVKD = """#!/bin/sh
+echo started > "$JOB_DIR/started"
+[ "$1" = finish ] && exit 0
+trap 'echo saved > "$JOB_DIR/saved"; exit 75' USR1 TERM
+while :; do sleep 0.05; done
+"""
+FAKE_SCONTROL = """#!/bin/sh
+echo "$@" >> "$JOB_DIR/scontrol"
+"""
+
+
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_a_job_warned_before_its_limit_forwards_the_signal_and_requeues_itself(sig, tmp_path):
+    import signal
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("advkd", FAKE_ADVKD), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JOB_DIR": str(tmp_path), "SLURM_JOB_ID": "4242"}
+    job = subprocess.Popen(["sh", "-c", slurm.wrapped("advkd distill --method rslad --resume")], env=env)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # the harness is in its wait
+    job.send_signal(getattr(signal, f"SIG{sig}"))  # what Slurm sends the batch shell (B:USR1@120) or every process (TERM)
+    assert job.wait(timeout=30) == 75
+    assert (tmp_path / "saved").exists()  # advkd got the signal and saved
+    assert (tmp_path / "scontrol").read_text().split() == ["requeue", "4242"]
+
+
+def test_a_job_that_finishes_is_not_requeued(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("advkd", FAKE_ADVKD), ("scontrol", FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JOB_DIR": str(tmp_path), "SLURM_JOB_ID": "7"}
+    assert subprocess.run(["sh", "-c", slurm.wrapped("advkd finish")], env=env, timeout=30).returncode == 0
+    assert not (tmp_path / "scontrol").exists()

@@ -7,9 +7,11 @@ library only: cheap to import from any layer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,22 +75,39 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """``writer(tmp)`` into a temp file renamed over ``path``. An I/O error a library wraps in its
-    own exception (safetensors' SafetensorError on a full disk) comes out as the OSError it is,
-    naming ``path``, so the CLI prints the one-line OS message instead of a traceback."""
+def atomic_write_with(path: str | Path, writer: Callable[[Path], None], *, size: int | None = None) -> None:
+    """``writer(tmp)`` into a temp file renamed over ``path``: the previous file stays whole and
+    readable until the new one is complete. An I/O error a library wraps in its own exception
+    (safetensors' SafetensorError on a full disk) comes out as the OSError it is, naming ``path``,
+    so the CLI prints the one-line OS message instead of a traceback; on a full disk the message
+    says how much the file needed (``size``, bytes, where the caller knows it) and how much was free."""
     from advkd.core.oserrors import errno_of
 
     try:
         with atomic_path(path) as tmp:
             writer(tmp)
-    except OSError:
-        raise
     except Exception as e:
-        code = errno_of(e)
+        code = e.errno if isinstance(e, OSError) else errno_of(e)
         if code is None:
             raise
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(code, f"{os.strerror(code)} ({_space_needed(Path(path), size)})", str(path)) from e
+        if isinstance(e, OSError):
+            raise
         raise OSError(code, os.strerror(code), str(path)) from e
+
+
+def _space_needed(path: Path, size: int | None) -> str:
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    needed = f"the file needs about {_mb(size)}" if size else "the file did not fit"
+    return f"{needed}, {_mb(free)} free in {path.parent}" if free is not None else needed
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 @contextlib.contextmanager

@@ -50,7 +50,8 @@ def is_os_failure(exc: BaseException) -> bool:
 def describe(exc: BaseException) -> str:
     """``cannot write <path>: <reason>; <fix>`` in one line."""
     code = errno_of(exc)
-    reason = os.strerror(code) if code is not None else str(exc)
+    given = exc.strerror if isinstance(exc, OSError) and exc.strerror else None  # may carry more, e.g. the space a write needed
+    reason = given or (os.strerror(code) if code is not None else str(exc))
     path = getattr(exc, "filename", None)
     where = f" at {path}" if path else ""
     return f"operating-system error{where}: {reason}; {FIXES.get(code, 'check the path and the disk')}"

@@ -23,6 +23,7 @@ from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
 from advkd.core.oserrors import check_writable
+from advkd.core.preempt import stop_now_signals
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import check_inside, latest_checkpoint
 from advkd.data.batches import to_float
@@ -286,10 +287,13 @@ def run_attack(
     reporter.log(f"attacking {ckpt} ({what}) on {len(data)} {meta['dataset']} test images: {', '.join(ids)}")
     reporter.log(defaults_note(dev, fast, evaluation=True))
     t0 = time.perf_counter()
-    outcomes = evaluate(
-        model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
-        attack_params=attack_params, state_dir=state_dir, fast=fast, limits=limits,
-    )
+    with stop_now_signals("finished attacks are kept"):  # SIGTERM / SIGUSR1: stop; a rerun skips what finished
+        outcomes = evaluate(
+            model, data, ids, eps=eps_parsed, batch_size=batch_size, device=dev, reporter=reporter, surrogate=crafter,
+            attack_params=attack_params, state_dir=state_dir, fast=fast, limits=limits,
+            context={"seed": seed, "batch_size": batch_size, "surrogate": surrogate_info["sha256"] if surrogate_info else None,
+                     "precision": fast.precision},
+        )
     if is_main():
         shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
     reporter.log(f"done in {time.perf_counter() - t0:.1f}s")

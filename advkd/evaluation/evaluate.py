@@ -29,6 +29,7 @@ from advkd.core.distributed import all_reduce_sum, rank, shard, world_size
 from advkd.core.epsilon import Eps, parse_eps
 from advkd.core.progress import Reporter, duration_text
 from advkd.data.batches import TensorData, eval_batches, to_float
+from advkd.evaluation.kept import keep, kept
 
 CLEAN = "clean"
 
@@ -132,6 +133,7 @@ def evaluate(
     state_dir: Path | None = None,
     fast: FastPaths | None = None,
     limits: dict[str, int] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> dict[str, Outcome]:
     """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``.
 
@@ -163,17 +165,25 @@ def evaluate(
         for attack_id, attack in built.items():
             t0 = time.perf_counter()
             n = min(len(data), (limits or {}).get(attack_id, len(data)))
-            points = idx[idx < n]
-            correct = torch.zeros(n, dtype=torch.bool)
             label = f"{attack_id}{' (transfer)' if surrogate is not None else ''}"
-            if hasattr(attack, "log"):  # staged attacks (AutoAttack) report each finished stage
-                attack.log = lambda line, label=label: reporter.log(f"{label}: {line}")
-            with reporter.task(label, total=len(points) // world_size(), unit="clean-correct points") as task:
-                correct[points] = _attack_points(attack, net, crafter, data, points, batch_size, device, task, fast)
-                task.fields["acc"] = 100.0 * float(correct.float().mean()) if n else 0.0
-            extra = _stage_accuracies(attack, n)
+            signature = {"params": dict(attack.params), "eps": attack.eps, "transfer": surrogate is not None, **(context or {})}
+            earlier = kept(state_dir, attack_id, n, signature) if state_dir is not None else None
+            if earlier is not None:
+                correct, seconds, extra = earlier
+                reporter.log(f"{label}: kept from the interrupted run of this command ({100.0 * float(correct.float().mean()) if n else 0.0:.2f}%)")
+            else:
+                points = idx[idx < n]
+                correct = torch.zeros(n, dtype=torch.bool)
+                if hasattr(attack, "log"):  # staged attacks (AutoAttack) report each finished stage
+                    attack.log = lambda line, label=label: reporter.log(f"{label}: {line}")
+                with reporter.task(label, total=len(points) // world_size(), unit="clean-correct points") as task:
+                    correct[points] = _attack_points(attack, net, crafter, data, points, batch_size, device, task, fast)
+                    task.fields["acc"] = 100.0 * float(correct.float().mean()) if n else 0.0
+                seconds, extra = time.perf_counter() - t0, _stage_accuracies(attack, n)
+                if state_dir is not None:
+                    keep(state_dir, attack_id, correct, seconds, extra, signature)
             out[attack_id] = Outcome(
-                attack_id, correct, time.perf_counter() - t0, params=dict(attack.params), eps=attack.eps,
+                attack_id, correct, seconds, params=dict(attack.params), eps=attack.eps,
                 threat_model=attack.threat_model, kind=attack_kind(attack_id), extra=extra,
             )
             line = suite.done(attack_id, time.perf_counter() - t0)

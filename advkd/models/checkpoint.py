@@ -82,11 +82,15 @@ def _digest_one(h: Any, name: str, t: torch.Tensor) -> None:
     h.update(_tensor_bytes(t.detach().cpu()))
 
 
+def _nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    return sum(t.nbytes for t in tensors.values())
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write ``tensors`` and ``meta`` (plus the ``tensors_sha256`` of exactly the bytes written) atomically."""
     prepared = tensors_for_save(tensors)
     encoded = _encode_meta({**meta, DIGEST_KEY: tensor_digest(prepared)})
-    atomic_write_with(path, lambda tmp: save_file(prepared, str(tmp), metadata=encoded))
+    atomic_write_with(path, lambda tmp: save_file(prepared, str(tmp), metadata=encoded), size=_nbytes(prepared))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
+from advkd.core.preempt import parse_duration
 from advkd.core.runs import KINDS, check_name
 from advkd.core.safe_yaml import UnsafeYaml, load_yaml
 from advkd.core.settings import apply_overrides, field_types
@@ -79,6 +80,7 @@ class TrainConfig:
     eval_dense_from: int = 0  # from this epoch number (1-based, as printed) on, evaluate every epoch (B-MTARD: 215); 0 = off
     select: str = "pgd10"  # pgd10 (robust acc under eval_attack) | clean | w_robust | last
     save_every: int = 0  # also keep epoch-NNN.safetensors every N epochs (0 = never)
+    checkpoint_every: str = ""  # also write a mid-epoch resume state every DURATION of training (10m, 90s; "" = never)
     seed: int = 0
     name: str = ""
     variant: str = ""  # the --set method.* overrides, for the default run name (e.g. "tau_adv_init2")
@@ -101,6 +103,7 @@ class TrainConfig:
         for key in ("lr", "momentum", "weight_decay", "lr_gamma", "adam_eps", "warmup_epochs"):
             if not math.isfinite(getattr(self, key)):
                 raise AdvkdError(f"{key} must be a finite number, got {getattr(self, key)}")
+        parse_duration(self.checkpoint_every)
         if self.optimizer not in OPTIMIZERS:
             raise AdvkdError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):

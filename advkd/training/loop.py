@@ -34,6 +34,7 @@ from advkd.core.distributed import (
     world_size,
 )
 from advkd.core.errors import AdvkdError
+from advkd.core.preempt import STOP, CheckpointClock, Preempted, decide, parse_duration, stop_signals
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import BEST, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
 from advkd.data.batches import TrainBatches, to_float
@@ -192,20 +193,28 @@ def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
 
 
 def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter, *,
-                announce: bool = False) -> dict[str, float]:
+                announce: bool = False, start_step: int = 0, carried: tuple[dict[str, float], int] | None = None,
+                after_batch: Callable[[int, dict[str, float], int], None] | None = None) -> dict[str, float]:
     """One epoch (0-indexed ``epoch``). The inner maximisation runs on the plain module (input
     gradients only); the outer loss runs through DistributedDataParallel under torchrun, which
     averages gradients. With ``lr_step=iteration`` the lr is set before every batch.
-    ``announce``: log the whole run's estimated duration after its first batches."""
+    ``announce``: log the whole run's estimated duration after its first batches.
+    ``start_step`` / ``carried``: continue a mid-epoch resume state (its batches done are skipped:
+    the data order and augmentation derive from (seed, epoch), so the rest is the same batches;
+    ``carried`` holds that rank's log sums and examples seen). ``after_batch(batches done, totals,
+    seen)`` runs after every batch: where a stop signal or a periodic checkpoint is honoured."""
     model, method, fast, cfg = setup.model, setup.method, setup.fast, setup.cfg
     plain = unwrap(model)
     model.train()
-    totals: dict[str, float] = {}
-    seen = 0
+    totals: dict[str, float] = dict(carried[0]) if carried else {}
+    seen = carried[1] if carried else 0
     per_iteration = cfg.lr_step == "iteration"
     warming = epoch < cfg.warmup_epochs  # the warm-up sets the lr before every batch while it lasts
     with reporter.task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), unit="batches") as task:
+        task.advance(start_step)
         for step, (x, y) in enumerate(batches.epoch(epoch)):
+            if step < start_step:
+                continue
             if per_iteration or warming:
                 t = epoch + (step + 1) / len(batches)
                 set_lr(optimizer, lr_at(cfg, t if per_iteration else epoch) * warmup_factor(cfg, t))
@@ -228,11 +237,13 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             task.advance(1, loss=logs.get("loss", loss.item()))
-            if announce and step + 1 == min(EARLY_BATCHES, len(batches)):
-                per_batch = (time.monotonic() - task.started) / (step + 1)
+            if announce and step + 1 == min(start_step + EARLY_BATCHES, len(batches)):
+                per_batch = (time.monotonic() - task.started) / (step + 1 - start_step)
                 left = len(batches) * (cfg.epochs - epoch) - (step + 1)
                 if left > 0:
                     reporter.log(early_estimate(per_batch, left, device_type=setup.device.type, scale=cfg.scale))
+            if after_batch is not None and step + 1 < len(batches):  # after the last batch the epoch's commit is the state
+                after_batch(step + 1, totals, seen)
     keys = sorted(totals)
     sums = all_reduce_sum(torch.tensor([totals[k] for k in keys] + [float(seen)], dtype=torch.float64))
     means = {k: float(v) / max(float(sums[-1]), 1.0) for k, v in zip(keys, sums[:-1])}
@@ -299,6 +310,7 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter, sinks: list
     )
     rows = read_metrics(setup.path / METRICS)
     start, best_value, best_epoch = 0, None, 0  # epochs completed; best_epoch is an epoch number (0: none yet)
+    partial = state.partial if state is not None else None
     if state is not None:
         state.apply(setup.model, optimizer, method, rank=rank())
         start, best_value, best_epoch = state.epoch, state.best_value, state.best_epoch
@@ -306,19 +318,31 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter, sinks: list
         write_metrics(setup.path / METRICS, rows)
         if start >= cfg.epochs:
             return Summary(setup.path, 0, best_epoch, _row(rows, best_epoch), rows[-1] if rows else {}, True, unwrap(setup.model), method.state_dict())
-        reporter.log(f"resuming {setup.path} after epoch {state.epoch}")
+        where = f"batch {partial['step']} of epoch {state.epoch + 1}" if partial else f"epoch {state.epoch}"
+        reporter.log(f"resuming {setup.path} after {where}")
     else:
         torch.manual_seed(cfg.seed + 1 + rank())  # the training noise stream: per rank, independent of model init
     if is_distributed():
         setup.model = DistributedDataParallel(setup.model, device_ids=[setup.device] if setup.device.type == "cuda" else None)
+        if partial:  # DDP's constructor copied rank 0's buffers to every rank: put this rank's back
+            state.apply_rank_buffers(setup.model, rank=rank())
     timed: list[float] = []  # seconds of the epochs run by this invocation, for the run ETA
+    clock = CheckpointClock(parse_duration(cfg.checkpoint_every))
     for epoch in range(start, cfg.epochs):  # 0-indexed inside the loop; every record says epoch + 1
         t0 = time.perf_counter()
         lr = lr_at(cfg, epoch)  # with lr_step=iteration, train_epoch sets it again before every batch
         set_lr(optimizer, lr)
         method.start_epoch(epoch, lr / cfg.lr)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        row.update(train_epoch(setup, batches, optimizer, epoch, reporter, announce=epoch == start))
+        resumed = partial if epoch == start else None
+        if resumed:  # the state was saved inside this epoch, after start_epoch: it wins over what start_epoch set
+            method.load_state_dict(state.method_state)
+        honour = _midway(setup, optimizer, epoch, clock, best_value, best_epoch)
+        row.update(train_epoch(
+            setup, batches, optimizer, epoch, reporter, announce=epoch == start, after_batch=honour,
+            start_step=resumed["step"] if resumed else 0,
+            carried=(resumed["totals"][rank()], int(resumed["seen"][rank()])) if resumed else None,
+        ))
         sync_buffers(unwrap(setup.model))
         method.end_epoch(epoch, lr_at(cfg, epoch + 1) / cfg.lr)
         row.update({f"method_{k}": v for k, v in method.epoch_metrics().items()})
@@ -336,9 +360,37 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter, sinks: list
             for sink in sinks or []:  # after the commit: a sink sees only epochs that are on disk
                 sink.log(row)
         barrier()
+        clock.reset()
         timed.append(row["seconds"])
         reporter.log(" | ".join(x for x in (_epoch_line(cfg, row, best_epoch), run_eta(timed, cfg.epochs - epoch - 1)) if x))
+        stop, _ = decide(STOP, CheckpointClock(0))
+        if stop and epoch + 1 < cfg.epochs:  # a signal during the evaluation or the commit: the epoch is on disk
+            raise Preempted(STOP.signal_name or "SIGTERM", f"epoch {epoch + 1} is committed")
     return Summary(setup.path, cfg.epochs - start, best_epoch, _row(rows, best_epoch), rows[-1], False, unwrap(setup.model), method.state_dict())
+
+
+def _midway(setup: Setup, optimizer: torch.optim.Optimizer, epoch: int, clock: CheckpointClock,
+            best_value: float | None, best_epoch: int) -> Callable[[int, dict[str, float], int], None]:
+    """The after-batch hook of epoch ``epoch``: on a stop signal (any rank) or when the
+    ``--checkpoint-every`` clock is due, write a mid-epoch resume state (rank 0, atomically; every
+    rank's RNG and log sums gathered); after a stop, raise :class:`Preempted`."""
+    def after_batch(step: int, totals: dict[str, float], seen: int) -> None:
+        stop, save = decide(STOP, clock)
+        if not (stop or save):
+            return
+        require_finite(setup, optimizer, epoch + 1, f", batch {step}")  # a poisoned state is never written
+        rng = all_gather_object(rng_states())
+        sums = all_gather_object((dict(totals), seen))
+        buffers = all_gather_object({k: v.detach().cpu() for k, v in unwrap(setup.model).named_buffers()}) if is_distributed() else None
+        if is_main():
+            partial = {"step": step, "totals": [t for t, _ in sums], "seen": [n for _, n in sums]}
+            save_resume(setup.path / RESUME, setup, optimizer, epoch, best_value, best_epoch, rng, partial=partial, rank_buffers=buffers)
+        barrier()
+        clock.reset()
+        if stop:
+            raise Preempted(STOP.signal_name or "SIGTERM", f"batch {step} of epoch {epoch + 1} is saved")
+
+    return after_batch
 
 
 def _commit_epoch(setup, optimizer, number, row, rows, best_value, best_epoch, rng) -> None:
@@ -400,7 +452,8 @@ def run(
         reporter.log(defaults_note(setup.device, setup.fast))
         sinks = open_sinks(log_to, setup.path, setup.cfg) if is_main() else []
         try:
-            return fit(setup, state, reporter, sinks)
+            with stop_signals():  # SIGTERM / SIGUSR1: finish the batch, save, raise Preempted
+                return fit(setup, state, reporter, sinks)
         finally:
             for sink in sinks:
                 sink.close()

@@ -35,8 +35,9 @@ if TYPE_CHECKING:
 STATE_FORMAT = "advkd-resume-v2"  # v2: epoch and best_epoch are 1-based epoch numbers (epochs completed)
 RUN_PARTS = ("kind", "dataset", "name")  # a run dir is <runs dir>/<kind>/<dataset>/<name>
 #: Settings a resumed run may change (advkd.training.rundir compares the rest too): ``--epochs N
-#: --resume`` extends a run; the other two only name it.
-IDENTITY_IGNORES = frozenset({"epochs", "overrides", "variant"})
+#: --resume`` extends a run; ``checkpoint_every`` only says how often its state is saved; the
+#: other two only name it.
+IDENTITY_IGNORES = frozenset({"epochs", "overrides", "variant", "checkpoint_every"})
 
 
 @dataclass
@@ -47,6 +48,9 @@ class ResumeState:
     method_state: dict[str, Any]
     optimizer: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    # a mid-epoch state (a stop signal or --checkpoint-every inside epoch ``epoch + 1``): the batches
+    # done, and each rank's running sums of the epoch's logs and its examples seen; None after an epoch's commit
+    partial: dict[str, Any] | None = None
 
     def apply(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, method: Method, *, rank: int = 0) -> None:
         """Restore everything into freshly built objects, so training continues bit-for-bit."""
@@ -65,6 +69,7 @@ class ResumeState:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise AdvkdError(f"the resume state does not fit this run's model or optimizer ({first[:200]}); it belongs to another run") from None
         method.load_state_dict(self.method_state)
+        self.apply_rank_buffers(model, rank=rank)
         prefix = f"rng.{rank}."
         if f"{prefix}cpu" not in self.tensors:
             raise AdvkdError(f"the resume state has no RNG state for rank {rank}: resume with the number of processes the run started with")
@@ -72,6 +77,19 @@ class ResumeState:
         cuda_states = [self.tensors[k] for k in sorted(k for k in self.tensors if k.startswith(f"{prefix}cuda."))]
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+    def apply_rank_buffers(self, model: torch.nn.Module, *, rank: int = 0) -> None:
+        """A mid-epoch state under torchrun holds each rank's own buffers (BatchNorm statistics are
+        rank-local within an epoch): restore this rank's. Called again after DistributedDataParallel
+        is built, since its constructor copies rank 0's buffers to every rank."""
+        own = {k[len(f"buffers.{rank}."):]: v for k, v in self.tensors.items() if k.startswith(f"buffers.{rank}.")}
+        if not own:
+            return
+        buffers = dict(unwrap(model).named_buffers())
+        with torch.no_grad():
+            for name, value in own.items():
+                buffers[name].copy_(value)
 
 
 def rng_states() -> dict[str, torch.Tensor]:
@@ -85,9 +103,11 @@ def rng_states() -> dict[str, torch.Tensor]:
 
 def save_resume(
     path: Path, setup: Any, optimizer: torch.optim.Optimizer, epoch: int, best_value: float | None, best_epoch: int,
-    rng: list[dict[str, torch.Tensor]],
+    rng: list[dict[str, torch.Tensor]], partial: dict[str, Any] | None = None, rank_buffers: list[dict[str, torch.Tensor]] | None = None,
 ) -> None:
-    """``rng``: the RNG states of every rank, in rank order."""
+    """``rng``: the RNG states of every rank, in rank order. ``partial``: inside epoch ``epoch + 1``,
+    ``{"step": batches done, "totals": [per-rank log sums], "seen": [per-rank examples]}``; with it under
+    torchrun, ``rank_buffers``: every rank's module buffers (BatchNorm statistics are rank-local within an epoch)."""
     tensors = {f"model.{k}": v for k, v in unwrap(setup.model).state_dict().items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
@@ -100,6 +120,9 @@ def save_resume(
     for r, states in enumerate(rng):
         for name, value in states.items():
             tensors[f"rng.{r}.{name}"] = value
+    for r, buffers in enumerate(rank_buffers or []):  # mid-epoch under torchrun: each rank's buffers differ until the epoch's sync
+        for name, value in buffers.items():
+            tensors[f"buffers.{r}.{name}"] = value
     tensors = tensors_for_save(tensors)
     cfg = config_to_dict(setup.cfg)
     meta = {
@@ -115,12 +138,13 @@ def save_resume(
                 "best_epoch": best_epoch,
                 "method_state": setup.method.state_dict(),
                 "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+                **({"partial": partial} if partial is not None else {}),
             }
         ),
     }
     from safetensors.torch import save_file
 
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), size=sum(t.nbytes for t in tensors.values()))
 
 
 def load_resume(path: Path) -> ResumeState:
@@ -147,6 +171,7 @@ def load_resume(path: Path) -> ResumeState:
             method_state=state["method_state"],
             optimizer=state["optimizer"],
             tensors=tensors,
+            partial=state.get("partial"),
         )
         run = json.loads(meta["run"]) if "run" in meta else None
         config = json.loads(meta["config"]) if "config" in meta else None
@@ -214,7 +239,7 @@ def resumable_state(path: str | Path) -> ResumeState | None:
     missing = [e for e in range(1, state.epoch + 1) if e not in done]
     if missing:
         raise AdvkdError(f"run {path} is inconsistent: {RESUME} is at epoch {state.epoch} but {METRICS} lacks epoch {missing[0]}; {way_out}")
-    absent = [name for name in (LAST, BEST) if not (path / name).is_file()]
+    absent = [name for name in (LAST, BEST) if state.epoch > 0 and not (path / name).is_file()]  # a first epoch stopped midway has none
     if absent:
         raise AdvkdError(f"run {path} is inconsistent: {RESUME} is at epoch {state.epoch} but {absent[0]} is missing; {way_out}")
     return state
