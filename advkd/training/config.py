@@ -31,7 +31,7 @@ from advkd.training.preset_schema import RULE_KEYS, SCALES, WHEN_KEYS, PresetSch
 PRESET_DIR = Path(__file__).parent.parent / "presets"
 
 SELECT_METRICS = ("pgd10", "robust", "clean", "w_robust", "last")
-OPTIMIZERS = ("sgd", "adamw")  # built by advkd.training.loop.make_optimizer
+OPTIMIZERS = ("sgd", "adamw")  # built by advkd.training.schedule.make_optimizer
 
 
 @dataclass
