@@ -499,6 +499,31 @@ def _plain_help_when_narrow(args: list[str]) -> None:
 TEXT_ENV = ("ADVKD_RUNS_DIR", "ADVKD_DATA_DIR", "ADVKD_PRESET_DIR", "ADVKD_CALIBRATION_DIR")
 
 
+ROOT_ONLY = ("--threads",)  # root options no subcommand declares: taken from anywhere on the line
+
+
+def hoist_root_options(args: list[str]) -> list[str]:
+    """Move ``--threads N`` / ``--threads=N`` given after the subcommand to the front, where the
+    root parses it: "global options may be given here or on any subcommand" holds for every one
+    (the others are declared by each subcommand itself)."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a in ROOT_ONLY and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if a.split("=", 1)[0] in ROOT_ONLY and "=" in a:
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def check_text(args: list[str]) -> None:
     """Refuse an argument or ADVKD_* path that is not valid UTF-8 (undecodable bytes reach Python
     as lone surrogates): it would be written into config.yaml, checkpoints and records, and fail
@@ -524,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     from advkd.core.errors import interrupt_handler
     from advkd.core.oserrors import describe, is_os_failure
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = hoist_root_options(list(sys.argv[1:] if argv is None else argv))
     rich_help = typer.core.HAS_RICH
     previous = signal.signal(signal.SIGINT, interrupt_handler) if threading.current_thread() is threading.main_thread() else None
     try:

@@ -171,3 +171,23 @@ def test_issue_acceptance_commands(env, capsys):
     assert meta["arch"] == "resnet8" and meta["dataset"] == "synthetic" and meta["method"] == "rslad"
     assert meta["teachers"]["teacher"]["arch"] == "resnet20" and meta["config"]["train_subset"] == 256
     assert len(read_records(env / "runs" / "results.jsonl")) == 3
+
+
+def test_threads_works_after_the_subcommand_too():
+    from advkd.cli import hoist_root_options
+
+    assert hoist_root_options(["attack", "x.safetensors", "--threads", "1", "--n", "8"]) == ["--threads", "1", "attack", "x.safetensors", "--n", "8"]
+    assert hoist_root_options(["distill", "--threads=2", "--method", "rslad"]) == ["--threads=2", "distill", "--method", "rslad"]
+    assert hoist_root_options(["--threads", "1", "attack"]) == ["--threads", "1", "attack"]
+    assert hoist_root_options(["attack", "--", "--threads"]) == ["attack", "--", "--threads"]
+
+
+def test_threads_after_the_subcommand_sets_the_threads(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["results", "--threads", "1", "--runs-dir", str(tmp_path)]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -374,6 +374,9 @@ def test_figures_are_written_as_vector_pdf_and_svg_and_say_their_reduced_scale(t
         out = tmp_path / f"fig2{suffix}"
         data = render_figure("fig2", runs_dir=tmp_path, out=out)
         assert magic in out.read_bytes()[:400] and data["scale"] == "small" and "Scale small" in data["warning"]
+    pdf = (tmp_path / "fig2.pdf").read_bytes()
+    assert b"/FontFile2" in pdf and b"/Type3" not in pdf  # embedded TrueType, no Type 3 (publishers' checkers reject it)
+    assert b"<text" in (tmp_path / "fig2.svg").read_bytes()  # SVG text stays text
     assert main(["report", "fig2", "--out", str(tmp_path / "fig2.jpg"), "--runs-dir", str(tmp_path)]) == 2
     assert "suffix must be one of .png, .pdf, .svg" in capsys.readouterr().err
     assert main(["report", "fig2", "--format", "pdf", "--out", str(tmp_path / "f.png"), "--runs-dir", str(tmp_path)]) == 2

@@ -174,13 +174,21 @@ def image_format(out: str | Path) -> str:
 
 def write_png(fig, out: str | Path) -> None:
     """Save a matplotlib Figure atomically (temp file + rename), mode 0644, in the format of its
-    suffix (.png at 200 dpi, or vector .pdf / .svg)."""
+    suffix (.png at 200 dpi, or vector .pdf / .svg with embedded TrueType fonts)."""
     from advkd.core.files import atomic_write_with
+
+    import matplotlib
 
     out = Path(out)
     fmt = image_format(out)
-    atomic_write_with(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=200 if fmt == "png" else None))
+    with matplotlib.rc_context(PUBLISHER_FONTS):
+        atomic_write_with(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=200 if fmt == "png" else None))
     _readable(out)
+
+
+# TrueType (Type 42) fonts embedded in PDF/PS, text kept as text in SVG: publishers' PDF checkers
+# (IEEE PDF eXpress among them) reject matplotlib's default Type 3 fonts
+PUBLISHER_FONTS = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 
 
 def _nan(v: Any) -> float:
