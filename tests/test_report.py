@@ -450,3 +450,19 @@ def test_table1_is_computed_from_a_finished_bmtard_run(tmp_path):
     after = {r["role"]: r["temperature"] for r in recs if r["balance"] == "after"}
     assert after == {"clean_teacher": done.method_state["tau_nat"], "robust_teacher": done.method_state["tau_adv"]}
     assert all(0 <= r["value"] <= math.log(10) + 1e-6 for r in recs)
+
+
+def test_a_number_on_few_test_images_says_its_n_and_the_footer_gives_every_columns_n():
+    from advkd.report.render import cell_text, render
+
+    recs = [rec(attack="clean", accuracy=80.0, preset="adaad-paper", n_examples=1000),
+            rec(attack="aa", kind="white-box", accuracy=62.5, preset="adaad-paper", n_examples=8)]
+    table = build_table("table2", recs)
+    aa = table.cell("resnet18", "pgd-at", "wrn34-10", "aa")
+    clean = table.cell("resnet18", "pgd-at", "wrn34-10", "clean")
+    assert (aa.n, clean.n) == (8, 1000)
+    assert cell_text(aa).startswith("62.50 n=8 / ") and " n=" not in cell_text(clean)  # 1000 images: no mark
+    footer = " ".join(table.footer)
+    assert "Test images per number:" in footer and "1000" in footer and " 8" in footer and "fewer than 500 test images" in footer
+    assert "n=8" in render(table, "markdown") and '"n": 8' in render(table, "json")
+    assert ",8," in render(table, "csv")

@@ -34,7 +34,7 @@ def cell_text(cell: Cell) -> str:
     paper = cell.paper + cell.marker
     if cell.ours is None:
         return paper
-    return f"{cell.ours_text}{cell.scale_mark} / {paper} ({cell.fmt_diff()})"
+    return f"{cell.ours_text}{cell.scale_mark}{cell.n_mark} / {paper} ({cell.fmt_diff()})"
 
 
 def render(table: Table, fmt: str) -> Any:
@@ -92,6 +92,8 @@ def _rich_cell(cell: Cell | None, Text) -> Any:
     text.append(cell.ours_text, style=f"bold {colour}".strip())
     if cell.scale_mark:
         text.append(cell.scale_mark, style="yellow")
+    if cell.n_mark:
+        text.append(cell.n_mark, style="bold yellow")
     text.append("\n")
     text.append(paper, style="dim")
     text.append(" ")
@@ -132,14 +134,14 @@ def _markdown(table: Table) -> str:
 def _md_cell(cell: Cell) -> str:
     if cell.ours is None:
         return cell.paper + cell.marker
-    return f"**{cell.ours_text}**{cell.scale_mark} / {cell.paper}{cell.marker} ({cell.fmt_diff()})"
+    return f"**{cell.ours_text}**{cell.scale_mark}{cell.n_mark} / {cell.paper}{cell.marker} ({cell.fmt_diff()})"
 
 
 # ---------------------------------------------------------------------------------------------- csv
 
 CSV_COLUMNS = (
     "table", "block", "row", "column_group", "column", "dataset", "student", "teacher", "clean_teacher",
-    "robust_teacher", "method", "attack", "metric", "paper", "marker", "ours", "ours_sd", "seeds", "diff", "scale", "sources",
+    "robust_teacher", "method", "attack", "metric", "paper", "marker", "ours", "ours_sd", "seeds", "diff", "scale", "n", "sources",
     "runs", "flags", "csv_line",
 )
 
@@ -161,7 +163,7 @@ def _csv(table: Table) -> str:
         w.writerow([
             table.id, labels[cell.block], rows[(cell.block, cell.row)], col.group_label, col.label, p.dataset,
             p.student, p.teacher, p.clean_teacher, p.robust_teacher, p.method, p.attack, p.metric, cell.paper,
-            cell.marker, _num(cell.ours), _num(cell.spread), cell.seeds or "", _num(cell.diff), cell.scale or "", " ".join(map(str, cell.sources)),
+            cell.marker, _num(cell.ours), _num(cell.spread), cell.seeds or "", _num(cell.diff), cell.scale or "", cell.n or "", " ".join(map(str, cell.sources)),
             " ".join(cell.runs), "; ".join(cell.flags), p.index + 2,
         ])
     return buf.getvalue()
@@ -197,7 +199,7 @@ def _latex_cell(cell: Cell | None) -> str:
     if cell.ours is None:
         return rf"\textcolor{{gray}}{{{paper}}}"
     colour = _TEX_COLOURS.get(cell.closeness(), "black")
-    return rf"\textbf{{{tex(cell.ours_text)}}}{tex(cell.scale_mark)} / {paper} \textcolor{{{colour}}}{{({cell.fmt_diff()})}}"
+    return rf"\textbf{{{tex(cell.ours_text)}}}{tex(cell.scale_mark + cell.n_mark)} / {paper} \textcolor{{{colour}}}{{({cell.fmt_diff()})}}"
 
 
 def _latex(table: Table) -> str:

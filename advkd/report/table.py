@@ -34,6 +34,7 @@ SMALL_WARNING = (
     "methods with the paper's (--ranking), not the values (docs/scales.md)."
 )
 # Reduced scales, most reduced first: a cell mixing scales shows the first; each has a mark and a footer line.
+FEW_EXAMPLES = 500  # below this many test images a cell says its n (binomial s.e. >= 2.2 points near 50 %)
 SCALE_MARKS = {"mini": (MINI_MARK, MINI_WARNING), "small": (SMALL_MARK, SMALL_WARNING), "custom": (CUSTOM_MARK, CUSTOM_WARNING)}
 
 
@@ -87,6 +88,7 @@ class Cell:
     sources: list[int] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    n: int | None = None  # test images behind the number (the smallest of its records')
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -109,6 +111,11 @@ class Cell:
     def scale_mark(self) -> str:
         """The scale's mark, then :data:`SHARED_MARK` for a cell filled by a twin's run."""
         return SCALE_MARKS.get(self.scale or "", ("", ""))[0] + (SHARED_MARK if self.shared else "")
+
+    @property
+    def n_mark(self) -> str:
+        """`` n=8`` beside a number that rests on fewer than :data:`FEW_EXAMPLES` test images."""
+        return f" n={self.n}" if self.n is not None and self.n < FEW_EXAMPLES else ""
 
     @property
     def decimals(self) -> int:
@@ -140,7 +147,7 @@ class Cell:
             "block": self.block, "row": self.row, "group": self.group, "column": self.column,
             "paper": self.paper, "paper_value": self.paper_value, "marker": self.marker,
             "ours": self.ours, "spread": self.spread, "seeds": self.seeds, "diff": self.diff, "scale": self.scale, "sources": self.sources,
-            "runs": self.runs, "flags": self.flags, "csv": self.csv.as_dict(), "csv_line": self.csv.index + 2,
+            "runs": self.runs, "flags": self.flags, "n": self.n, "csv": self.csv.as_dict(), "csv_line": self.csv.index + 2,
         }
 
 
@@ -288,6 +295,8 @@ def _fill(table: Table, records: list[dict[str, Any]]) -> None:
         cell.sources = hit["sources"]
         used = [records[i] for i in cell.sources]
         cell.runs = list(dict.fromkeys(run_name(r) for r in used))
+        sizes = [r["n_examples"] for r in used if isinstance(r.get("n_examples"), int)]
+        cell.n = min(sizes) if sizes else None
         scales = {str(r.get("scale") or "unknown") for r in used}
         cell.scale = next((sc for sc in SCALE_MARKS if sc in scales), sorted(scales)[0])
         if cell.scale in ("mini", "small"):
@@ -324,6 +333,12 @@ def _footer(table: Table, tid: layouts.TableId) -> None:
     for scale, (mark, warning) in SCALE_MARKS.items():
         if scale in table.scales:
             lines.append(f"{mark} {warning}")
+    sizes = _sample_sizes(table)
+    if sizes:
+        lines.append(f"Test images per number: {sizes}.")
+    if any(c.n_mark for c in filled):
+        lines.append(f"n=N beside a number: it rests on fewer than {FEW_EXAMPLES} test images (a standard error of 2 points or more); "
+                     "attack more images (--n-examples, --attack-examples) before reading it as a result.")
     shared = [c for c in filled if c.shared]
     if shared:
         lines.append(f"{SHARED_NOTE} ({_n(len(shared), 'cell')})")
@@ -341,6 +356,16 @@ def _footer(table: Table, tid: layouts.TableId) -> None:
         f"{MISMATCH_MARK} {table.label_of(c)}: kept as printed; {_mismatch_text(c.csv.note)}"
         for c in table.iter_cells() if c.csv.w_robust_mismatch
     ]
+
+
+def _sample_sizes(table: Table) -> str:
+    """``Clean 1000, AA 100``: the test images behind each column's numbers (a range where they differ)."""
+    parts = []
+    for col in table.columns:
+        ns = sorted({c.n for c in table.filled() if (c.group, c.column) == (col.group, col.key) and c.n is not None})
+        if ns:
+            parts.append(f"{col.header} {ns[0] if len(ns) == 1 else f'{ns[0]}-{ns[-1]}'}")
+    return ", ".join(dict.fromkeys(parts))
 
 
 def _mismatch_text(note: str) -> str:

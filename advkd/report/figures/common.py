@@ -175,9 +175,9 @@ def image_format(out: str | Path) -> str:
 def write_png(fig, out: str | Path) -> None:
     """Save a matplotlib Figure atomically (temp file + rename), mode 0644, in the format of its
     suffix (.png at 200 dpi, or vector .pdf / .svg with embedded TrueType fonts)."""
-    from advkd.core.files import atomic_write_with
-
     import matplotlib
+
+    from advkd.core.files import atomic_write_with
 
     out = Path(out)
     fmt = image_format(out)
