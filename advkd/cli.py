@@ -464,9 +464,15 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _subcommand(args: list[str]) -> str:
+    """The subcommand of an argument list (``advkd --runs-dir R distill ...`` -> ``distill``)."""
+    names = {c.name or "" for c in typer.main.get_command(app).commands.values()} if hasattr(typer.main.get_command(app), "commands") else set()
+    return next((a for a in args if a in names), "")
+
+
 def interrupted_line(args: list[str]) -> str:
     """What to say on Ctrl-C: training keeps its completed epochs, so name the resume command."""
-    command = next((a for a in args if not a.startswith("-")), "")
+    command = _subcommand(args)
     if command in ("pretrain-teacher", "distill"):
         again = " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
         return f"advkd: interrupted; completed epochs are kept: resume with advkd {again}"
@@ -477,7 +483,7 @@ def interrupted_line(args: list[str]) -> str:
 
 def preempted_line(args: list[str], stop: Preempted) -> str:
     """What to say after a stop signal: what is saved, and the command that continues it."""
-    command = next((a for a in args if not a.startswith("-")), "")
+    command = _subcommand(args)
     if command in ("pretrain-teacher", "distill"):
         again = " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
         return f"advkd: stopped by {stop.signal_name}; {stop.where}: resume with advkd {again}"

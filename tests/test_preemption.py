@@ -302,3 +302,12 @@ def test_a_full_disk_during_a_mid_epoch_save_keeps_the_committed_state_and_says_
     assert "No space left on device (the file needs about" in error and "free in" in error
     assert state.read_bytes() == before and resumable_state(state.parent).epoch == 1  # the committed state, whole
     assert not list(state.parent.glob(".*.tmp"))
+
+
+def test_the_stop_line_names_the_resume_command_when_global_options_come_first():
+    from advkd.cli import interrupted_line, preempted_line
+
+    args = ["--runs-dir", "runs", "distill", "--method", "rslad"]
+    assert preempted_line(args, Preempted("SIGTERM", "batch 3 of epoch 1 is saved")) == \
+        "advkd: stopped by SIGTERM; batch 3 of epoch 1 is saved: resume with advkd --runs-dir runs distill --method rslad --resume"
+    assert interrupted_line(args).endswith("--runs-dir runs distill --method rslad --resume")

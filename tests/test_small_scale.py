@@ -24,34 +24,34 @@ def small(method: str, arch: str, kind: str = "distill") -> TrainConfig:
 
 
 @pytest.mark.parametrize("method", STUDENT_METHODS)
-def test_small_students_are_resnet8_on_3000_images_for_4_epochs_of_batch_64(method):
+def test_small_students_are_resnet8_on_4500_images_for_8_epochs_of_batch_64(method):
     cfg = small(method, "resnet18")
     assert cfg.scale == "small" and cfg.preset == "small"
     assert cfg.arch_map["resnet18"] == "resnet8" and cfg.arch_map["mobilenetv2"] == "resnet8"
-    assert (cfg.train_subset, cfg.epochs, cfg.batch_size, cfg.milestones) == (3000, 4, 64, [2, 3])
+    assert (cfg.train_subset, cfg.epochs, cfg.batch_size, cfg.milestones) == (4500, 8, 64, [4, 6])
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas) == ("adamw", 6e-3, 0.05, [0.9, 0.999])  # the reduced-scale recipe
     assert (cfg.eval_examples, cfg.eval_attack) == (500, "pgd10")
     assert cfg.select == ("w_robust" if method in ("mtard", "bmtard") else "pgd10")
-    # the introspection start scales with the schedule (60 of 200 epochs -> after 1 of 4); nothing else is changed
-    assert cfg.method_params == ({"begin": 1} if method in ("iad", "adaiad") else {})
+    # the introspection start scales with the schedule (60 of 200 epochs -> after 2 of 8); nothing else is changed
+    assert cfg.method_params == ({"begin": 2} if method in ("iad", "adaiad") else {})
 
 
 @pytest.mark.parametrize(("arch", "method"), [("wrn34-10", "trades"), ("wrn34-20", "trades"), ("resnet56", "natural")])
 def test_small_teachers_are_resnet14_on_four_times_the_student_budget(arch, method):
     cfg = small(method, arch, kind="pretrain-teacher")
     assert cfg.arch_map[arch] == "resnet14"
-    assert (cfg.train_subset, cfg.epochs, cfg.batch_size) == (12000, 4, 64)
+    assert (cfg.train_subset, cfg.epochs, cfg.batch_size) == (18000, 8, 64)
     assert cfg.select == ("clean" if method == "natural" else "pgd10")
 
 
 def test_small_preset_lists_every_deviation_and_its_evaluation():
     p = load_preset("small")
     text = " ".join(p.deviations)
-    for needle in ("ResNet-8", "ResNet-14", "3000", "12000", "Batch 64", "[2, 3]", "first 1000", "first 100", "first 200", "10 steps of 2/255",
+    for needle in ("ResNet-8", "ResNet-14", "4500", "18000", "Batch 64", "[4, 6]", "first 1000", "first 100", "first 200", "10 steps of 2/255",
                    "AdamW, lr 6e-3", "--set optimizer=sgd --set lr=0.1 --set weight_decay=5e-4"):
         assert needle in text, needle
-    assert p.evaluation == {"n_examples": 1000, "attack_examples": {"aa": 100, "cw2": 200}, "seeds": {"rslad": 2, "bmtard": 2},
-                            "expected_accuracy": {"clean": 32, "robust": 14}}
+    assert p.evaluation == {"n_examples": 1000, "attack_examples": {"aa": 100, "cw2": 200}, "seeds": {"pgd-at": 3, "rslad": 3, "adaad": 3, "bmtard": 3},
+                            "expected_accuracy": {"clean": 36, "robust": 25}}
     assert p.paper == ""  # fills both papers' tables
 
 
@@ -60,14 +60,14 @@ def _commands(capsys, *args: str) -> list[str]:
     return [line for line in capsys.readouterr().out.splitlines() if line and not line.startswith("#")]
 
 
-def test_small_plans_train_two_seeds_and_attack_slow_attacks_on_fewer_images(tmp_path, capsys):
+def test_small_plans_train_three_seeds_and_attack_slow_attacks_on_fewer_images(tmp_path, capsys):
     runs = str(tmp_path)
     table2 = _commands(capsys, "table2", "--plan", "--preset", "small", "--only", "student=resnet18", "--only", "teacher=wrn34-10", "--runs-dir", runs)
     distills = [c for c in table2 if c.startswith("advkd distill")]
-    assert sorted(shlex.split(c)[3] for c in distills) == sorted(["pgd-at", "trades", "ard", "iad", "rslad", "rslad", "akd", "adaad", "adaiad"])
-    assert sum("--seed 1" in c for c in distills) == 1 and all("--preset small" in c for c in distills)
+    assert sorted(shlex.split(c)[3] for c in distills) == sorted(["pgd-at"] * 3 + ["trades", "ard", "iad"] + ["rslad"] * 3 + ["akd"] + ["adaad"] * 3 + ["adaiad"])
+    assert sum("--seed 1" in c for c in distills) == sum("--seed 2" in c for c in distills) == 3 and all("--preset small" in c for c in distills)
     attacks = [c for c in table2 if c.startswith("advkd attack")]
-    assert len(attacks) == 9
+    assert len(attacks) == 14
     assert all("--suite adaad --n-examples 1000 --attack-examples=aa=100 --attack-examples=cw2=200" in c for c in attacks)
     assert any("rslad-wrn34-10-small-s1/best.safetensors" in c for c in attacks)
 
@@ -75,8 +75,8 @@ def test_small_plans_train_two_seeds_and_attack_slow_attacks_on_fewer_images(tmp
                        "--only", "method=mtard,bmtard,rslad", "--runs-dir", runs)
     teachers = [c for c in table3 if c.startswith("advkd pretrain-teacher")]
     assert [shlex.split(c)[3] for c in teachers] == ["wrn34-10", "resnet56"]
-    distills = [shlex.split(c)[3] + (" s1" if "--seed 1" in c else "") for c in table3 if c.startswith("advkd distill")]
-    assert sorted(distills) == ["bmtard", "bmtard s1", "mtard", "rslad", "rslad s1"]
+    distills = [shlex.split(c)[3] + (" s1" if "--seed 1" in c else " s2" if "--seed 2" in c else "") for c in table3 if c.startswith("advkd distill")]
+    assert sorted(distills) == ["bmtard", "bmtard s1", "bmtard s2", "mtard", "rslad", "rslad s1", "rslad s2"]
     assert all("--suite bmtard-white" in c and "--attack-examples=aa=100" in c and "cw2" not in c for c in table3 if c.startswith("advkd attack"))
 
 
