@@ -10,7 +10,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench
+.PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check
 
 $(BIN)/advkd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench: install
 	$(BIN)/python -m benchmarks.cpu_paths
 	$(BIN)/python -m benchmarks.bench $(if $(AA_CHECKPOINT),--aa-checkpoint $(AA_CHECKPOINT))
 	$(BIN)/python -m benchmarks.first_run $(if $(AA_CHECKPOINT),--checkpoint $(AA_CHECKPOINT),--quick) --out benchmarks/results/first-run-latest.json
+
+# On a CUDA machine (at most 6 minutes on one H100): CPU/CUDA parity of every method, torchrun over NCCL,
+# the CUDA defaults' training and throughput, evaluation vs torchattacks / pyautoattack, the paper plan's
+# price; writes benchmarks/results/gpu-<device>.json and .md, exits non-zero on a correctness failure.
+gpu-check: install
+	$(BIN)/python -m benchmarks.gpu_check
 
 clean-demo:
 	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0
