@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_bad_inputs import tree
+from test_bad_inputs import refused_line, tree
 
 from advkd.cli import main
 from advkd.core.errors import AdvkdError
@@ -177,12 +177,7 @@ def test_bad_file_is_refused(case, argv, files, world, tmp_path, monkeypatch, ca
     args = [a.replace("{w}", str(world)).replace("{c}", str(case_dir)) for a in argv]
     before, world_before = tree(tmp_path), tree(world)
     capsys.readouterr()
-    rc = main(args)
-    out = capsys.readouterr()
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert rc == 2, f"{case}: exit {rc}, stderr {out.err[-600:]!r}"
-    assert len(lines) == 1, f"{case}: {len(lines)} stderr lines: {out.err[-800:]!r}"
-    assert lines[0].startswith("advkd: error: ") and "Traceback" not in out.err + out.out
+    refused_line(case, args, capsys)
     assert tree(tmp_path) == before, f"{case}: the command created or changed files"
     assert tree(world) == world_before
     assert (runs / "results.jsonl").read_text() == RECORD, f"{case}: a record was appended"

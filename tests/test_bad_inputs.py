@@ -71,6 +71,18 @@ def world(tmp_path_factory) -> Path:
     return root
 
 
+def refused_line(case: str, args: list[str], capsys) -> str:
+    """Run ``args``; assert the error contract (exit 2, exactly one ``advkd: error:`` line on
+    stderr, no traceback) and return that line. The caller checks the disk."""
+    rc = main(args)
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert rc == 2, f"{case}: exit {rc}, stderr {out.err[-600:]!r}"
+    assert len(lines) == 1, f"{case}: {len(lines)} stderr lines: {out.err[-800:]!r}"
+    assert lines[0].startswith("advkd: error: ") and "Traceback" not in out.err + out.out
+    return lines[0]
+
+
 def tree(root: Path) -> dict[str, tuple[int, int] | str]:
     """Every file's (size, mtime) and every folder's existence (a folder's mtime moves when a run
     takes and drops its lock file inside it, which changes nothing)."""
@@ -231,12 +243,7 @@ def test_malformed_invocation(case, argv, files, world, tmp_path, monkeypatch, c
     before = tree(tmp_path)
     world_before = tree(world)
     capsys.readouterr()
-    rc = main(args)
-    out = capsys.readouterr()
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert rc == 2, f"{case}: exit {rc}, stderr {out.err[-600:]!r}"
-    assert len(lines) == 1, f"{case}: {len(lines)} stderr lines: {out.err[-800:]!r}"
-    assert lines[0].startswith("advkd: error: ") and "Traceback" not in out.err + out.out
+    refused_line(case, args, capsys)
     assert tree(tmp_path) == before, f"{case}: the command created or changed files"
     assert tree(world) == world_before
     assert not (deep / "MARKER").exists() and not Path("MARKER").exists(), f"{case}: a data file ran code"

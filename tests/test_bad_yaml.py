@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bad_inputs import PT, tree
+from test_bad_inputs import PT, refused_line, tree
 
 from advkd.cli import main
 from advkd.core.errors import AdvkdError
@@ -165,16 +165,11 @@ def test_bad_yaml_is_one_line_and_touches_nothing(case, argv, files, expect, wor
     before, world_before = tree(tmp_path), tree(world)
     capsys.readouterr()
     started = time.monotonic()
-    rc = main(args)
-    out = capsys.readouterr()
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert rc == 2, f"{case}: exit {rc}, stderr {out.err[-600:]!r}"
-    assert len(lines) == 1, f"{case}: {len(lines)} stderr lines: {out.err[-800:]!r}"
-    assert lines[0].startswith("advkd: error: ") and "Traceback" not in out.err + out.out
-    assert RESUME_EXPECT.get(case, expect) in lines[0], lines[0]
-    assert "config.yaml" in lines[0] if case.startswith("resume-") else True
+    line = refused_line(case, args, capsys)
+    assert RESUME_EXPECT.get(case, expect) in line, line
+    assert "config.yaml" in line if case.startswith("resume-") else True
     if "preset" in case and case != "plan-preset-bomb":
-        assert f"{world}/" in lines[0], f"{case}: the line does not name the file: {lines[0]}"
+        assert f"{world}/" in line, f"{case}: the line does not name the file: {line}"
     assert time.monotonic() - started < 30, f"{case}: took {time.monotonic() - started:.0f} s"
     assert tree(tmp_path) == before, f"{case}: the command created or changed files"
     assert tree(world) == world_before
