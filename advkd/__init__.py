@@ -9,6 +9,7 @@ The public Python API (everything else is reachable by its module path, see docs
     build_model(arch, num_classes, normalize)    an architecture of the model zoo
     save_checkpoint(path, model, meta)           safetensors weights + metadata, written atomically
     load_checkpoint(path, device, expect)        -> (model in eval mode, metadata)
+    load_source(spec, device, dataset)           -> Source (.model in eval mode, .meta): checkpoint, ARCH:weights.pt, robustbench:ID
     build_method(name, teachers, **hparams)      a training method (``advkd.methods.build``)
     build_attack(name, eps=..., **params)        a named attack (``advkd.attacks.build``)
     TrainConfig                                  the settings of one training run
@@ -16,6 +17,7 @@ The public Python API (everything else is reachable by its module path, see docs
     train(cfg, runs_dir=..., data_dir=...)       one training run (``advkd.training.loop.run``)
     evaluate(model, data, attacks, ...)          clean and robust accuracy under attacks
     build_table(id, records) -> Table            a paper table filled from result records
+    results(runs_dir, method=..., as_frame=True) the table ``advkd results`` prints, as a pandas DataFrame
     as_model(module, normalize)                  any nn.Module (+ mean/std) -> a model of [0, 1] pixels
     attack(model, x, y, attack_id, eps=...)      adversarial examples of one attack on tensors
     evaluate_model(model, data, suite=...)       records as ``advkd attack`` writes them, on tensors / a DataLoader
@@ -41,6 +43,7 @@ _LAZY = {
     "build_model": ("advkd.models", "build_model"),
     "save_checkpoint": ("advkd.models.checkpoint", "save_checkpoint"),
     "load_checkpoint": ("advkd.models.checkpoint", "load_checkpoint"),
+    "load_source": ("advkd.evaluation.sources", "load_source"),
     "build_method": ("advkd.methods", "build"),
     "build_attack": ("advkd.attacks", "build"),
     "TrainConfig": ("advkd.training.config", "TrainConfig"),
@@ -48,6 +51,7 @@ _LAZY = {
     "train": ("advkd.training.loop", "run"),
     "evaluate": ("advkd.evaluation.evaluate", "evaluate"),
     "build_table": ("advkd.report", "build_table"),
+    "results": ("advkd.report.results", "results"),
     "as_model": ("advkd.api", "as_model"),
     "attack": ("advkd.api", "attack"),
     "evaluate_model": ("advkd.api", "evaluate_model"),

@@ -27,9 +27,11 @@ from advkd.core.accel import FastPaths, tune_malloc
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
 from advkd.data.batches import TensorData
-from advkd.evaluation.driver import attack_list, clean_accuracy_on, make_record, parse_attack_examples
+from advkd.evaluation.driver import attack_list, clean_accuracy_on, make_record, outcome_flags, parse_attack_examples
 from advkd.evaluation.evaluate import CLEAN, evaluate
 from advkd.evaluation.records import environment
+from advkd.evaluation.sanity import warn_if_training
+from advkd.methods import check_roles
 from advkd.methods.base import Method
 from advkd.models.normalize import Normalize, get_normalization
 
@@ -42,14 +44,18 @@ def as_model(module: nn.Module, normalize: str | tuple[Sequence[float], Sequence
     stats = get_normalization(normalize) if isinstance(normalize, str) else normalize
     if stats is None:
         return module
-    return nn.Sequential(Normalize(*stats), module)
+    wrapped = nn.Sequential(Normalize(*stats), module)
+    wrapped.training = wrapped[0].training = module.training  # the wrapper keeps the module's mode (see evaluate_model)
+    return wrapped
 
 
 def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack_id: str = "pgd10", *, eps: str | float | None = "8/255",
            **params: Any) -> torch.Tensor:
     """Adversarial examples of ``attack_id`` (``pgd10``, ``aa``, ``cwinf`` ...) for images ``x`` in
-    [0, 1]; the model is put in eval mode for the attack and restored after."""
+    [0, 1]; the model is put in eval mode for the attack and restored after (a model handed over
+    in train mode also gets a ``TrainModeWarning``: ``model-in-train-mode``)."""
     tune_malloc()
+    warn_if_training(model)
     bounded = ATTACKS.get(attack_id).default_eps is not None  # cw2 and jsma take no eps
     return build_attack(attack_id, eps=eps if bounded else None, **params)(model, x, y)
 
@@ -82,7 +88,10 @@ def evaluate_model(
     """Accuracy of ``model`` under ``suite`` (or ``attacks``; default the ``quick`` suite), one
     record per attack with the keys ``advkd attack`` writes to results.jsonl (``checkpoint`` and
     the training metadata are None). ``data``: (images in [0, 1] or uint8, labels), a TensorData
-    or a DataLoader; ``attack_examples``: ``{"aa": 100}`` scores that attack on the first 100 only."""
+    or a DataLoader; ``attack_examples``: ``{"aa": 100}`` scores that attack on the first 100 only.
+    Every record's ``sanity_flags`` are those ``advkd attack`` prints; a model handed over in train
+    mode is evaluated in eval mode, put back in train mode, warned about (``TrainModeWarning``) and
+    flagged ``model-in-train-mode``."""
     tune_malloc()
     ids = attack_list(suite, ",".join(attacks) if attacks else None, default_suite="quick")
     limits = parse_attack_examples([f"{a}={n}" for a, n in (attack_examples or {}).items()], ids)
@@ -91,9 +100,9 @@ def evaluate_model(
     model = model.to(dev)
     torch.manual_seed(seed)
     outcomes = evaluate(model, data, ids, eps=parse_eps(eps), batch_size=batch_size, device=dev, limits=limits)
-    env = environment(dev)
+    env, flags = environment(dev), outcome_flags(outcomes)
     return [
-        make_record(Path("<in-memory model>"), "", {}, o, label=a, n=len(data), batch_size=batch_size, seed=seed, env=env, flags=[],
+        make_record(Path("<in-memory model>"), "", {}, o, label=a, n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags,
                     surrogate=None, fast=FastPaths(), clean_accuracy=clean_accuracy_on(outcomes[CLEAN], o.n))
         for a, o in outcomes.items()
     ]
@@ -125,16 +134,25 @@ def distill(
     settings: dict[str, Any] | None = None,
     device: str = "auto",
     resume: bool = False,
+    log_to: Sequence[str] | None = None,
     **flags: Any,
 ):
     """``advkd distill`` as a function: the same defaults (the method's paper preset on the papers'
     datasets), ``settings`` as ``--set`` (``{"method.beta": 6, "lr": 0.05}``), other flags as
-    keywords (``epochs=4, train_subset=2500``). Returns the run's Summary (``path``, ``best_epoch``,
-    ``best_metrics``, the trained ``model``)."""
+    keywords (``epochs=4, train_subset=2500``), ``log_to=["tensorboard"]`` as ``--log`` (the
+    ``tensorboard`` / ``wandb`` extras). Returns the run's Summary (``path``, ``best_epoch``,
+    ``best_metrics``, the trained ``model``).
+
+    Teachers, as ``--teacher`` / ``--clean-teacher`` / ``--robust-teacher`` take them: a checkpoint
+    path, an architecture name (the newest matching ``pretrain-teacher`` run in ``runs_dir``),
+    ``ARCH:weights.pt`` or ``robustbench:<model id>``. ``teacher`` for the single-teacher methods
+    (rslad, adaad, ...), ``clean_teacher`` and ``robust_teacher`` for the two-teacher ones (mtard,
+    bmtard, ...); a role the preset names may be left out. A missing or extra one is an
+    AdvkdError naming these keywords, before any work."""
     from advkd.core.distributed import pick_device, setup
     from advkd.core.progress import Reporter
     from advkd.training.config import TrainConfig, default_preset, resolve_config
-    from advkd.training.loop import run
+    from advkd.training.loop import run, with_preset_teachers
 
     tune_malloc()
     teachers = {r: s for r, s in (("teacher", teacher), ("clean_teacher", clean_teacher), ("robust_teacher", robust_teacher)) if s}
@@ -146,5 +164,6 @@ def distill(
         set_items=[f"{k}={v}" for k, v in (settings or {}).items()],
         flags={"method": method, "arch": student, "dataset": dataset, "teachers": teachers, **flags},
     )
+    check_roles(cfg.method, set(with_preset_teachers(cfg).teachers), keywords=True)  # names this function's keywords
     dev = setup(pick_device(device))
-    return run(cfg, runs_dir=runs_dir, data_dir=data_dir, device=dev, resume=resume, reporter=Reporter())
+    return run(cfg, runs_dir=runs_dir, data_dir=data_dir, device=dev, resume=resume, reporter=Reporter(), log_to=list(log_to or []))

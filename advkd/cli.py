@@ -159,6 +159,7 @@ def _training_options(
     checkpoint_every: Annotated[Optional[str], typer.Option("--checkpoint-every", metavar="DURATION", help="Also save a mid-epoch resume state every DURATION of training (10m, 90s, 1h; off by default, 10m in the paper presets). SIGTERM/SIGUSR1 always save one and stop (exit 75).")] = None,
     select: SelectOpt = None,
     download: DownloadOpt = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the fully resolved config (as the run's config.yaml would hold it) and the run dir, then exit without training or writing anything.")] = False,
     log_to: Annotated[Optional[list[str]], typer.Option("--log", help="Also send each epoch's metrics to tensorboard (<run>/tensorboard) or wandb (optional packages). Repeatable.")] = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
@@ -190,6 +191,11 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
     if preset is None and kind == "distill":  # the run header names it; errors name it ("at preset adaad-paper")
         preset = default_preset(flags["method"], flags["dataset"])
     cfg = resolve_config(TrainConfig(kind=kind), preset=preset, set_items=opts["set_items"], flags=flags)
+    if opts["print_config"]:  # before the device: no torchrun group, no data, nothing written
+        from advkd.training.dry_run import dry_run
+
+        typer.echo(dry_run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir).text(), nl=False)
+        return
     device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
     _warn_if_busy(device)
     fast = resolve_fast_paths(
@@ -208,7 +214,9 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
 
 @app.command(
     "pretrain-teacher",
-    help="Train a teacher (or a teacher-free baseline) from scratch.\n\nMethods:\n\n" + _method_help(teacher_free=True),
+    help="Train a teacher (or a teacher-free baseline) from scratch. The methods are listed after the options.",
+    short_help="Train a teacher (or a teacher-free baseline) from scratch.",
+    epilog="Methods:\n\n" + _method_help(teacher_free=True),
 )
 @with_options(_training_options)
 def pretrain_teacher(
@@ -220,7 +228,11 @@ def pretrain_teacher(
     _train("pretrain-teacher", ctx, opts, method=method, arch=arch)
 
 
-@app.command(help="Distill a student from one or two teachers (or train a teacher-free baseline student).\n\nMethods:\n\n" + _method_help(None))
+@app.command(
+    help="Distill a student from one or two teachers (or train a teacher-free baseline student). The methods are listed after the options.",
+    short_help="Distill a student from one or two teachers (or train a teacher-free baseline student).",
+    epilog="Methods:\n\n" + _method_help(None),
+)
 @with_options(_training_options)
 def distill(
     ctx: typer.Context,
@@ -305,13 +317,18 @@ def _evaluate(ctx: typer.Context, checkpoint: Path | None, opts: dict[str, Any],
         report.print_table()
 
 
-@app.command(help="Robust accuracy of a checkpoint under attacks; appends one record per attack to <runs-dir>/results.jsonl.\n\n" + _attack_help())
+@app.command(
+    help="Robust accuracy of a checkpoint under attacks; appends one record per attack to <runs-dir>/results.jsonl. "
+    "The attacks and the suites are listed after the options.",
+    short_help="Robust accuracy of a checkpoint under attacks, one record per attack in results.jsonl.",
+    epilog=_attack_help(),
+)
 @with_options(_evaluation_options)
 def attack(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(help="Model: an advkd checkpoint (.safetensors), ARCH:weights.pt or robustbench:ID; default: the best checkpoint of the newest run.", show_default=False)] = None,
-    suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (see below).")] = None,
-    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. clean,fgsm,pgd10.")] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite (listed below the options).")] = None,
+    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids (listed below the options), e.g. clean,fgsm,pgd10.")] = None,
     **opts: Any,
 ) -> None:
     _evaluate(ctx, checkpoint, opts, suite=suite, attacks=attacks)
@@ -321,6 +338,7 @@ def attack(
     "transfer-attack",
     help="Craft adversarial examples on a surrogate checkpoint and measure a target checkpoint's accuracy on them "
     "(AdaAD Table 4; B-MTARD Tables V/VI). Records name both checkpoints; attack ids get a 'transfer-' prefix.",
+    short_help="Accuracy of a target checkpoint on adversarial examples crafted on a surrogate checkpoint.",
 )
 @with_options(_evaluation_options)
 def transfer_attack(
@@ -328,7 +346,7 @@ def transfer_attack(
     surrogate: Annotated[Path, typer.Option("--surrogate", help="Model the examples are crafted on (checkpoint, ARCH:weights.pt or robustbench:ID).")],
     target: Annotated[Path, typer.Option("--target", help="Model whose accuracy is measured (same forms).")],
     suite: Annotated[Optional[str], typer.Option("--suite", help="Attack suite: transfer (default), adaad-transfer, bmtard-transfer.")] = None,
-    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids, e.g. fgsm,pgd10,jsma.")] = None,
+    attacks: Annotated[Optional[str], typer.Option("--attacks", help="Comma-separated attack ids (listed in advkd attack --help), e.g. fgsm,pgd10,jsma.")] = None,
     **opts: Any,
 ) -> None:
     _evaluate(ctx, target, opts, suite=suite, attacks=attacks, surrogate=surrogate)
@@ -336,9 +354,30 @@ def transfer_attack(
 
 # ----------------------------------------------------------------------------- landscape
 
+def _figure_sizes() -> list[str]:
+    from advkd.report.figures.style import size_names
 
-@app.command(help="Weight-loss landscape (AdaAD Fig. 3): adversarial loss along filter-normalised random directions "
-             "in weight space, adversarial examples regenerated on every perturbed model. Writes a PNG and its data as JSON.")
+    return size_names()
+
+
+FigureSize = Enum("FigureSize", {n: n for n in _figure_sizes()}, type=str)  # type: ignore[misc]
+SizeOpt = Annotated[Optional[FigureSize], typer.Option("--size", help="Figure width as printed: column (3.5 in, one column of an IEEE/CVPR page; the default) or page (7.16 in); text is 8-9 pt at that size.", show_default=False)]
+TitleOpt = Annotated[Optional[str], typer.Option("--title", help="Figure title instead of the default ('' for none: the caption says it).", show_default=False)]
+LabelOpt = Annotated[Optional[list[str]], typer.Option("--label", help="Legend label of one curve: CURVE=TEXT, CURVE its position in the legend (1, 2, ...) or its id (the figure's JSON). Repeatable.", show_default=False)]
+
+
+def _figure_options(size: Optional[Enum], title: Optional[str], labels: Optional[list[str]]):
+    """The figure options the user gave (None when none): checked before any work."""
+    from advkd.report.figures.style import FigureOptions
+
+    if size is None and title is None and not labels:
+        return None
+    return FigureOptions(size=size.value if size is not None else "column", title=title, labels=tuple(labels or ()))
+
+
+@app.command(help="Weight-loss landscape (AdaAD Figure 3): adversarial loss along filter-normalised random directions "
+             "in weight space, adversarial examples regenerated on every perturbed model. Writes a PNG and its data as JSON.",
+             short_help="Weight-loss landscape of checkpoints (AdaAD Figure 3), as a PNG and its data as JSON.")
 def landscape(
     ctx: typer.Context,
     checkpoints: Annotated[list[Path], typer.Argument(help="One or more models (same dataset): advkd checkpoints, ARCH:weights.pt or robustbench:ID.")],
@@ -352,6 +391,9 @@ def landscape(
     bn_bias: Annotated[str, typer.Option("--bn-bias", help="1-D parameters (BN, biases) in the direction: zero or copy.")] = "zero",
     out: Annotated[Optional[Path], typer.Option("--out", help="Figure path: .png, or vector .pdf / .svg (default <runs-dir>/landscape/landscape.png, where report fig3 looks).")] = None,
     model_dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset of ARCH:weights.pt / robustbench:ID models (default cifar10).")] = None,
+    size: SizeOpt = None,
+    title: TitleOpt = None,
+    label: LabelOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = None,
     device: DeviceOpt = None,
@@ -372,15 +414,21 @@ def landscape(
     if out.is_dir() or out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise AdvkdError(f"--out {out} must be a .png, .pdf or .svg file path (its data is written beside it as .json)")
     check_writable(out.parent, what="--out folder")  # before minutes of work, not at the end
+    figure = _figure_options(size, title, label)
+    if figure is not None:  # a --label naming no checkpoint fails now, not after the landscape
+        from advkd.report.figures.style import resolve_labels
+        from advkd.report.landscape import curve_ids
+
+        resolve_labels(curve_ids(checkpoints), figure.labels)
     results = run_landscape(
         checkpoints, data_dir=g.data_dir, n_examples=n_examples, directions=directions, points=points, radius=radius,
         attack=attack_id, eps=eps, batch_size=batch_size, device=pick_device(g.device), seed=g.seed, bn_bias=bn_bias, reporter=Reporter(),
         dataset=model_dataset,
     )
-    plot_landscape(results, out)
-    from rich.console import Console
+    plot_landscape(results, out, options=figure)
+    from advkd.core.console import print_wide
 
-    Console().print(summary_table(results, out))
+    print_wide(summary_table(results, out))  # piped: the figure path in its title stays whole
 
 
 # ----------------------------------------------------------------------------- report
@@ -395,10 +443,15 @@ def _report_help() -> str:
     return "\n\n".join(f"{i}: {d}" for i, d in list_ids())
 
 
-@app.command(help="The papers' tables and figures with our numbers beside the published ones (ID: a table or figure, or 'list').\n\nIDs:\n\n" + _report_help())
+@app.command(
+    help="The papers' tables and figures with our numbers beside the published ones (ID: a table or figure, or 'list'). "
+    "The IDs are listed after the options.",
+    short_help="The papers' tables and figures with our numbers beside the published ones (ID: a table or figure, or 'list').",
+    epilog="IDs:\n\n" + _report_help(),
+)
 def report(
     ctx: typer.Context,
-    table_id: Annotated[str, typer.Argument(metavar="ID", help="Table or figure id (see below), or 'list'.")],
+    table_id: Annotated[str, typer.Argument(metavar="ID", help="Table or figure id (listed below the options), or 'list'.")],
     output: Annotated[ReportFormat, typer.Option("--format", help="Output format (png, pdf, svg: figures only, a figure's format is its --out suffix; with --plan: sh, the default, or slurm).")] = ReportFormat("rich"),
     out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout (needed for figures: FILE.png, .pdf or .svg).")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Run dir for the training-dynamics figures (default: the newest bmtard run).")] = None,
@@ -408,6 +461,9 @@ def report(
     n_examples: Annotated[Optional[int], typer.Option("--n-examples", help="Plan: attack the first N test images (default: each command's default, 1000).")] = None,
     ranking: Annotated[bool, typer.Option("--ranking", help="Add how well our order of methods agrees with the paper's, per column (Kendall's tau, flipped pairs).")] = False,
     estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Plan: price each command on this device (a short calibration of each network, cached under the runs dir).")] = True,
+    size: SizeOpt = None,
+    title: TitleOpt = None,
+    label: LabelOpt = None,
     runs_dir: RunsDirOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -416,14 +472,15 @@ def report(
     g = _globals(ctx, runs_dir=runs_dir, data_dir=data_dir)
     text = run_report(
         table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
-        data_dir=g.data_dir, ranking=ranking, estimate=estimate,
+        data_dir=g.data_dir, ranking=ranking, estimate=estimate, figure=_figure_options(size, title, label),
     )
     if text is not None:
         typer.echo(text)
 
 
 @app.command(help="The result records of the runs dir as a flat table, one row per checkpoint x attack (the newest record); "
-             "--format csv loads in pandas. Filters are glob patterns.")
+             "--format csv loads in pandas. Filters are glob patterns.",
+             short_help="The result records of the runs dir as a flat table, one row per checkpoint x attack.")
 def results(
     ctx: typer.Context,
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="Checkpoint path pattern, e.g. '*rslad*'.")] = None,
@@ -455,6 +512,37 @@ def results(
         typer.echo(rendered, nl=False)
     else:
         print_wide(rendered)
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+presets_app = typer.Typer(help="The presets --preset NAME can name: shipped ones and those in $ADVKD_PRESET_DIR (searched first).", no_args_is_help=True,
+                          short_help="The presets --preset NAME can name, and their YAML.")
+app.add_typer(presets_app, name="presets")
+PresetsFormat = Enum("PresetsFormat", {"rich": "rich", "json": "json"}, type=str)  # type: ignore[misc]
+
+
+@presets_app.command("list", help="Every preset name with its scale, what it is for, and the file --preset NAME loads "
+                     "(a file in $ADVKD_PRESET_DIR named like a shipped preset hides it, and is marked).",
+                     short_help="Every preset name with its scale, what it is for, and the file --preset NAME loads.")
+def presets_list(output: Annotated[PresetsFormat, typer.Option("--format", help="Output format on stdout.")] = PresetsFormat("rich")) -> None:
+    from advkd.core.console import print_wide
+    from advkd.training.preset_catalog import list_preset_infos, presets_table
+
+    infos = list_preset_infos()
+    if output.value == "json":
+        typer.echo(jsonsafe.dumps([i.as_json() for i in infos], indent=2))
+    else:
+        print_wide(presets_table(infos))
+
+
+@presets_app.command("show", help="Where preset NAME lives (a comment line), then its YAML verbatim: redirect it to a file to start your own.",
+                     short_help="Where preset NAME lives, then its YAML verbatim.")
+def presets_show(name: Annotated[str, typer.Argument(metavar="NAME", help="Preset name (advkd presets list).")]) -> None:
+    from advkd.training.preset_catalog import show_preset
+
+    typer.echo(show_preset(name), nl=False)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -505,28 +593,40 @@ def _plain_help_when_narrow(args: list[str]) -> None:
 TEXT_ENV = ("ADVKD_RUNS_DIR", "ADVKD_DATA_DIR", "ADVKD_PRESET_DIR", "ADVKD_CALIBRATION_DIR")
 
 
-ROOT_ONLY = ("--threads",)  # root options no subcommand declares: taken from anywhere on the line
+def _value_options(command: Any) -> set[str]:
+    """The names of ``command``'s options that take a value (``--seed 1``, not ``--resume``)."""
+    return {o for p in command.params if p.param_type_name == "option" and not p.is_flag and not p.is_eager for o in p.opts}
 
 
 def hoist_root_options(args: list[str]) -> list[str]:
-    """Move ``--threads N`` / ``--threads=N`` given after the subcommand to the front, where the
-    root parses it: "global options may be given here or on any subcommand" holds for every one
-    (the others are declared by each subcommand itself)."""
-    front, rest, i = [], [], 0
-    while i < len(args):
-        a = args[i]
+    """Move each global option given after the subcommand that the subcommand does not declare
+    itself (``--threads`` everywhere; ``--device`` and ``--seed`` after ``report`` and ``results``,
+    ...) to just before the subcommand, where the root parses it. So "global options work on every
+    subcommand, before or after its name" holds for every one, and the value after the name wins.
+    A subcommand option's value is never taken for a global option; nothing after ``--`` moves."""
+    group = typer.main.get_command(app)
+    root = _value_options(group)
+    i = 0  # the subcommand's position: past the root's options and their values
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in root else 1
+    if i >= len(args) or args[i] not in getattr(group, "commands", {}):
+        return args
+    chain, k = [group.commands[args[i]]], i + 1
+    while k < len(args) and args[k] in getattr(chain[-1], "commands", {}):  # a group's subcommand: advkd presets show
+        chain.append(chain[-1].commands[args[k]])
+        k += 1
+    declared = {o for c in chain for p in c.params for o in (*p.opts, *p.secondary_opts)}
+    hoist, own = root - declared, set().union(*(_value_options(c) for c in chain))
+    front, rest, j = args[:i], [args[i]], i + 1
+    while j < len(args):
+        a = args[j]
         if a == "--":
-            rest += args[i:]
+            rest += args[j:]
             break
-        if a in ROOT_ONLY and i + 1 < len(args):
-            front += args[i:i + 2]
-            i += 2
-            continue
-        if a.split("=", 1)[0] in ROOT_ONLY and "=" in a:
-            front.append(a)
-        else:
-            rest.append(a)
-        i += 1
+        width = 2 if a in hoist or a in own else 1  # the option and its value, or one argument
+        target = front if a.split("=", 1)[0] in hoist else rest
+        target += args[j:j + width]
+        j += width
     return front + rest
 
 
@@ -552,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     (our SIGINT handler, see :mod:`advkd.entry`) prints how to resume and exits 130.
     """
     from advkd.core.accel import tune_malloc
-    from advkd.core.errors import interrupt_handler
+    from advkd.core.errors import cli_spelling, interrupt_handler
     from advkd.core.oserrors import describe, is_os_failure
 
     args = hoist_root_options(list(sys.argv[1:] if argv is None else argv))
@@ -563,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
         tune_malloc()  # before the first large allocation
         _plain_help_when_narrow(args)
         command = typer.main.get_command(app)
-        rv = command.main(args=args, prog_name="advkd", standalone_mode=False)
+        with cli_spelling():  # messages name flags, not Python arguments (advkd.core.errors.spell)
+            rv = command.main(args=args, prog_name="advkd", standalone_mode=False)
     except AdvkdError as e:
         print(f"advkd: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ def main() -> None:
     for _ in range(3):
         logs = advkd.train_step(method, model, optimizer, x[:64], y[:64])
     print("train step:", {k: round(v, 4) for k, v in logs.items()})
+    model.eval()  # train_step left it in train mode; a model evaluated in train mode is flagged and warned about
 
     # 4. one attack by id on tensors
     x_adv = advkd.attack(model, x[:32], y[:32], "pgd10", eps="8/255")

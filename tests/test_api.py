@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import advkd
 from advkd.core.errors import AdvkdError
+from advkd.evaluation.sanity import TrainModeWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
@@ -36,16 +37,17 @@ def test_as_model_normalises_inside_the_model():
 
 
 def test_attack_on_tensors_stays_in_the_ball_and_breaks_an_undefended_model():
-    model, (x, _) = _net(), _data()
+    model, (x, _) = _net(), _data()  # in train mode: the attack warns, runs in eval mode, restores it
     y = model(x).argmax(1)  # every point correct before the attack
-    x_adv = advkd.attack(model, x, y, "pgd10", eps="8/255")
+    with pytest.warns(TrainModeWarning):
+        x_adv = advkd.attack(model, x, y, "pgd10", eps="8/255")
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert (model(x_adv).argmax(1) == y).float().mean() < 0.9
     assert model.training  # restored
 
 
 def test_evaluate_model_on_tensors_a_tensordata_and_a_dataloader_agree():
-    model, (x, y) = _net(), _data()
+    model, (x, y) = _net().eval(), _data()
     y = model(x).argmax(1).where(torch.arange(len(y)) % 4 != 0, y)  # most points correct
     by_tensors = advkd.evaluate_model(model, (x, y), attacks=["fgsm", "pgd10"], attack_examples={"pgd10": 32})
     loader = DataLoader(TensorDataset(x, y), batch_size=10)

@@ -1,7 +1,7 @@
 """Epoch counting: every epoch-valued setting means what its reference script means, and every
 record counts epochs from 1.
 
-The convention (README "Epochs"): milestones and IAD's ``begin`` count completed epochs (PyTorch
+The convention (docs/training.md, "Epochs"): milestones and IAD's ``begin`` count completed epochs (PyTorch
 ``MultiStepLR``: ``milestones: [100]`` runs epochs 1-100 at the initial rate); ``eval_dense_from``
 is an epoch number as printed (1-based); metrics, checkpoints, records and figures say epoch N
 for the N-th epoch. Each reference predicate below is written from the script it cites.

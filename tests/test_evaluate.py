@@ -11,7 +11,7 @@ from advkd.cli import main
 from advkd.data.batches import TensorData
 from advkd.evaluation.evaluate import CLEAN, evaluate, worst_case
 from advkd.evaluation.records import read_records
-from advkd.evaluation.sanity import Accuracy, sanity_flags
+from advkd.evaluation.sanity import Accuracy, TrainModeWarning, sanity_flags
 
 
 def make_data(n: int = 200, seed: int = 0) -> TensorData:
@@ -61,7 +61,7 @@ def test_points_misclassified_clean_are_never_attacked_and_count_as_broken(train
             seen.append(x.shape[0])
             return trained(x)
 
-    out = evaluate(Spy(), data, ["clean", "pgd10"], eps="8/255", batch_size=64)
+    out = evaluate(Spy().eval(), data, ["clean", "pgd10"], eps="8/255", batch_size=64)
     clean, pgd = out[CLEAN].correct, out["pgd10"].correct
     assert not (pgd & ~clean).any()
     assert out["pgd10"].n == 120 and out["pgd10"].accuracy <= out[CLEAN].accuracy
@@ -78,7 +78,8 @@ def test_worst_case_is_pointwise_and(trained):
 def test_evaluation_restores_train_mode_and_flags_it(trained):
     net = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.BatchNorm1d(8), nn.Linear(8, 4))
     net.train()
-    out = evaluate(net, make_data(40), ["clean", "fgsm"], batch_size=40)
+    with pytest.warns(TrainModeWarning, match="model-in-train-mode"):
+        out = evaluate(net, make_data(40), ["clean", "fgsm"], batch_size=40)
     assert net.training
     assert out[CLEAN].extra.get("model_was_training") is True
     accs = [Accuracy(a, o.kind, o.accuracy) for a, o in out.items()]
@@ -87,7 +88,7 @@ def test_evaluation_restores_train_mode_and_flags_it(trained):
 
 def test_sanity_flags_fire_on_a_gradient_masking_model(trained):
     data = make_data(200, seed=3)
-    masked = Quantized(trained)
+    masked = Quantized(trained).eval()
     white = evaluate(masked, data, ["clean", "fgsm", "pgd10"], eps="64/255", batch_size=100)
     transfer = evaluate(masked, data, ["clean", "pgd10"], eps="64/255", batch_size=100, surrogate=trained)
     # the masked model looks robust to its own gradients but falls to examples crafted elsewhere

@@ -272,7 +272,8 @@ def test_fig2_from_records_with_autoattack(tmp_path):
     clean, rob = doc["panels"]
     assert [s["label"] for s in rob["series"]] == ["teacher WRN-34-10", "teacher WRN-34-20"]
     assert rob["series"][0]["x"] == [8.0, 16.0, 32.0] and rob["series"][0]["y"] == [50.0, 51.0, 52.0]
-    assert [s["label"] for s in rob["paper"]] == ["paper: teacher WRN-34-10", "paper: teacher WRN-34-20"]  # the published points beside ours
+    assert [s["label"] for s in rob["paper"]] == ["teacher WRN-34-10 (paper)", "teacher WRN-34-20 (paper)"]  # the published points beside ours
+    assert [s["match"] for s in rob["paper"]] == ["wrn34-10", "wrn34-20"]  # drawn in the colour of our line with that teacher
     assert clean["series"][1]["y"] == [85.0, 82.0, 79.0]
     assert data["dataset"] == "cifar10" and data["student"] == "resnet18"
 
@@ -285,22 +286,24 @@ def test_fig2_without_autoattack_uses_the_strongest_white_box_attack_and_says_so
     write_records(tmp_path, recs)
     data = render_figure("adaad-fig2", runs_dir=tmp_path, out=tmp_path / "f.png")
     assert data["robust_attack"] == "pgd10"
-    assert "AutoAttack records missing" in data["robust_attack_note"] and "strongest" in data["title"]
+    assert "AutoAttack records missing" in data["robust_attack_note"] and "strongest" in data["robust_attack_note"]
+    assert "no AA records: robust = pgd10" in data["title"]
     assert data["panels"][1]["series"][0]["y"] == [50.0, 51.0]
 
 
-def test_fig2_errors_clearly_without_an_eps_sweep(tmp_path):
-    # no runs at all: the paper's own AA points, and the command that adds ours
+def test_fig2_without_an_eps_sweep_draws_the_papers_points_and_names_the_plan(tmp_path):
+    # no runs at all: the paper's own AA points, one panel (the paper prints no clean numbers), and the plan that adds ours
     data = render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "paper.png")
     assert_png(tmp_path / "paper.png")
-    rob = data["panels"][1]["paper"]
-    assert data["panels"][1]["series"] == [] and [(s["label"], s["x"], s["y"]) for s in rob] == [("paper: teacher WRN-34-10", [8.0, 32.0], [50.06, 52.86]),
-                                                          ("paper: teacher WRN-34-20", [32.0], [54.23])]
-    assert "advkd distill --method adaad" in data["missing"][0] and "method.eps" in data["missing"][0]
-    write_records(tmp_path, [record("clean", 80.0, ckpt="a"), record("aa", 40.0, ckpt="a")])  # one eps only
-    with pytest.raises(AdvkdError, match="two or more training eps"):
-        render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "f.png")
-    assert not (tmp_path / "f.png").exists()
+    (panel,) = data["panels"]
+    assert panel["series"] == [] and [(s["label"], s["x"], s["y"]) for s in panel["paper"]] == [
+        ("teacher WRN-34-10 (paper)", [8.0, 32.0], [50.06, 52.86]), ("teacher WRN-34-20 (paper)", [32.0], [54.23])]
+    assert panel["ylabel"] == "accuracy (%)" and panel["xticks"] == [8.0, 16.0, 24.0, 32.0]
+    assert "advkd report fig2 --plan" in data["notice"] and "advkd report fig2 --plan" in data["missing"][0]
+    write_records(tmp_path, [record("clean", 80.0, ckpt="a"), record("aa", 40.0, ckpt="a")])  # one eps only: no sweep either
+    data = render_figure("fig2", runs_dir=tmp_path, out=tmp_path / "f.png")
+    assert_png(tmp_path / "f.png")
+    assert "two or more training eps" in data["notice"] and len(data["panels"]) == 1
 
 
 def test_bmtard_fig3_ablation_bars(tmp_path):

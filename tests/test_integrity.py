@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_inputs import PT, tree
+from test_bad_inputs import PT, refused_line, tree
 
 from advkd.cli import main
 
@@ -34,16 +34,11 @@ def refused(argv: list[str], root: Path, capsys, *, outside: Path | None = None)
     """Run ``argv``; assert the error contract and that ``root`` (and ``outside``) did not change."""
     before, before_out = tree(root), tree(outside) if outside else None
     capsys.readouterr()
-    rc = main(argv)
-    out = capsys.readouterr()
-    lines = [line for line in out.err.splitlines() if line.strip()]
-    assert rc == 2, out.err[-800:]
-    assert len(lines) == 1 and lines[0].startswith("advkd: error: "), out.err[-800:]
-    assert "Traceback" not in out.err + out.out
+    line = refused_line(" ".join(argv[:3]), argv, capsys)
     assert tree(root) == before
     if outside is not None:
         assert tree(outside) == before_out
-    return lines[0]
+    return line
 
 
 # ----------------------------------------------------------------------------- class 3: checked before work

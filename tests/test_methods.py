@@ -239,9 +239,9 @@ def test_init_is_selectable_and_stays_in_ball(batch, init):
 
 def test_roles_are_checked():
     t = linear_net(1)
-    with pytest.raises(AdvkdError, match="needs --teacher"):
+    with pytest.raises(AdvkdError, match=r"^method ard needs teachers=\{'teacher': \.\.\.\}$"):  # Python names, not flags
         build("ard")
-    with pytest.raises(AdvkdError, match="does not take --teacher"):
+    with pytest.raises(AdvkdError, match=r"^method trades does not take teachers=\{'teacher': \.\.\.\}; it takes no teacher$"):
         build("trades", {"teacher": t})
 
 

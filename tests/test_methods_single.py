@@ -308,9 +308,9 @@ def test_iad2_defaults_and_roles(batch):
     x, y = batch
     p = build("iad-ii", {"robust_teacher": linear_net(1), "clean_teacher": linear_net(2)}).p
     assert (p.alpha1, p.alpha2, p.temperature, p.beta, p.begin, p.init, p.attack_bn) == (0.5, 0.25, 1.0, 0.1, 40, "uniform", "train")
-    with pytest.raises(AdvkdError, match="needs --clean-teacher"):
+    with pytest.raises(AdvkdError, match=r"needs teachers=\{'clean_teacher': \.\.\.\}"):
         build("iad-ii", {"robust_teacher": linear_net(1)})
-    with pytest.raises(AdvkdError, match="does not take --teacher"):
+    with pytest.raises(AdvkdError, match=r"does not take teachers=\{'teacher': \.\.\.\}; it takes teachers=\{'clean_teacher': \.\.\., 'robust_teacher'"):
         build("iad-ii", {"teacher": linear_net(1), "robust_teacher": linear_net(1), "clean_teacher": linear_net(2)})
 
 

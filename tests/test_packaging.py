@@ -21,7 +21,8 @@ def test_sdist_carries_the_tests_their_helpers_and_the_license(tmp_path):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     helpers = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("*.py")}
     assert helpers <= names, sorted(helpers - names)
-    for needed in ("examples/notebook_api.py", "tests/conftest.py", "tests/tiny_nets.py", "tests/ddp_worker.py", "LICENSE", "advkd/presets/small.yaml", "advkd/paper_tables/results.csv"):
+    for needed in ("examples/notebook_api.py", "tests/conftest.py", "tests/tiny_nets.py", "tests/ddp_worker.py", "LICENSE", "presets/small.yaml", "advkd/paper_tables/results.csv",
+                   "tools/cli_reference.py", "docs/cli.md"):  # tests/test_cli_reference.py
         assert needed in names, needed
 
 

@@ -69,6 +69,6 @@ def test_a_missing_sink_package_or_name_is_one_line_before_any_work(tmp_path, mo
     monkeypatch.setenv("ADVKD_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setitem(sys.modules, "wandb", None)
     assert main([*BASE, "--log", "wandb", "--runs-dir", str(tmp_path / "runs")]) == 2
-    assert "pip install wandb" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert "--log wandb needs the optional wandb package: pip install 'advkd[wandb]'" in capsys.readouterr().err and not (tmp_path / "runs").exists()
     assert main([*BASE, "--log", "mlflow", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "one of tensorboard, wandb" in capsys.readouterr().err

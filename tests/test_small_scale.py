@@ -98,7 +98,7 @@ def _toy(n: int = 64) -> tuple[torch.nn.Module, TensorData]:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
     with torch.no_grad():  # a model that is right on most clean points, so the attacks have work to do
         logits = model(images.float() / 255)
-    return model, TensorData(images, logits.argmax(1))
+    return model.eval(), TensorData(images, logits.argmax(1))
 
 
 def test_an_attack_limited_to_the_first_points_scores_exactly_those():

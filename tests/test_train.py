@@ -128,7 +128,7 @@ def test_nan_loss_stops_with_clear_error_and_leaves_no_run_dir(tmp_path):
 def test_teacher_methods_are_refused_by_pretrain_and_roles_checked(tmp_path):
     with pytest.raises(AdvkdError, match="use advkd distill"):
         prepare(tiny_cfg(method="rslad"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
-    with pytest.raises(AdvkdError, match="needs --teacher"):
+    with pytest.raises(AdvkdError, match=r"needs teachers=\{'teacher': \.\.\.\}"):  # advkd.train(cfg): TrainConfig.teachers
         prepare(tiny_cfg(kind="distill", method="rslad"), runs_dir=tmp_path, data_dir=tmp_path, device=CPU)
 
 

@@ -23,6 +23,11 @@ How a run goes (checked against ``pyautoattack/autoattack.py`` 0.2.0):
 - Gradients: FAB calls ``.backward()``, so parameters are frozen (``requires_grad=False``) for
   the run and restored after: no parameter ``.grad`` is created. The library reseeds the global
   RNG; the caller's RNG state (CPU and the input's device) is saved and restored around it.
+- Progress (with ``log`` set, as the evaluation does): a line as each stage starts (the points
+  still robust it attacks) and ends (how many survive), and inside a stage at most one line per
+  ``heartbeat_s`` with the image passes done of the most the stage can take and the most time
+  left. The library sees the model through :class:`~advkd.attacks.aa_progress.PassMeter`, which
+  only counts forwards: stages are not split, so results and random draws are unchanged.
 
 Resume: with ``state_dir`` (a constructor argument, not a parameter: it does not change the
 attack), after every stage ``<state_dir>/aa-state.safetensors`` is rewritten atomically with
@@ -46,9 +51,11 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from advkd.attacks.aa_progress import PassMeter, StageProgress, stage_forwards
 from advkd.attacks.engine import Attack, param, register_attack
 from advkd.core.accel import NCHWBoundary, is_channels_last
 from advkd.core.errors import AdvkdError
+from advkd.core.progress import HEARTBEAT_S
 
 STATE_FILE = "aa-state.safetensors"
 STATE_FORMAT = "advkd-aa-state-v1"
@@ -146,7 +153,8 @@ class _StagedAutoAttack(Attack):
     component: ClassVar[str | None] = None  # set by the single-stage ids
     whole_set: ClassVar[bool] = True  # evaluation hands over every point at once; batching is internal
 
-    log: Callable[[str], None] | None = None  # set by the evaluation: one progress line per finished stage
+    log: Callable[[str], None] | None = None  # set by the evaluation: a line as each stage starts and ends, and while it runs
+    heartbeat_s: float = HEARTBEAT_S  # at most one line per this many seconds inside a stage
 
     def passes_per_point(self) -> float:
         """Standard AutoAttack on a point that survives every stage (:data:`STAGE_PASSES`); a
@@ -244,12 +252,24 @@ class _StagedAutoAttack(Attack):
 
     # ---- the run
 
+    def _say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+
+    def _progress(self, meter: PassMeter, adversary: Any, stage: str, points: int) -> StageProgress | None:
+        """The in-stage reporter hooked to the meter's forwards (None without a log)."""
+        if self.log is None:
+            return None
+        total = stage_forwards(adversary, stage, points, self.params["batch_size"])
+        return StageProgress(meter, stage, total, self.log, self.heartbeat_s)
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         if is_channels_last(x):  # the library views gradients as (n, -1): NCHW at its boundary, channels-last inside
             model, x = NCHWBoundary(model), x.contiguous()
         p = self.params
         n, bs, device = x.shape[0], p["batch_size"], x.device
-        adversary = self.build_adversary(model, device)
+        meter = PassMeter(model)  # counts the library's forwards: progress inside a stage, same results
+        adversary = self.build_adversary(meter, device)
         stages = list(adversary.attacks_to_run)
         path = self._state_path()
         meta = self._state_meta(n, input_digest(x, y), stages) if path is not None else {}
@@ -273,10 +293,16 @@ class _StagedAutoAttack(Attack):
                 continue
             t0 = time.perf_counter()
             idx = robust.nonzero().flatten()
+            where = f"{stage} (stage {number}/{len(stages)})"
             if idx.numel():
+                self._say(f"{where}: attacking the {idx.numel()} of {n} points still robust")
                 adversary.attacks_to_run = [stage]
-                with preserved_rng(device), frozen_parameters(model):
-                    adv_sub, pred_sub = adversary.run_standard_evaluation(x[idx], y[idx], batch_size=bs)
+                meter.on_forward = self._progress(meter, adversary, stage, idx.numel())
+                try:
+                    with preserved_rng(device), frozen_parameters(model):
+                        adv_sub, pred_sub = adversary.run_standard_evaluation(x[idx], y[idx], batch_size=bs)
+                finally:
+                    meter.on_forward = None
                 broken = pred_sub.to(device).ne(y[idx])
                 robust[idx[broken]] = False
                 x_adv[idx[broken]] = adv_sub[broken].to(device=device, dtype=x.dtype)
@@ -284,9 +310,8 @@ class _StagedAutoAttack(Attack):
             done.append(stage)
             if path is not None:
                 self._save_state(path, meta, done, flags, x_adv)
-            if self.log is not None:
-                self.log(f"{stage} (stage {number}/{len(stages)}) in {time.perf_counter() - t0:.1f}s: "
-                         f"{int(robust.sum())} of {idx.numel()} attacked points still robust")
+            self._say(f"{where} in {time.perf_counter() - t0:.1f}s: {int(robust.sum())} of {idx.numel()} attacked points still robust"
+                      if idx.numel() else f"{where}: skipped, no point left to attack")
 
         self.stage_flags = flags
         self.stage_accuracy = {k: (v.float().mean().item() if n else float("nan")) for k, v in flags.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from advkd.core.accel import FastPaths, apply_checked, defaults_note, resolve_fa
 from advkd.core.console import print_wide
 from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 from advkd.core.oserrors import check_writable
 from advkd.core.preempt import stop_now_signals
 from advkd.core.progress import Reporter, warn
@@ -41,7 +42,7 @@ TRANSFER_PREFIX = "transfer-"
 def attack_list(suite: str | None, attacks: str | None, *, default_suite: str = "quick") -> list[str]:
     """The attacks to run, clean first; every id validated before any work starts."""
     if suite and attacks:
-        raise AdvkdError("give either --suite or --attacks, not both")
+        raise AdvkdError(f"give either {spell('--suite or --attacks', 'suite= or attacks=')}, not both")
     if suite:
         ids = suite_attacks(SUITES.canonical(suite))
     elif attacks is not None:
@@ -85,9 +86,10 @@ def parse_attack_examples(items: list[str] | None, ids: list[str]) -> dict[str, 
         key, sep, value = item.partition("=")
         attack = ATTACKS.canonical(key.strip()) if key.strip() in ATTACKS else key.strip()
         if not sep or not value.strip().isdigit() or int(value) < 1:
-            raise AdvkdError(f"--attack-examples {item!r} is not ATTACK=N with N >= 1; e.g. --attack-examples aa=100")
+            raise AdvkdError(f"{spell('--attack-examples', 'attack_examples')} {item!r} is not ATTACK=N with N >= 1; "
+                             f"e.g. {spell('--attack-examples aa=100', 'attack_examples={' + repr('aa') + ': 100}')}")
         if attack not in ids or attack == CLEAN:
-            raise AdvkdError(f"--attack-examples {item!r} names {attack!r}, which is not among the attacks run ({', '.join(a for a in ids if a != CLEAN)})")
+            raise AdvkdError(f"{spell('--attack-examples', 'attack_examples')} {item!r} names {attack!r}, which is not among the attacks run ({', '.join(a for a in ids if a != CLEAN)})")
         out[attack] = int(value)
     return out
 
@@ -157,7 +159,7 @@ class AttackReport:
             table.add_row(f"[bold]{label}[/bold]", f"[bold]{worst:.2f}[/bold]", f"{w_robust(self.clean_acc_on(n_worst), worst):.2f}", "", "")
         print_wide(table, console)
         for flag in self.flags:
-            console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False)
+            console.print(f"[yellow]sanity: {flag}[/yellow]", highlight=False, soft_wrap=not console.is_terminal)  # piped: paths stay whole
 
 
 def train_optimizer(meta: dict[str, Any]) -> str | None:
@@ -208,6 +210,14 @@ def make_record(
     if surrogate is not None:
         record["surrogate"] = surrogate
     return record
+
+
+def outcome_flags(outcomes: dict[str, Outcome], *, transfer: bool = False, earlier: Sequence[Accuracy] = ()) -> list[str]:
+    """The sanity flags of one evaluation (``advkd attack`` and :func:`advkd.api.evaluate_model`
+    alike), a model handed over in train mode included; ``earlier``: white-box accuracies
+    recorded before, which a transfer attack must not beat."""
+    accs = [Accuracy(record_attack_id(a, transfer), "transfer" if transfer and a != CLEAN else o.kind, o.accuracy) for a, o in outcomes.items()]
+    return sanity_flags([*accs, *earlier], model_was_training=bool(outcomes[CLEAN].extra.get("model_was_training")))
 
 
 def _prior_white_box(runs_dir: str, sha: str) -> list[Accuracy]:
@@ -298,10 +308,7 @@ def run_attack(
         shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
     reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
     transfer = surrogate is not None
-    accs = [Accuracy(record_attack_id(a, transfer), "transfer" if transfer and a != CLEAN else o.kind, o.accuracy) for a, o in outcomes.items()]
-    if transfer:
-        accs += _prior_white_box(runs_dir, sha)
-    flags = sanity_flags(accs, model_was_training=bool(outcomes[CLEAN].extra.get("model_was_training")))
+    flags = outcome_flags(outcomes, transfer=transfer, earlier=_prior_white_box(runs_dir, sha) if transfer else ())
     env = environment(dev)
     records = [
         make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags,

@@ -30,6 +30,7 @@ from advkd.core.epsilon import Eps, parse_eps
 from advkd.core.progress import Reporter, duration_text
 from advkd.data.batches import TensorData, eval_batches, to_float
 from advkd.evaluation.kept import keep, kept
+from advkd.evaluation.sanity import warn_if_training
 
 CLEAN = "clean"
 
@@ -135,7 +136,9 @@ def evaluate(
     limits: dict[str, int] | None = None,
     context: dict[str, Any] | None = None,
 ) -> dict[str, Outcome]:
-    """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``.
+    """Evaluate ``model`` (eval mode, restored after) on ``data`` under ``attacks``. A model handed
+    over in train mode gets a :class:`~advkd.evaluation.sanity.TrainModeWarning` and
+    ``model_was_training`` in the clean Outcome's ``extra`` (records: ``model-in-train-mode``).
 
     ``"clean"`` is always evaluated first; the other attacks only attack its correct points.
     Returns attack id -> Outcome, clean included. ``surrogate``: transfer evaluation.
@@ -152,7 +155,7 @@ def evaluate(
     built = {a: build_eval_attack(a, eps, (attack_params or {}).get(a, {}), state_dir) for a in attacks if a != CLEAN}
     modules = [m for m in (model, surrogate) if m is not None]
     out: dict[str, Outcome] = {}
-    was_training = model.training
+    was_training = warn_if_training(model)  # flagged in the clean Outcome's extra and warned about
     with training_mode(*modules, train=False), autocast(torch.device(device), fast.amp):
         net = eval_model(model, fast)
         crafter = eval_model(surrogate, fast) if surrogate is not None else net
@@ -174,7 +177,7 @@ def evaluate(
             else:
                 points = idx[idx < n]
                 correct = torch.zeros(n, dtype=torch.bool)
-                if hasattr(attack, "log"):  # staged attacks (AutoAttack) report each finished stage
+                if hasattr(attack, "log"):  # staged attacks (AutoAttack): each stage's start, progress and end
                     attack.log = lambda line, label=label: reporter.log(f"{label}: {line}")
                 with reporter.task(label, total=len(points) // world_size(), unit="clean-correct points") as task:
                     correct[points] = _attack_points(attack, net, crafter, data, points, batch_size, device, task, fast)

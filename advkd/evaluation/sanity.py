@@ -6,12 +6,37 @@ in the result records; they never change a number.
 """
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 TOLERANCE = 0.5  # percentage points of slack (sampling noise on small evaluation sets)
 ITERATIVE = ("pgd10", "pgd20-sat", "pgd20-trades", "cwinf", "pgd", "apgd-ce", "apgd-t", "aa")
 MORE_STEPS = (("pgd10", "pgd20-sat"),)  # same step size, more steps: must not be easier to survive
 BLACK_BOX_KINDS = ("score-based", "decision-based", "transfer", "gradient-estimation")
+TRAIN_MODE_FLAG = ("model-in-train-mode: the model was handed over in train mode (run in eval mode, its mode restored after; "
+                   "call model.eval() first)")
+_PACKAGE = str(Path(__file__).parent.parent) + os.sep  # advkd/, as its modules' code objects name it
+
+
+class TrainModeWarning(UserWarning):
+    """A model reached an evaluation or an attack in train mode; its records carry ``model-in-train-mode``."""
+
+
+def warn_if_training(model: Any) -> bool:
+    """Whether ``model`` arrives in train mode; if so a :class:`TrainModeWarning` pointing at the
+    caller's line outside advkd. The evaluation itself runs in eval mode either way (and restores
+    the mode), so a number never depends on it; the flag says the caller's code is worth a look."""
+    if not model.training:
+        return False
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(TRAIN_MODE_FLAG, TrainModeWarning, stacklevel=level)
+    return True
 
 
 @dataclass(frozen=True)
@@ -26,7 +51,7 @@ def sanity_flags(accs: list[Accuracy], *, model_was_training: bool = False) -> l
     flags: list[str] = []
     by_id = {a.attack: a for a in accs}
     if model_was_training:
-        flags.append("model-in-train-mode: the model was handed over in train mode (evaluated in eval mode; check the caller)")
+        flags.append(TRAIN_MODE_FLAG)
     white = [a for a in accs if a.attack in ITERATIVE]
     if "fgsm" in by_id and white:
         strongest = min(white, key=lambda a: a.accuracy)

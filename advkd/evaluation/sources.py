@@ -17,8 +17,12 @@ adds the dataset registry's class count to an advkd checkpoint's own checks.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,9 +139,19 @@ def _foreign(spec: str, arch: str, path: Path, *, dataset: str) -> Source:
     return Source(model, meta, spec, path, sha256_file(path))
 
 
+def robustbench_id(spec: str) -> str:
+    """``robustbench:<id>`` -> the zoo id (the AdaAD repo's misspelling accepted)."""
+    model_id = spec.strip()[len(ROBUSTBENCH):]
+    return ROBUSTBENCH_ALIASES.get(model_id, model_id)
+
+
+def robustbench_weights(spec: str, *, dataset: str, threat_model: str = "Linf", data_dir: str | Path | None = None) -> Path:
+    """Where the weights of ``robustbench:<id>`` are read from (and downloaded to when missing)."""
+    return model_dir(data_dir) / dataset_info(dataset).name / threat_model / f"{robustbench_id(spec)}.pt"
+
+
 def _robustbench(spec: str, *, dataset: str, threat_model: str, data_dir: str | Path | None) -> Source:
-    model_id = spec[len(ROBUSTBENCH):]
-    model_id = ROBUSTBENCH_ALIASES.get(model_id, model_id)
+    model_id = robustbench_id(spec)
     if threat_model not in THREAT_MODELS:
         raise AdvkdError(f"--threat-model {threat_model}: one of {', '.join(THREAT_MODELS)}")
     load_model = _robustbench_loader(spec)
@@ -149,7 +163,7 @@ def _robustbench(spec: str, *, dataset: str, threat_model: str, data_dir: str | 
     except Exception as e:  # network / unknown id errors come in many types
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AdvkdError(f"robustbench could not load {model_id} ({info.name}, {threat_model}) from {root}: {first}") from None
-    weights = root / info.name / threat_model / f"{model_id}.pt"
+    weights = robustbench_weights(spec, dataset=info.name, threat_model=threat_model, data_dir=data_dir)
     check_tensors(model.state_dict(), source=str(weights), what="weights file")
     meta = {"arch": f"robustbench:{model_id}", "paper_arch": f"robustbench:{model_id}", "dataset": info.name,
             "num_classes": str(info.num_classes), "method": "robustbench", "scale": "paper", "threat_model": threat_model,
@@ -157,27 +171,39 @@ def _robustbench(spec: str, *, dataset: str, threat_model: str, data_dir: str | 
     return Source(model, meta, spec, weights if weights.is_file() else None, sha256_file(weights) if weights.is_file() else "")
 
 
-def _robustbench_loader(spec: str):
-    """``robustbench.utils.load_model``. RobustBench imports AutoAttack as ``autoattack`` (its git
-    package); ``pyautoattack`` is the same library on PyPI under another name, so it stands in."""
-    import importlib
-    import sys
-
+@contextmanager
+def _robustbench_sees_pyautoattack() -> Iterator[None]:
+    """RobustBench's PyPI release depends on ``pyautoattack`` but imports it as ``autoattack``, the
+    name of AutoAttack's GitHub package, which is not on PyPI: ``pip install robustbench`` alone
+    gives ``No module named 'autoattack'``. While RobustBench's modules import (they bind the names
+    they use then), and only when no ``autoattack`` is installed, that name points at pyautoattack,
+    the same library; afterwards it is removed again, so no other import in the process sees it."""
     try:
-        importlib.import_module("autoattack")
-    except ImportError:
+        installed = importlib.util.find_spec("autoattack") is not None
+    except (ImportError, ValueError):
+        installed = False
+    stand_in: dict[str, Any] = {}
+    if not installed:
         try:
             import pyautoattack
             import pyautoattack.state
         except ImportError:
-            pyautoattack = None
-        if pyautoattack is not None:
-            sys.modules.setdefault("autoattack", pyautoattack)
-            sys.modules.setdefault("autoattack.state", pyautoattack.state)
+            pass
+        else:
+            stand_in = {name: mod for name, mod in (("autoattack", pyautoattack), ("autoattack.state", pyautoattack.state)) if name not in sys.modules}
+    sys.modules.update(stand_in)
     try:
-        import warnings
+        yield
+    finally:
+        for name, mod in stand_in.items():
+            if sys.modules.get(name) is mod:
+                del sys.modules[name]
 
-        with warnings.catch_warnings():
+
+def _robustbench_loader(spec: str):
+    """``robustbench.utils.load_model`` (the optional ``robustbench`` extra)."""
+    try:
+        with warnings.catch_warnings(), _robustbench_sees_pyautoattack():
             warnings.simplefilter("ignore")  # its imports warn about deprecated torch / setuptools APIs
             from robustbench.utils import load_model  # optional dependency
     except ImportError as e:

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 from advkd.core.settings import apply_overrides
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.registry import METHODS, register
@@ -34,25 +34,32 @@ def method_roles(name: str) -> tuple[str, ...]:
     return METHODS.get(name).roles
 
 
-def check_roles(name: str, given: set[str]) -> None:
-    """AdvkdError when the teacher roles given do not match what method ``name`` needs."""
+def role_text(roles: list[str] | tuple[str, ...], *, keywords: bool = False) -> str:
+    """How the user names teacher ``roles``: ``--clean-teacher and --robust-teacher`` in the CLI,
+    ``teachers={'clean_teacher': ..., 'robust_teacher': ...}`` from Python (``keywords``: the
+    roles are the caller's own keyword arguments, as in :func:`advkd.api.distill`)."""
+    python = " and ".join(f"{r}=..." for r in roles) if keywords else "teachers={" + ", ".join(f"'{r}': ..." for r in roles) + "}"
+    return spell(" and ".join(ROLE_FLAGS.get(r, r) for r in roles), python)
+
+
+def check_roles(name: str, given: set[str], *, keywords: bool = False) -> None:
+    """AdvkdError when the teacher roles given do not match what method ``name`` needs; the
+    message names flags or Python arguments (:func:`role_text`)."""
     cls = METHODS.get(name)
     need = set(cls.roles)
     missing = sorted(need - given)
     extra = sorted(given - need)
     if missing:
-        flags = " and ".join(ROLE_FLAGS.get(r, r) for r in missing)
-        raise AdvkdError(f"method {cls.name} needs {flags}")
+        raise AdvkdError(f"method {cls.name} needs {role_text(missing, keywords=keywords)}")
     if extra:
-        flags = ", ".join(ROLE_FLAGS.get(r, r) for r in extra)
-        wanted = " and ".join(ROLE_FLAGS.get(r, r) for r in cls.roles) or "no teacher"
-        raise AdvkdError(f"method {cls.name} does not take {flags}; it takes {wanted}")
+        wanted = role_text(cls.roles, keywords=keywords) if cls.roles else "no teacher"
+        raise AdvkdError(f"method {cls.name} does not take {role_text(extra, keywords=keywords)}; it takes {wanted}")
 
 
 def params_for(name: str, hparams: dict[str, Any]) -> Any:
     """The method's parameter dataclass with ``hparams`` applied (unknown keys, bad types rejected)."""
     cls = METHODS.get(name)
-    return apply_overrides(cls.Params(), hparams, where=f"method {cls.name} parameters (--set method.KEY=VALUE)")
+    return apply_overrides(cls.Params(), hparams, where=f"method {cls.name} parameters{spell(' (--set method.KEY=VALUE)', '')}")
 
 
 def build(
@@ -63,7 +70,15 @@ def build(
     dataset: str = "cifar10",
     **hparams: Any,
 ) -> Method:
-    """Instantiate method ``name`` with frozen ``teachers`` and hyper-parameter overrides."""
+    """Instantiate method ``name`` with frozen ``teachers`` and hyper-parameter overrides.
+
+    ``teachers`` maps each teacher role the method takes to an ``nn.Module`` on [0, 1] images
+    (the CLI's ``--teacher`` / ``--clean-teacher`` / ``--robust-teacher``): ``{"teacher": m}`` for
+    the single-teacher methods (rslad, adaad, ard, ...), ``{"clean_teacher": c, "robust_teacher": r}``
+    for the two-teacher ones (mtard, bmtard, ...), nothing for natural, pgd-at, trades, score;
+    :func:`method_roles` lists a method's roles. A missing or extra role is an AdvkdError naming
+    the keys. ``hparams``: the method's parameters (``beta=6``; ``--set method.KEY=VALUE`` in the CLI).
+    """
     teachers = dict(teachers or {})
     cls = METHODS.get(name)
     check_roles(cls.name, set(teachers))

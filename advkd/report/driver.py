@@ -15,7 +15,8 @@ from advkd.core.errors import AdvkdError
 from advkd.core.files import atomic_write_text
 from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.report import FIGURE_IDS, build_table, canonical_id, list_ids, lookup, render
-from advkd.report.figures.common import IMAGE_FORMATS
+from advkd.report.figures.draw import IMAGE_FORMATS
+from advkd.report.figures.style import FigureOptions
 
 
 def _list() -> RichTable:
@@ -30,12 +31,13 @@ def _list() -> RichTable:
 def run_report(
     table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
     only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None, ranking: bool = False,
-    estimate: bool = True,
+    estimate: bool = True, figure: FigureOptions | None = None,
 ) -> str | None:
     """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file.
 
     ``ranking`` adds the per-column Kendall's tau of our method order against the paper's to the
-    footer (and to the JSON as ``ranking``)."""
+    footer (and to the JSON as ``ranking``). ``figure``: size, title and curve labels of a figure
+    (an AdvkdError for a table, where they mean nothing)."""
     console = Console()
     if table_id == "list":
         ids = list_ids()
@@ -71,9 +73,13 @@ def run_report(
             raise AdvkdError(f"--format {fmt} writes a .{fmt} file; --out {out} has another suffix")
         from advkd.report.figures import render_figure
 
-        render_figure(tid.id, runs_dir=runs_dir, out=out, run=run)
-        console.print(f"wrote {out} and {out.with_suffix('.json')}")
+        data = render_figure(tid.id, runs_dir=runs_dir, out=out, run=run, options=figure)
+        if data.get("notice"):
+            console.print(data["notice"], highlight=False, markup=False, soft_wrap=True)
+        console.print(f"wrote {out} and {out.with_suffix('.json')}", highlight=False, markup=False, soft_wrap=True)
         return None
+    if figure is not None:
+        raise AdvkdError(f"{tid.id} is a table; --size, --title and --label are for figures ({', '.join(FIGURE_IDS)})")
     csv_id = canonical_id(table_id)
     if csv_id == "bmtard-table1" and data_dir is not None:
         from advkd.report.measure_knowledge import ensure_knowledge_records
@@ -81,7 +87,7 @@ def run_report(
         try:  # computed from the newest finished bmtard run; without one the paper's numbers show alone
             ensure_knowledge_records(runs_dir, data_dir=data_dir)
         except AdvkdError as e:
-            console.print(f"[yellow]{e}[/yellow]", highlight=False)
+            console.print(f"[yellow]{e}[/yellow]", highlight=False, soft_wrap=not console.is_terminal)  # piped: paths stay whole
     table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
     if ranking:
         from advkd.report.ranking import ranking_footer, rankings

@@ -29,10 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +42,15 @@ from advkd.attacks import build as build_attack
 from advkd.attacks.modes import training_mode
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
-from advkd.core.files import atomic_write_text, atomic_write_with
+from advkd.core.files import atomic_write_text
 from advkd.core.progress import Reporter
 from advkd.data.batches import TensorData, to_float
 from advkd.data.loaders import load_split
 from advkd.evaluation.sources import load_source
 from advkd.models.checkpoint import unwrap
+
+if TYPE_CHECKING:
+    from advkd.report.figures.style import FigureOptions
 
 __all__ = [
     "BN_BIAS_MODES",
@@ -57,6 +59,8 @@ __all__ = [
     "filter_normalized_direction",
     "landscape",
     "landscape_json",
+    "landscape_panel",
+    "legend_labels",
     "load_landscape",
     "plot_landscape",
     "sharpness",
@@ -375,48 +379,86 @@ def summary_table(results: list[LandscapeResult], out_png: str | Path):
     return table
 
 
-def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title: str | None = None) -> None:
-    """One thin line per direction per checkpoint, one colour per checkpoint; PNG and JSON beside it."""
+def _shared_arch(results: list[LandscapeResult]) -> str:
+    """The network every curve shares ('' when they differ or there is one curve): the title says it once."""
+    archs = {str(r.settings.get("arch") or "") for r in results}
+    return archs.pop() if len(results) > 1 and len(archs) == 1 else ""
+
+
+def legend_labels(results: list[LandscapeResult]) -> list[str]:
+    """The curves' names as a paper writes them: ``AKD, ResNet-8`` (method, network drawn; the
+    network left to the title when all curves share it); the epoch, then the file name, join
+    only where two curves would share a name."""
+    from advkd.report.figures.common import display_arch, display_method
+
+    shared = _shared_arch(results)
+
+    def base(r: LandscapeResult) -> str:
+        s = r.settings
+        parts = [display_method(s.get("method")), display_arch(s.get("arch")) if s.get("arch") and not shared else ""]
+        return ", ".join(p for p in parts if p) or Path(r.checkpoint).stem
+
+    labels = [base(r) for r in results]
+    epochs = [f"{lab}, epoch {int(r.settings['epoch'])}" if r.settings.get("epoch") not in (None, "") else lab for lab, r in zip(labels, results)]
+    labels = [e if labels.count(lab) > 1 else lab for lab, e in zip(labels, epochs)]
+    return [f"{lab} ({Path(r.checkpoint).stem})" if labels.count(lab) > 1 else lab for lab, r in zip(labels, results)]
+
+
+def curve_ids(checkpoints: list[str | Path]) -> list[tuple[str, str]]:
+    """``(id, id)`` per checkpoint, in the order given: what ``--label`` may name before any work."""
+    return [(str(c), str(c)) for c in checkpoints]
+
+
+def _attack_name(attack: str) -> str:
+    from advkd.report.layouts import ATTACKS
+
+    return "natural loss" if attack == NO_ATTACK else ATTACKS.get(attack, attack)
+
+
+def landscape_panel(results: list[LandscapeResult]) -> dict[str, Any]:
+    """The figure's one panel: per checkpoint the mean over directions, with the min..max band."""
+    series = []
+    for r, label in zip(results, legend_labels(results)):
+        mean, low, high = _band(r.losses)
+        band = {"low": low, "high": high} if len(r.losses) > 1 else {}
+        series.append({"id": r.checkpoint, "label": label, "x": r.alphas, "y": mean, **band})
+    finite = [v for r in results for curve in r.losses for v in curve if math.isfinite(v)]
+    s = results[0].settings
+    return {
+        "kind": "line", "title": "", "xlabel": "\u03b1 (filter-normalised direction)",
+        "ylabel": "adversarial loss (CE)" if s.get("attack") != NO_ATTACK else "loss (CE)",
+        # one spike would flatten every other curve on a linear axis
+        "yscale": "log" if finite and min(finite) > 0 and max(finite) / min(finite) > 20 else "",
+        "series": series,
+    }
+
+
+def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title: str | None = None,
+                   options: FigureOptions | None = None) -> dict[str, Any]:
+    """One curve per checkpoint (mean over directions, band min..max over them) at a paper size;
+    the figure (.png, .pdf or .svg) and its JSON beside it; returns the JSON's data. ``options``: a
+    :class:`~advkd.report.figures.style.FigureOptions` (size, title, ``--label`` of the curves)."""
     if not results:
         raise AdvkdError("nothing to plot: no landscape results")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from advkd.report.figures.common import display_arch
+    from advkd.report.figures.draw import apply_options, readable, render_panels
+    from advkd.report.figures.style import FigureOptions
 
+    options = options or FigureOptions()
     out_png = Path(out_png)
-    fig = Figure(figsize=(7.0, 5.0), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    from matplotlib import colormaps
-
-    palette = colormaps["tab10" if len(results) <= 10 else "viridis"]
-    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
-    for k, r in enumerate(results):
-        color = palette(k % 10) if len(results) <= 10 else palette(k / max(len(results) - 1, 1))
-        mean, low, high = _band(r.losses)
-        label = f"{r.label} (sharpness {r.sharpness:.3g})"
-        ax.plot(r.alphas, mean, color=color, linewidth=1.4, label=label, marker=markers[k % len(markers)], markersize=3.5)
-        if len(r.losses) > 1:  # the spread over directions: min..max
-            ax.fill_between(r.alphas, low, high, color=color, alpha=0.18, linewidth=0)
-    finite = [v for r in results for curve in r.losses for v in curve if math.isfinite(v)]
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
-        ax.set_yscale("log")  # one spike would flatten every other curve on a linear axis
     s = results[0].settings
-    ax.set_xlabel("alpha (filter-normalised direction)")
-    ax.set_ylabel("adversarial loss (CE)" if s.get("attack") != NO_ATTACK else "loss (CE, clean)")
-    fig.text(0.01, 0.005, f"lines: mean over {s.get('directions')} directions, band: min to max over them; "
-             "sharpness = mean over directions of (max loss on the grid - loss at alpha 0)", fontsize=6, color="0.35")
-    ax.set_title(title or f"Weight-loss landscape: {s.get('directions')} directions, {s.get('attack')} eps {s.get('eps')}, "
-                 f"{s.get('n_examples')} test images", fontsize=9)
-    ax.grid(True, linewidth=0.3, alpha=0.5)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    from advkd.report.figures.common import image_format
-
-    fmt = image_format(out_png)
-    atomic_write_with(out_png, lambda tmp: fig.savefig(tmp, format=fmt, dpi=200 if fmt == "png" else None))
-    atomic_write_text(out_png.with_suffix(".json"), json.dumps(landscape_json(results), indent=2, sort_keys=True, allow_nan=False))
-    for path in (out_png, out_png.with_suffix(".json")):
-        try:
-            os.chmod(path, 0o644)  # figures are for sharing, not the 0600 of the atomic temp file
-        except OSError:
-            pass
+    shared = _shared_arch(results)
+    what = "natural loss" if s.get("attack") == NO_ATTACK else f"{_attack_name(str(s.get('attack')))}, \u03b5 = {s.get('eps')}"
+    default = f"Weight-loss landscape{', ' + display_arch(shared) if shared else ''} ({what})"
+    data = {"figure": "fig3", "title": title if title is not None else default, "panels": [landscape_panel(results)]}
+    apply_options(data, options)
+    render_panels(data["panels"], out_png, title=data["title"], warning="", options=options)
+    doc = landscape_json(results)
+    doc.update(title=data["title"], size=options.size, labels=[c["label"] for c in data["panels"][0]["series"]],
+               caption=f"Lines: mean over {s.get('directions')} filter-normalised directions; band: min to max over them; "
+                       f"{s.get('n_examples')} test images. Sharpness (per checkpoint in results) = mean over directions "
+                       "of (max loss on the grid - loss at alpha 0).")
+    doc = _json_safe(doc)
+    atomic_write_text(out_png.with_suffix(".json"), json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
+    readable(out_png.with_suffix(".json"))
+    return doc

@@ -2,15 +2,17 @@
 
 One row per checkpoint x attack (the newest record of each pair, as the tables use them), with
 the columns a pandas user filters on. The CSV loads with ``pandas.read_csv`` unchanged: one
-header line, one value per cell, accuracies in percent.
+header line, one value per cell, accuracies in percent. :func:`results` (``advkd.results``) is
+the same table in Python, as a pandas DataFrame.
 """
 from __future__ import annotations
 
 import csv
 import fnmatch
 import io
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -18,6 +20,9 @@ from advkd.core import jsonsafe
 from advkd.core.errors import AdvkdError
 from advkd.evaluation.records import BAD_SUFFIX, RESULTS_FILE, read_records, repair_store, results_path
 from advkd.report.match import checkpoint_key, newest
+
+if TYPE_CHECKING:
+    import pandas
 
 COLUMNS = (
     "run", "method", "arch", "paper_arch", "dataset", "scale", "preset", "epoch", "seed", "teachers", "attack", "kind",
@@ -47,6 +52,35 @@ def result_rows(runs_dir: str | Path, filters: dict[str, str] | None = None) -> 
         latest[key] = newest([latest[key], i], records) if key in latest else i
     rows = [_row(records[i]) for i in sorted(latest.values())]
     return [r for r in rows if all(fnmatch.fnmatch(str(r.get(k) or ""), pattern) for k, pattern in filters.items())]
+
+
+def results(
+    runs_dir: str | Path | None = None,
+    *,
+    checkpoint: str | None = None,
+    run: str | None = None,
+    method: str | None = None,
+    attack: str | None = None,
+    scale: str | None = None,
+    dataset: str | None = None,
+    as_frame: bool = True,
+) -> pandas.DataFrame | list[dict[str, Any]]:
+    """The table ``advkd results`` prints, for a notebook: one row per checkpoint x attack (its
+    newest record), columns :data:`COLUMNS`, accuracies in percent. ``runs_dir``: default
+    ``$ADVKD_RUNS_DIR``, else ``./runs``, as the CLI. The filters are glob patterns on their
+    columns (``method="*rslad*"``). A pandas DataFrame (the ``pandas`` extra); ``as_frame=False``
+    gives the rows as a list of dicts and needs no pandas."""
+    runs = runs_dir if runs_dir is not None else os.environ.get("ADVKD_RUNS_DIR") or "./runs"
+    given = {"checkpoint": checkpoint, "run": run, "method": method, "attack": attack, "scale": scale, "dataset": dataset}
+    rows = result_rows(runs, {k: v for k, v in given.items() if v is not None})
+    if not as_frame:
+        return rows
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("advkd.results() returns a pandas DataFrame and pandas is not installed: "
+                          "pip install 'advkd[pandas]', or pass as_frame=False for a list of dicts") from None
+    return pandas.DataFrame.from_records(rows, columns=list(COLUMNS))
 
 
 def repair_results(runs_dir: str | Path) -> str:

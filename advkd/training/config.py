@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import math
 import os
 import re
@@ -28,7 +29,15 @@ from advkd.models import canonical_arch
 from advkd.training import preset_schema
 from advkd.training.preset_schema import RULE_KEYS, SCALES, WHEN_KEYS, PresetSchema  # noqa: F401 (re-exported)
 
-PRESET_DIR = Path(__file__).parent.parent / "presets"
+
+def shipped_preset_dir() -> Path:
+    """The presets advkd ships: the package ``advkd.presets``. In the source tree it is the top-level
+    ``presets/`` folder, which pyproject.toml maps into the package (``package-dir``), so a wheel
+    holds it as ``advkd/presets/*.yaml`` and an editable install imports it from ``presets/``."""
+    return Path(str(importlib.resources.files("advkd.presets")))
+
+
+PRESET_DIR = shipped_preset_dir()
 
 SELECT_METRICS = ("pgd10", "robust", "clean", "w_robust", "last")
 OPTIMIZERS = ("sgd", "adamw")  # built by advkd.training.schedule.make_optimizer
@@ -50,7 +59,7 @@ class TrainConfig:
     resolved_teachers: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> the checkpoint it resolved to (source, sha256, arch, paper_arch, method)
     preset_teachers: dict[str, str] = field(default_factory=dict)  # role -> the preset's default teacher
     preset: str = ""
-    preset_file: str = ""  # the preset's YAML path when it is not one of advkd/presets (what --preset must be given again)
+    preset_file: str = ""  # the preset's YAML path when it is not a shipped one (presets/) (what --preset must be given again)
     scale: str = "paper"  # one of preset_schema.SCALES ("paper", "small", "mini", "custom"): which scale produced the numbers
     # optimisation: every reference script uses SGD; AdamW is the reduced scales' recipe (docs/scales.md)
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -171,7 +180,7 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @dataclass
 class Preset:
-    """A YAML file of settings for one scale of one paper (files in ``advkd/presets/``).
+    """A YAML file of settings for one scale of one paper (the shipped ones: ``presets/``, see :func:`shipped_preset_dir`).
 
     ``train`` applies to every run; ``methods.<m>.train`` / ``methods.<m>.params`` to runs of
     method ``m``; then every rule of ``rules`` whose ``when`` (method, dataset and/or paper
@@ -203,7 +212,7 @@ class Preset:
 
 def preset_dirs() -> list[Path]:
     """Where preset names are looked up: ``$ADVKD_PRESET_DIR`` first (your own presets, or a
-    shipped one overridden, e.g. tiny stand-ins for a test), then the shipped ``advkd/presets``."""
+    shipped one overridden, e.g. tiny stand-ins for a test), then the shipped ones (:data:`PRESET_DIR`)."""
     extra = os.environ.get("ADVKD_PRESET_DIR")
     return ([Path(extra)] if extra else []) + [PRESET_DIR]
 
@@ -342,7 +351,7 @@ def resolve_config(
 # Settings that change what a run trains or which checkpoint it keeps, with their tag in a run
 # name: a flag or --set that changes one from the preset's value is named in the default run name
 # (``--train-subset 64 --batch-size 32`` -> ``...-b32-n64-s0``), so two budgets never share a run.
-# ``epochs`` is not: ``--epochs N --resume`` extends a run (README, --resume).
+# ``epochs`` is not: ``--epochs N --resume`` extends a run (docs/training.md, --resume).
 BUDGET_FIELDS = {
     "optimizer": "", "batch_size": "b", "lr": "lr", "momentum": "mom", "weight_decay": "wd", "nesterov": "nesterov", "betas": "betas",
     "adam_eps": "aeps", "warmup_epochs": "warm", "schedule": "sched",

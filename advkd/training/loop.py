@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from advkd.attacks import ATTACKS
+from advkd.attacks import ATTACKS, training_mode
 from advkd.core.accel import FastPaths, apply_checked, autocast, defaults_note, resolve_fast_paths, to_memory_format, tune_malloc
 from advkd.core.distributed import (
     all_gather_object,
@@ -49,7 +49,7 @@ from advkd.training.rundir import checkpoint_meta, open_run_dir, write_metrics
 from advkd.training.schedule import OPTIMIZER_BUILDERS, lr_at, make_optimizer, set_lr, warmup_factor  # noqa: F401 (re-exported)
 from advkd.training.setup import Setup
 from advkd.training.sinks import Sink, check_sink_names, open_sinks
-from advkd.training.teachers import resolve_teachers
+from advkd.training.teachers import resolve_teachers, teacher_records
 
 
 @dataclass
@@ -67,6 +67,39 @@ class Summary:
 # ----------------------------------------------------------------------------- prepare
 
 
+def with_preset_teachers(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the preset's default teacher for every role of its method the user left open."""
+    roles = METHODS.get(cfg.method).roles
+    defaults = {r: cfg.preset_teachers[r] for r in roles if r not in cfg.teachers and r in cfg.preset_teachers}
+    return dataclasses.replace(cfg, teachers={**cfg.teachers, **defaults})
+
+
+def canonical_config(cfg: TrainConfig) -> TrainConfig:
+    """The checks and canonical names that need no data: attack, method, dataset and arch names
+    as the registries spell them, the preset's default teachers filled in. :func:`prepare` and
+    ``--print-config`` (:mod:`advkd.training.dry_run`) both start here, so both save one config."""
+    if cfg.eval_attack:  # refused now, not after the first epoch's training
+        try:
+            cfg = dataclasses.replace(cfg, eval_attack=ATTACKS.canonical(cfg.eval_attack))
+        except AdvkdError as e:
+            raise AdvkdError(f"eval_attack (--set eval_attack=...): {e}") from None
+    if cfg.kind == "pretrain-teacher" and METHODS.get(cfg.method).roles:
+        raise AdvkdError(f"method {cfg.method} distills from teachers; use advkd distill, or a teacher-free method (natural, pgd-at, trades)")
+    cfg = with_preset_teachers(cfg)
+    check_roles(cfg.method, set(cfg.teachers))
+    info = dataset_info(cfg.dataset)
+    paper_arch = canonical_arch(cfg.paper_arch or cfg.arch)
+    arch = canonical_arch(cfg.arch_map.get(paper_arch, paper_arch))
+    return dataclasses.replace(cfg, dataset=info.name, arch=arch, paper_arch=paper_arch, method=METHODS.canonical(cfg.method))
+
+
+def named(cfg: TrainConfig, teacher_archs: dict[str, str], runs_dir: str | Path) -> tuple[TrainConfig, Path]:
+    """``cfg`` with its run name (``--name``, else the default one, which names the teachers'
+    paper archs by role) and the run dir that name gives under ``runs_dir``."""
+    cfg = dataclasses.replace(cfg, name=cfg.name or default_name(cfg, teacher_archs))
+    return cfg, run_dir(runs_dir, cfg.kind, cfg.dataset, cfg.name)
+
+
 def prepare(
     cfg: TrainConfig,
     *,
@@ -79,21 +112,8 @@ def prepare(
     """Validate the config, load data, build model, teachers and method. Writes nothing.
     ``fast`` None: the device's defaults (:func:`advkd.core.accel.device_defaults`), as the CLI."""
     fast = resolve_fast_paths(device) if fast is None else fast
-    if cfg.eval_attack:  # refused now, not after the first epoch's training
-        try:
-            cfg = dataclasses.replace(cfg, eval_attack=ATTACKS.canonical(cfg.eval_attack))
-        except AdvkdError as e:
-            raise AdvkdError(f"eval_attack (--set eval_attack=...): {e}") from None
-    if cfg.kind == "pretrain-teacher" and METHODS.get(cfg.method).roles:
-        raise AdvkdError(f"method {cfg.method} distills from teachers; use advkd distill, or a teacher-free method (natural, pgd-at, trades)")
-    roles = METHODS.get(cfg.method).roles
-    defaults = {r: cfg.preset_teachers[r] for r in roles if r not in cfg.teachers and r in cfg.preset_teachers}
-    cfg = dataclasses.replace(cfg, teachers={**cfg.teachers, **defaults})
-    check_roles(cfg.method, set(cfg.teachers))
+    cfg = canonical_config(cfg)
     info = dataset_info(cfg.dataset)
-    paper_arch = canonical_arch(cfg.paper_arch or cfg.arch)
-    arch = canonical_arch(cfg.arch_map.get(paper_arch, paper_arch))
-    cfg = dataclasses.replace(cfg, dataset=info.name, arch=arch, paper_arch=paper_arch, method=METHODS.canonical(cfg.method))
     train_data = load_split(cfg.dataset, "train", data_dir, download=download, seed=cfg.seed)
     train_data = train_data.head(cfg.train_subset or None)
     test_data = load_split(cfg.dataset, "test", data_dir, download=download, seed=cfg.seed)
@@ -102,7 +122,7 @@ def prepare(
         cfg.teachers, dataset=cfg.dataset, num_classes=info.num_classes, runs_dir=runs_dir, device=device,
         preset=cfg.preset_file or cfg.preset, arch_map=cfg.arch_map, data_dir=data_dir,
     )
-    cfg = dataclasses.replace(cfg, resolved_teachers={r: {k: v for k, v in t.record().items() if k != "spec"} for r, t in teachers.items()})
+    cfg = dataclasses.replace(cfg, resolved_teachers=teacher_records(teachers))
     method = build(
         cfg.method, {r: t.model for r, t in teachers.items()}, num_classes=info.num_classes, dataset=cfg.dataset, **cfg.method_params
     )
@@ -111,9 +131,7 @@ def prepare(
     if fast.amp or fast.channels_last or fast.compile:  # each switch checked by a trial step; a failing one falls back
         trial = to_float(train_data.images[: min(cfg.batch_size, len(train_data))]).to(device)
         fast = apply_checked(fast, device, model, [t.model for t in teachers.values()], trial, warn=warn)
-    name = cfg.name or default_name(cfg, {r: t.paper_arch for r, t in teachers.items()})
-    cfg = dataclasses.replace(cfg, name=name)
-    path = run_dir(runs_dir, cfg.kind, cfg.dataset, name)
+    cfg, path = named(cfg, {r: t.paper_arch for r, t in teachers.items()}, runs_dir)
     return Setup(cfg, device, model, method, teachers, train_data, eval_data, info.num_classes, path, fast)
 
 
@@ -142,10 +160,11 @@ def select_value(cfg: TrainConfig, metrics: dict[str, Any]) -> float | None:
 def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
     cfg = setup.cfg
     attacks = [CLEAN] + ([cfg.eval_attack] if cfg.eval_attack else [])
-    out = evaluate(
-        unwrap(setup.model), setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device,
-        reporter=reporter, fast=dataclasses.replace(setup.fast, amp=False),  # selection numbers in fp32
-    )
+    with training_mode(unwrap(setup.model), train=False):  # handed over in eval mode, as evaluate() expects
+        out = evaluate(
+            unwrap(setup.model), setup.eval_data, attacks, eps=cfg.eval_eps, batch_size=cfg.eval_batch_size, device=setup.device,
+            reporter=reporter, fast=dataclasses.replace(setup.fast, amp=False),  # selection numbers in fp32
+        )
     metrics = {"clean_acc": out[CLEAN].accuracy}
     if cfg.eval_attack:
         metrics["robust_acc"] = out[cfg.eval_attack].accuracy

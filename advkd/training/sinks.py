@@ -3,9 +3,10 @@
 ``--log tensorboard`` writes every epoch's row of ``metrics.jsonl`` (losses, accuracies, lr,
 method state such as B-MTARD's temperatures, one scalar per list element) as scalars under
 ``<run>/tensorboard``; ``--log wandb`` sends the same rows to a W&B run named like the advkd run
-(project ``$WANDB_PROJECT``, default ``advkd``). Neither package is a dependency: a missing one
-is one line naming the ``pip install`` that adds it. Sinks only read what the run already
-writes, so they change no number.
+(project ``$WANDB_PROJECT``, default ``advkd``). From Python: ``log_to=["tensorboard"]`` of ``advkd.train`` / ``advkd.distill``.
+Neither package is a dependency: a missing one is one line naming the extra that adds it
+(``pip install 'advkd[tensorboard]'`` / ``'advkd[wandb]'``). Sinks only read what the run
+already writes, so they change no number.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 
 SINK_NAMES = ("tensorboard", "wandb")
 
@@ -41,13 +42,22 @@ def scalars(row: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _selected(name: str) -> str:
+    return spell(f"--log {name}", f"log_to=[{name!r}]")
+
+
+def missing_package(name: str, *, then: str = "") -> AdvkdError:
+    """The one line for a sink whose package is not installed: the extra of the same name adds it."""
+    return AdvkdError(f"{_selected(name)} needs the optional {name} package: pip install 'advkd[{name}]'{then}")
+
+
 class TensorBoardSink:
     @staticmethod
     def require() -> Any:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise AdvkdError("--log tensorboard needs the optional tensorboard package: pip install tensorboard") from None
+            raise missing_package("tensorboard") from None
         return SummaryWriter
 
     def __init__(self, run_path: Path, cfg: Any) -> None:
@@ -68,7 +78,7 @@ class WandbSink:
         try:
             import wandb
         except ImportError:
-            raise AdvkdError("--log wandb needs the optional wandb package: pip install wandb (and wandb login)") from None
+            raise missing_package("wandb", then=" (and wandb login)") from None
         return wandb
 
     def __init__(self, run_path: Path, cfg: Any) -> None:
@@ -92,7 +102,7 @@ def check_sink_names(names: list[str] | None) -> list[str]:
     for name in names or []:
         key = name.strip().lower()
         if key not in SINKS:
-            raise AdvkdError(f"--log {name}: one of {', '.join(SINK_NAMES)}")
+            raise AdvkdError(f"{_selected(name)}: one of {', '.join(SINK_NAMES)}")
         SINKS[key].require()  # a missing package is refused before any work
         out.append(key)
     return out

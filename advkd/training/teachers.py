@@ -44,6 +44,11 @@ class Teacher:
         return {"spec": self.spec, "arch": self.arch, "paper_arch": self.paper_arch, "source": self.source, "sha256": self.sha256, "method": self.method}
 
 
+def teacher_records(teachers: dict[str, Teacher]) -> dict[str, dict[str, str]]:
+    """What a run's config saves as ``resolved_teachers``: per role, the checkpoint it resolved to."""
+    return {r: {k: v for k, v in t.record().items() if k != "spec"} for r, t in teachers.items()}
+
+
 def wants_robust(role: str) -> bool:
     return role not in CLEAN_ROLES
 

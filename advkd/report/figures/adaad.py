@@ -10,7 +10,9 @@ Sources:
   at different ``train_eps``; clean and AutoAttack accuracy (evaluation eps 8/255) against the
   training eps, one line per teacher architecture (and per method when several are present).
   When no AA record exists the strongest recorded white-box L-inf attack (lowest mean accuracy,
-  most points covered) stands in, and the title and JSON say so.
+  most points covered) stands in, and the title and JSON say so. Without a usable sweep of ours
+  the figure shows the paper's published AA points alone, and its ``notice`` names
+  ``advkd report fig2 --plan``, which prints the commands that produce ours.
 - ``fig3`` — a landscape JSON written by ``advkd landscape`` (default
   ``<runs_dir>/landscape/landscape.json``; ``run`` may name the file, its PNG or its folder).
 """
@@ -35,50 +37,62 @@ from advkd.report.figures.common import (
     _linf,
     _white_box,
     default_landscape_json,
+    display_method,
     scale_warning,
 )
-from advkd.report.layouts import DATASETS, METHODS
+from advkd.report.figures.style import FigureOptions
+from advkd.report.layouts import DATASETS
 from advkd.report.match import checkpoint_key, paper_arch, rec_method
 
-HINT_FIG2 = (
-    "advkd distill --method adaad --student resnet18 --teacher wrn34-10 --set method.eps=E --set method.step_size=S "
-    "--name <one name per E> for E in 8/255 16/255 24/255 32/255 (S = E/4: 2/255 4/255 6/255 8/255), "
-    "then advkd attack <each best.safetensors> --suite aa"
-)
+PLAN_FIG2 = "advkd report fig2 --plan"
+FIG2_GRID = (8.0, 16.0, 24.0, 32.0)  # /255: the training eps of the paper's x axis (the plan's sweep; UNCONFIRMED grid)
+ROBUST_PANEL = "{attack}, \u03b5 = 8/255"
+XLABEL = "training \u03b5 (/255)"
 
 
 # ----------------------------------------------------------------------------- fig2
 
 
-def _teacher_key(rec: dict[str, Any]) -> str:
+def _teachers(rec: dict[str, Any]) -> tuple[str, ...]:
+    """The paper architectures of a record's teachers, by role name."""
     teachers = rec.get("teachers") or {}
     if not isinstance(teachers, dict) or not teachers:
-        return ""
+        return ()
     scale = rec.get("scale")
-    return " + ".join(f"{_arch(paper_arch(teachers[r], scale))}" for r in sorted(teachers))
+    return tuple(paper_arch(teachers[r], scale) or "?" for r in sorted(teachers))
+
+
+def _curve(method: str, teachers: tuple[str, ...], several_methods: bool) -> tuple[str, str]:
+    """A curve's id and legend label: ``("wrn34-10", "teacher WRN-34-10")``; the method joins both
+    when several methods share the figure, and stands alone for a teacher-free one."""
+    tid, tlabel = "+".join(teachers), " + ".join(_arch(t) for t in teachers)
+    if not teachers:
+        return method, display_method(method)
+    if several_methods:
+        return f"{method}:{tid}", f"{display_method(method)}, teacher {tlabel}"
+    return tid, f"teacher {tlabel}"
 
 
 def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Clean and robust accuracy against the training eps; the paper's points alone (with a
+    ``notice`` naming the plan) when the records hold no usable sweep of ours."""
     recs = [r for r in records if _white_box(r) and _at_8_255(r) and _eps_value(r.get("train_eps")) is not None]
-    # (dataset, student, scale) -> (method, teacher) -> train eps -> records
+    # (dataset, student, scale) -> (method, teachers) -> train eps -> records
     tree: dict[tuple, dict[tuple, dict[float, list]]] = {}
     for r in recs:
         student = paper_arch(r, r.get("scale")) or str(r.get("arch") or "?")
         eps = round(_eps_value(r["train_eps"]) * 255, 6)
         g = tree.setdefault((r.get("dataset"), student, r.get("scale")), {})
-        g.setdefault((rec_method(r), _teacher_key(r)), {}).setdefault(eps, []).append(r)
+        g.setdefault((rec_method(r), _teachers(r)), {}).setdefault(eps, []).append(r)
     best, best_n = None, 0
     for gkey, lines in tree.items():
         n = sum(len(points) for points in lines.values() if len(points) >= 2)
         if n > best_n:
             best, best_n = gkey, n
     if best is None:
-        if not recs:  # no run at all: the paper's own points, as a table with no runs shows the paper's numbers
-            return fig2_paper_only()
-        raise AdvkdError(
-            f"fig2 needs result records of one student trained at two or more training eps (found "
-            f"{len(recs)} usable records in {RESULTS}); create them with: {HINT_FIG2}"
-        )
+        why = (f"no result records of a training-eps sweep in {RESULTS}" if not recs else
+               f"no student has records at two or more training eps in {RESULTS} ({len(recs)} usable records)")
+        return fig2_paper_only(why)
     dataset, student, scale = best
     lines = {k: v for k, v in tree[best].items() if len(v) >= 2}
     # per point: the newest checkpoint that has a clean record
@@ -91,11 +105,12 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
                     break
     points = {k: v for k, v in points.items() if len(v) >= 2}
     if not points:
-        raise AdvkdError(f"fig2: no clean-accuracy records for the eps sweep of {student} on {dataset}; run advkd attack --suite aa on those checkpoints")
+        return fig2_paper_only(f"the training-eps sweep of {_arch(student)} on {DATASETS.get(dataset, dataset)} has no clean-accuracy records")
     all_points = [ck for by_eps in points.values() for ck in by_eps.values()]
     attacks = sorted({a for ck in all_points for a, r in ck.items() if a != "clean" and _linf(r)})
     if not attacks:
-        raise AdvkdError(f"fig2: the eps sweep of {student} on {dataset} has no L-inf robust-accuracy records; run advkd attack --suite aa on its checkpoints")
+        return fig2_paper_only(f"the training-eps sweep of {_arch(student)} on {DATASETS.get(dataset, dataset)} has no L-inf "
+                               "robust-accuracy records")
 
     def score(a: str) -> tuple:
         cover = sum(a in ck for ck in all_points)
@@ -110,22 +125,26 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
     if attack != "aa":
         note = (f"AutoAttack records missing; robust accuracy under {_attack_label(attack)} ({attack}), the strongest "
                 f"white-box attack recorded for these checkpoints")
-    methods = {m for m, _ in points}
-    series_clean, series_rob, missing = [], [], []
-    for (method, teacher), by_eps in sorted(points.items()):
-        parts = [METHODS.get(method, method)] if len(methods) > 1 or not teacher else []
-        if teacher:
-            parts.append(f"teacher {teacher}")
-        label = " · ".join(parts)
+    methods = sorted({m for m, _ in points})
+    series_clean, series_rob, missing, ours = [], [], [], {}
+    for (method, teachers), by_eps in sorted(points.items()):
+        cid, label = _curve(method, teachers, len(methods) > 1)
+        ours[(method, teachers)] = cid
         xs = sorted(by_eps)
-        series_clean.append({"label": label, "x": xs, "y": [_acc(by_eps[e].get("clean")) for e in xs]})
-        series_rob.append({"label": label, "x": xs, "y": [_acc(by_eps[e].get(attack)) for e in xs]})
+        series_clean.append({"id": cid, "label": label, "x": xs, "y": [_acc(by_eps[e].get("clean")) for e in xs]})
+        series_rob.append({"id": cid, "label": label, "x": xs, "y": [_acc(by_eps[e].get(attack)) for e in xs]})
         missing += [f"{label} eps {_eps_text(e / 255)}: no {attack} record" for e in xs if attack not in by_eps[e]]
-    rob_name = "AA" if attack == "aa" else (f"{_attack_label(attack)} ({attack})" if _attack_label(attack) != attack else attack)
+    rob_name = "AutoAttack" if attack == "aa" else _attack_label(attack)
     ticks = sorted({x for s in series_rob for x in s["x"]})
-    title = f"AdaAD Fig. 2: accuracy vs training eps, {_arch(student)} on {DATASETS.get(dataset, dataset)}"
+    who = _arch(student) + ("" if len(methods) > 1 else f" ({display_method(methods[0])})")
+    title = f"AdaAD Fig. 2: {who} on {DATASETS.get(dataset, dataset)}"
     if note:
-        title += f"\n(no AA records: robust = {rob_name}, strongest available white-box attack)"
+        title += f"\n(no AA records: robust = {attack})"  # why this attack: robust_attack_note
+    paper = []
+    if attack == "aa" and dataset == "cifar10":
+        for s in _fig2_paper_series():
+            s["match"] = ours.get(("adaad", (s["teacher"],)), "")
+            paper.append(s)
     used = [r for ck in all_points for r in ck.values()]
     return {
         "title": title,
@@ -135,10 +154,9 @@ def fig2_data(records: list[dict[str, Any]]) -> dict[str, Any]:
         **scale_warning(used),
         "checkpoints": sorted({checkpoint_key(r) for r in used}),
         "panels": [
-            {"kind": "line", "title": "Clean accuracy", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
-             "xticks": ticks, "series": series_clean},
-            {"kind": "line", "title": f"{rob_name} accuracy (eps 8/255)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
-             "xticks": ticks, "series": series_rob, "paper": _fig2_paper_series() if attack == "aa" and dataset == "cifar10" else []},
+            {"kind": "line", "title": "Clean", "xlabel": XLABEL, "ylabel": "accuracy (%)", "xticks": ticks, "series": series_clean},
+            {"kind": "line", "title": ROBUST_PANEL.format(attack=rob_name), "xlabel": XLABEL, "ylabel": "accuracy (%)",
+             "xticks": ticks, "series": series_rob, "paper": paper},
         ],
     }
 
@@ -152,22 +170,23 @@ def _fig2_paper_series() -> list[dict[str, Any]]:
         m = re.search(r"eps=(\d+)/255", row.note)
         if m and row.attack == "aa":
             by_teacher.setdefault(row.teacher, {})[float(m.group(1))] = row.number
-    return [{"label": f"paper: teacher {_arch(t)}", "x": sorted(pts), "y": [pts[e] for e in sorted(pts)]} for t, pts in sorted(by_teacher.items())]
+    return [{"id": f"paper:{t}", "label": f"teacher {_arch(t)} (paper)", "teacher": t, "x": sorted(pts), "y": [pts[e] for e in sorted(pts)]}
+            for t, pts in sorted(by_teacher.items())]
 
 
-def fig2_paper_only() -> dict[str, Any]:
-    """AdaAD Fig. 2 from the paper's numbers alone, with the command that adds ours."""
+def fig2_paper_only(why: str) -> dict[str, Any]:
+    """AdaAD Fig. 2 from the paper's numbers alone, with a ``notice`` saying ``why`` and naming the
+    plan that produces ours. One panel: the paper prints no clean numbers for Fig. 2."""
     series = _fig2_paper_series()
-    ticks = sorted({x for s in series for x in s["x"]})
+    notice = f"fig2: {why}; drew the paper's published points only. {PLAN_FIG2} prints the commands that produce ours"
     return {
-        "title": "AdaAD Fig. 2: the paper's AA points only (no runs of ours yet)",
+        "title": "AdaAD Fig. 2: the paper's AutoAttack points, ResNet-18 (AdaAD) on CIFAR-10",
         "dataset": "cifar10", "student": "resnet18", "scale": "", "robust_attack": "aa", "robust_attack_note": "",
-        "eval_eps": "8/255", "missing": [f"ours: no eps sweep yet; create it with: {HINT_FIG2}"], "warning": "", "checkpoints": [],
+        "eval_eps": "8/255", "missing": [f"ours: {why}; {PLAN_FIG2} prints the commands that produce them"], "notice": notice,
+        "warning": "", "checkpoints": [],
         "panels": [
-            {"kind": "line", "title": "Clean accuracy (the paper prints no numbers)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
-             "xticks": ticks, "series": []},
-            {"kind": "line", "title": "AA accuracy (eps 8/255)", "xlabel": "training eps (/255)", "ylabel": "accuracy (%)",
-             "xticks": ticks, "series": [], "paper": series},
+            {"kind": "line", "title": ROBUST_PANEL.format(attack="AutoAttack"), "xlabel": XLABEL, "ylabel": "accuracy (%)",
+             "xticks": list(FIG2_GRID), "series": [], "paper": series},
         ],
     }
 
@@ -175,13 +194,13 @@ def fig2_paper_only() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- fig3
 
 
-def render_fig3(runs_dir: Path, out: Path, run: str | Path | None) -> dict[str, Any]:
-    from advkd.report.landscape import landscape_json, load_landscape, plot_landscape
+def render_fig3(runs_dir: Path, out: Path, run: str | Path | None, options: FigureOptions | None = None) -> dict[str, Any]:
+    from advkd.report.landscape import load_landscape, plot_landscape
 
     src = Path(run) if run is not None else default_landscape_json(runs_dir)
     if src.is_dir():
         src = src / LANDSCAPE.name
-    elif src.suffix.lower() == ".png":
+    elif src.suffix.lower() in (".png", ".pdf", ".svg"):
         src = src.with_suffix(".json")
     if not src.is_file():
         raise AdvkdError(
@@ -189,7 +208,6 @@ def render_fig3(runs_dir: Path, out: Path, run: str | Path | None) -> dict[str, 
             f"epoch-100 ... epoch-180.safetensors> (writes {default_landscape_json(runs_dir)})"
         )
     results = load_landscape(src)
-    plot_landscape(results, out)
-    data = landscape_json(results)
+    data = plot_landscape(results, out, options=options)
     data["source"] = str(src)
     return data

@@ -127,19 +127,20 @@ def bmtard_fig3_data(records: list[dict[str, Any]]) -> dict[str, Any]:
         for a in attacks:
             r = _acc(ck.get(a))
             ys.append(None if r is None or c is None else 0.5 * c + 0.5 * r)
-        series.append({"label": label, "variant": key, "y": ys, "checkpoint": checkpoint_key(ck["clean"])})
+        series.append({"id": key, "label": label, "variant": key, "y": ys, "checkpoint": checkpoint_key(ck["clean"])})
     missing = [label for key, label, _, _ in VARIANTS if key not in chosen]
     teachers = ", ".join(f"{role.replace('_', ' ')} {_arch(a)}" for role, a in tkey)
+    bars_are = "W-Robust = (clean + robust accuracy) / 2"
     title = f"B-MTARD Fig. 3: ablation, {_arch(student)} on {DATASETS.get(dataset, dataset)}"
     if missing:
         title += f" (missing: {', '.join(missing)})"
     used = [r for ck in chosen.values() for r in ck.values()]
     return {
         "title": title, "dataset": dataset, "student": student, "teachers": dict(tkey), "scale": scale,
-        "metric": "w_robust", "clean_accuracy": clean, "missing_variants": missing,
+        "metric": "w_robust", "metric_definition": bars_are, "clean_accuracy": clean, "missing_variants": missing,
         **scale_warning(used),
         "panels": [{
-            "kind": "bar", "title": teachers, "xlabel": "attack", "ylabel": "W-Robust (%) = (clean + robust) / 2",
+            "kind": "bar", "title": teachers, "xlabel": "attack", "ylabel": "W-Robust (%)",
             "groups": [_attack_label(a) for a in attacks], "attacks": attacks, "series": series,
         }],
     }
@@ -148,20 +149,20 @@ def bmtard_fig3_data(records: list[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- bmtard-fig4/5/6
 
 DYNAMICS: dict[str, tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = {
-    # figure -> (title, [(panel title, y label, [(metrics key, legend label)])])
-    "bmtard-fig4": ("B-MTARD Fig. 4: training loss and relative losses", [
-        ("Training loss (per-epoch mean)", "loss", [
-            ("train_loss", "L = w_adv L_adv + w_nat L_nat"), ("train_loss_adv", "L_adv (robust teacher)"),
-            ("train_loss_nat", "L_nat (clean teacher)")]),
-        ("Relative losses r = L / L(0)", "relative loss", [("train_r_adv", "r_adv"), ("train_r_nat", "r_nat")]),
+    # figure -> (title, [(panel title, y label, [(metrics key, legend label, in the paper's notation)])])
+    "bmtard-fig4": ("B-MTARD Fig. 4: training losses", [
+        ("Training loss", "loss (epoch mean)", [
+            ("train_loss", r"$L = w_{adv} L_{adv} + w_{nat} L_{nat}$"), ("train_loss_adv", r"$L_{adv}$ (robust teacher)"),
+            ("train_loss_nat", r"$L_{nat}$ (clean teacher)")]),
+        ("Relative loss L / L(0)", "r (epoch mean)", [("train_r_adv", r"$r_{adv}$"), ("train_r_nat", r"$r_{nat}$")]),
     ]),
     "bmtard-fig5": ("B-MTARD Fig. 5: teacher entropies", [
-        ("Teacher entropy (per-epoch mean, nats)", "entropy (nats)", [
-            ("train_entropy_adv", "robust teacher on x' (at tau_adv)"), ("train_entropy_nat", "clean teacher on x (at tau_nat)")]),
+        ("Teacher entropy", "entropy (nats, epoch mean)", [
+            ("train_entropy_adv", r"robust teacher on $x'$ at $\tau_{adv}$"), ("train_entropy_nat", r"clean teacher on $x$ at $\tau_{nat}$")]),
     ]),
     "bmtard-fig6": ("B-MTARD Fig. 6: temperatures and loss weights", [
-        ("Teacher temperatures (per-epoch mean)", "temperature", [("train_tau_adv", "tau_adv"), ("train_tau_nat", "tau_nat")]),
-        ("Loss weights (per-epoch mean)", "weight", [("train_w_adv", "w_adv"), ("train_w_nat", "w_nat")]),
+        ("Teacher temperatures", "temperature (epoch mean)", [("train_tau_adv", r"$\tau_{adv}$"), ("train_tau_nat", r"$\tau_{nat}$")]),
+        ("Loss weights", "weight (epoch mean)", [("train_w_adv", r"$w_{adv}$"), ("train_w_nat", r"$w_{nat}$")]),
     ]),
 }
 STATE_KEYS = {"bmtard-fig4": (), "bmtard-fig5": (), "bmtard-fig6": ("method_tau_adv", "method_tau_nat", "method_w_adv", "method_w_nat")}
@@ -198,7 +199,7 @@ def dynamics_data(fig: str, path: Path) -> dict[str, Any]:
     x = [int(r["epoch"]) for r in rows]
     panels = []
     for ptitle, ylabel, keys in spec:
-        series = [{"label": lab, "key": k, "x": x, "y": [_none_if_nan(r.get(k)) for r in rows]} for k, lab in keys]
+        series = [{"id": k, "label": lab, "key": k, "x": x, "y": [_none_if_nan(r.get(k)) for r in rows]} for k, lab in keys]
         panels.append({"kind": "line", "title": ptitle, "xlabel": "epoch", "ylabel": ylabel, "series": series})
     cfg_path = path / "config.yaml"
     config: dict[str, Any] = {}
@@ -213,7 +214,8 @@ def dynamics_data(fig: str, path: Path) -> dict[str, Any]:
     method = config.get("method") or "?"
     state = {k: [_none_if_nan(r.get(k)) for r in rows] for k in STATE_KEYS[fig] if any(k in r for r in rows)}
     return {
-        "title": f"{title} ({name}, {method})", "run": str(path), "method": method,
+        "title": f"{title}, {_arch(str(config.get('paper_arch') or config.get('arch') or '?'))}",
+        "run": str(path), "run_name": name, "method": method,
         "method_params": config.get("method_params") or {}, "epochs": x, "panels": panels,
         "end_of_epoch_state": state,
         **scale_warning([config]),
