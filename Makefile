@@ -6,11 +6,11 @@ ADVKD   = $(BIN)/advkd
 export ADVKD_DATA_DIR ?= ./data
 export ADVKD_RUNS_DIR ?= ./runs
 
-# The demo: the whole pipeline on CIFAR-10 at mini scale (see README "make demo").
+# The demo: the whole pipeline on CIFAR-10 at mini scale (README.md, "Install"; docs/scales.md, "The demo distils with AdaAD").
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check
+.PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check docs
 
 $(BIN)/advkd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check advkd tests
+	$(BIN)/ruff check advkd tests tools
 
 demo: install
 	$(ADVKD) pretrain-teacher --arch wrn34-10 --method trades --dataset cifar10 --preset mini --resume --download
@@ -35,7 +35,7 @@ demo: install
 	$(ADVKD) attack $(DEMO_STUDENT) --suite quick --n-examples 1000
 	$(ADVKD) report table2
 
-# AdaAD Table 2, ResNet-18 rows, WRN-34-10 teacher, at mini scale: plan, run, show (see README).
+# AdaAD Table 2, ResNet-18 rows, WRN-34-10 teacher, at mini scale: plan, run, show (see docs/presets.md).
 reproduce-mini: install
 	mkdir -p $(ADVKD_RUNS_DIR)
 	$(ADVKD) report table2 --plan --preset mini --only student=resnet18 --only teacher=wrn34-10 --n-examples 200 > $(ADVKD_RUNS_DIR)/reproduce-mini.sh
@@ -72,6 +72,10 @@ bench: install
 # price; writes benchmarks/results/gpu-<device>.json and .md, exits non-zero on a correctness failure.
 gpu-check: install
 	$(BIN)/python -m benchmarks.gpu_check
+
+# docs/cli.md, the command reference, rendered from the Typer app (tests/test_cli_reference.py checks it is current).
+docs: install
+	$(BIN)/python tools/cli_reference.py --out docs/cli.md
 
 clean-demo:
 	rm -rf $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0 $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0
