@@ -120,6 +120,21 @@ def test_progress_lines_say_what_they_count_with_a_rate():
     assert re.search(r"pgd10: 4/4 clean-correct points in [0-9.]+s \(([0-9.e+]+/s|[0-9.e+-]+ s each)\) acc=12\.5$", line), line
 
 
+def test_a_resumed_epoch_times_only_the_batches_this_process_ran(monkeypatch):
+    """A run resumed after batch 48 of 282 must not count those 48 as done in no time."""
+    import advkd.core.progress as progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    reporter = Reporter(console=Console(file=io.StringIO(), width=200), force_plain=True)
+    task = progress.Task(reporter, "epoch 8/8", total=300, unit="batches")
+    task.skip(100)  # before the stop
+    now[0] = 20.0
+    task.advance(10)  # ten batches in this process, over 20 s
+    assert task.rate() == "2 s each"
+    assert task.line(final=False).startswith("epoch 8/8: 110/300 batches 2 s each, ETA 6m20s")
+
+
 def test_help_texts_are_complete_and_plain():
     runner = CliRunner()
     top = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output

@@ -43,6 +43,7 @@ class Task:
         self.unit = unit
         self.total = total
         self.done = 0
+        self.skipped = 0  # done before this process started (a resumed epoch): not in the rate
         self.fields: dict[str, Any] = {}
         self.started = time.monotonic()
         self._last_line = self.started
@@ -53,12 +54,18 @@ class Task:
         self.fields.update(fields)
         self.reporter._update(self)
 
+    def skip(self, n: int) -> None:
+        """Count ``n`` units done before this process (a resumed epoch's batches) without timing them."""
+        self.skipped += n
+        self.advance(n)
+
     def rate(self) -> str:
-        """``"83/s"`` or ``"2.2 s each"`` from the work done so far ('' before any)."""
+        """``"83/s"`` or ``"2.2 s each"`` from the work done so far in this process ('' before any)."""
         elapsed = time.monotonic() - self.started
-        if self.done <= 0 or elapsed <= 0:
+        timed = self.done - self.skipped
+        if timed <= 0 or elapsed <= 0:
             return ""
-        per_s = self.done / elapsed
+        per_s = timed / elapsed
         return f"{per_s:.3g}/s" if per_s >= 1 else f"{1 / per_s:.3g} s each"
 
     def line(self, *, final: bool) -> str:
@@ -69,7 +76,8 @@ class Task:
             parts.append(f"in {elapsed:.1f}s")
         rate = self.rate()
         if rate:
-            parts.append(f"({rate})" if final else f"{rate}, ETA {duration_text(elapsed / self.done * (self.total - self.done))}")
+            left = elapsed / (self.done - self.skipped) * (self.total - self.done)
+            parts.append(f"({rate})" if final else f"{rate}, ETA {duration_text(left)}")
         return " ".join(parts + [_fmt(self.fields)]).rstrip()
 
 

@@ -191,7 +191,7 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
     per_iteration = cfg.lr_step == "iteration"
     warming = epoch < cfg.warmup_epochs  # the warm-up sets the lr before every batch while it lasts
     with reporter.task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(batches), unit="batches") as task:
-        task.advance(start_step)
+        task.skip(start_step)  # batches of a resumed epoch: counted, not timed
         for step, (x, y) in enumerate(batches.epoch(epoch)):
             if step < start_step:
                 continue
