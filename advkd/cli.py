@@ -6,8 +6,6 @@ stderr with exit code 2 — see :func:`main`.
 from __future__ import annotations
 
 import inspect
-import os
-import shlex
 import signal
 import sys
 import threading
@@ -20,6 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 import typer.core
 
+from advkd.argv import check_text, hoist_root_options, interrupted_line, one_line, plain_help_when_narrow, preempted_line
 from advkd.core import jsonsafe
 from advkd.core.distributed import is_main, teardown
 from advkd.core.errors import AdvkdError, Interrupted
@@ -548,100 +547,9 @@ def presets_show(name: Annotated[str, typer.Argument(metavar="NAME", help="Prese
 # ----------------------------------------------------------------------------- entry point
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _subcommand(args: list[str]) -> str:
-    """The subcommand of an argument list (``advkd --runs-dir R distill ...`` -> ``distill``)."""
-    names = {c.name or "" for c in typer.main.get_command(app).commands.values()} if hasattr(typer.main.get_command(app), "commands") else set()
-    return next((a for a in args if a in names), "")
-
-
-def interrupted_line(args: list[str]) -> str:
-    """What to say on Ctrl-C: training keeps its completed epochs, so name the resume command."""
-    command = _subcommand(args)
-    if command in ("pretrain-teacher", "distill"):
-        again = " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
-        return f"advkd: interrupted; completed epochs are kept: resume with advkd {again}"
-    if command in ("attack", "transfer-attack"):
-        return "advkd: interrupted; no record was written: rerun the same command"
-    return "advkd: interrupted"
-
-
-def preempted_line(args: list[str], stop: Preempted) -> str:
-    """What to say after a stop signal: what is saved, and the command that continues it."""
-    command = _subcommand(args)
-    if command in ("pretrain-teacher", "distill"):
-        again = " ".join(shlex.quote(a) for a in args) + ("" if "--resume" in args else " --resume")
-        return f"advkd: stopped by {stop.signal_name}; {stop.where}: resume with advkd {again}"
-    return f"advkd: stopped by {stop.signal_name}; {stop.where}: rerun the same command to continue"
-
-
-HELP_MIN_COLUMNS = 100  # Rich help tables cut option names below this width ("--robust-teach…")
-
-
-def _plain_help_when_narrow(args: list[str]) -> None:
-    """Below ``HELP_MIN_COLUMNS`` (a narrow terminal, or a pipe at 80 columns) ``--help`` is
-    click's plain text, which wraps instead of cutting option names and descriptions."""
-    import shutil
-
-    if ("--help" in args or "-h" in args) and shutil.get_terminal_size((80, 24)).columns < HELP_MIN_COLUMNS:
-        typer.core.HAS_RICH = False  # restored by main() when the command ends
-
-
-TEXT_ENV = ("ADVKD_RUNS_DIR", "ADVKD_DATA_DIR", "ADVKD_PRESET_DIR", "ADVKD_CALIBRATION_DIR")
-
-
-def _value_options(command: Any) -> set[str]:
-    """The names of ``command``'s options that take a value (``--seed 1``, not ``--resume``)."""
-    return {o for p in command.params if p.param_type_name == "option" and not p.is_flag and not p.is_eager for o in p.opts}
-
-
-def hoist_root_options(args: list[str]) -> list[str]:
-    """Move each global option given after the subcommand that the subcommand does not declare
-    itself (``--threads`` everywhere; ``--device`` and ``--seed`` after ``report`` and ``results``,
-    ...) to just before the subcommand, where the root parses it. So "global options work on every
-    subcommand, before or after its name" holds for every one, and the value after the name wins.
-    A subcommand option's value is never taken for a global option; nothing after ``--`` moves."""
-    group = typer.main.get_command(app)
-    root = _value_options(group)
-    i = 0  # the subcommand's position: past the root's options and their values
-    while i < len(args) and args[i].startswith("-"):
-        i += 2 if args[i] in root else 1
-    if i >= len(args) or args[i] not in getattr(group, "commands", {}):
-        return args
-    chain, k = [group.commands[args[i]]], i + 1
-    while k < len(args) and args[k] in getattr(chain[-1], "commands", {}):  # a group's subcommand: advkd presets show
-        chain.append(chain[-1].commands[args[k]])
-        k += 1
-    declared = {o for c in chain for p in c.params for o in (*p.opts, *p.secondary_opts)}
-    hoist, own = root - declared, set().union(*(_value_options(c) for c in chain))
-    front, rest, j = args[:i], [args[i]], i + 1
-    while j < len(args):
-        a = args[j]
-        if a == "--":
-            rest += args[j:]
-            break
-        width = 2 if a in hoist or a in own else 1  # the option and its value, or one argument
-        target = front if a.split("=", 1)[0] in hoist else rest
-        target += args[j:j + width]
-        j += width
-    return front + rest
-
-
-def check_text(args: list[str]) -> None:
-    """Refuse an argument or ADVKD_* path that is not valid UTF-8 (undecodable bytes reach Python
-    as lone surrogates): it would be written into config.yaml, checkpoints and records, and fail
-    there after the work, or leave a run no later command can read."""
-    named = [(f"argument {a!r}", a) for a in args] + [(f"${k}", os.environ[k]) for k in TEXT_ENV if k in os.environ]
-    for what, text in named:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            raise AdvkdError(f"{what if what.startswith('$') else 'argument'} {shown!r} is not valid UTF-8; "
-                             "advkd records every name and path as UTF-8 text: rename it") from None
+def root_command() -> Any:
+    """The Click group of the whole ``advkd`` command (what :mod:`advkd.argv` reads)."""
+    return typer.main.get_command(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -655,43 +563,43 @@ def main(argv: list[str] | None = None) -> int:
     from advkd.core.errors import cli_spelling, interrupt_handler
     from advkd.core.oserrors import describe, is_os_failure
 
-    args = hoist_root_options(list(sys.argv[1:] if argv is None else argv))
+    command = root_command()
+    args = hoist_root_options(list(sys.argv[1:] if argv is None else argv), command)
     rich_help = typer.core.HAS_RICH
     previous = signal.signal(signal.SIGINT, interrupt_handler) if threading.current_thread() is threading.main_thread() else None
     try:
         check_text(args)  # before any work: every name and path may end up in a file advkd writes
         tune_malloc()  # before the first large allocation
-        _plain_help_when_narrow(args)
-        command = typer.main.get_command(app)
+        plain_help_when_narrow(args)
         with cli_spelling():  # messages name flags, not Python arguments (advkd.core.errors.spell)
             rv = command.main(args=args, prog_name="advkd", standalone_mode=False)
     except AdvkdError as e:
-        print(f"advkd: error: {_one_line(e)}", file=sys.stderr)
+        print(f"advkd: error: {one_line(e)}", file=sys.stderr)
         return 2
     except click_exceptions.ClickException as e:
         ctx = getattr(e, "ctx", None)
         where = ctx.command_path if ctx is not None and ctx.command_path else "advkd"
-        print(f"advkd: error: {_one_line(e.format_message())} (see {where} --help)", file=sys.stderr)
+        print(f"advkd: error: {one_line(e.format_message())} (see {where} --help)", file=sys.stderr)
         return 2
     except (Interrupted, typer.Abort, KeyboardInterrupt):
-        print(interrupted_line(args), file=sys.stderr)
+        print(interrupted_line(args, command), file=sys.stderr)
         return 130
     except Preempted as e:
-        print(preempted_line(args, e), file=sys.stderr)
+        print(preempted_line(args, e, command), file=sys.stderr)
         return EXIT_PREEMPTED
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         return 0
     except Exception as e:
         if not is_os_failure(e):
             raise
-        print(f"advkd: error: {_one_line(describe(e))}", file=sys.stderr)
+        print(f"advkd: error: {one_line(describe(e))}", file=sys.stderr)
         return 2
     finally:
         typer.core.HAS_RICH = rich_help
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if rv == 130:  # a KeyboardInterrupt raised inside a command, which Typer turns into a silent exit 130
-        print(interrupted_line(args), file=sys.stderr)
+        print(interrupted_line(args, command), file=sys.stderr)
         return 130
     teardown()  # leave the torchrun process group together (no-op otherwise)
     return rv if isinstance(rv, int) else 0

@@ -58,6 +58,17 @@ def test_calibration_is_cached_per_device_and_times_only_new_networks(tmp_path, 
     assert calls[-1] == "tinycnn" and (tmp_path / "shared" / path.name).is_file()
 
 
+def test_a_calibration_on_a_busy_machine_is_used_once_and_never_cached(tmp_path, monkeypatch):
+    """A busy machine's timings would price every later plan too slow: they price this plan only."""
+    monkeypatch.setattr(budget, "time_network", lambda a, d, dev, paths=None: NetCost(9.0, 9.0, 9.0, 9.0, 4))
+    monkeypatch.setattr(budget, "busy_machine_warning", lambda: "the machine is busy (load 5.0 on 2 cores)")
+    said: list[str] = []
+    cost = budget.calibrate({("tinycnn", "synthetic")}, torch.device("cpu"), tmp_path, log=said.append)
+    assert cost[("tinycnn", "synthetic")].forward == 9.0
+    assert not budget.calibration_path(tmp_path, torch.device("cpu")).exists()
+    assert "not cached" in said[0] and "load 5.0" in said[0]
+
+
 def test_training_and_attacks_are_calibrated_under_the_paths_they_run_with(tmp_path, monkeypatch):
     """A training run's passes under the training defaults (bf16 + channels-last on a CPU with
     native bf16), an attack's under the evaluation defaults (fp32 + channels-last), cached apart."""

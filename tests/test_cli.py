@@ -174,7 +174,11 @@ def test_issue_acceptance_commands(env, capsys):
 
 
 def test_threads_works_after_the_subcommand_too():
-    from advkd.cli import hoist_root_options
+    from advkd.argv import hoist_root_options as hoist
+    from advkd.cli import root_command
+
+    def hoist_root_options(args):
+        return hoist(args, root_command())
 
     assert hoist_root_options(["attack", "x.safetensors", "--threads", "1", "--n", "8"]) == ["--threads", "1", "attack", "x.safetensors", "--n", "8"]
     assert hoist_root_options(["distill", "--threads=2", "--method", "rslad"]) == ["--threads=2", "distill", "--method", "rslad"]

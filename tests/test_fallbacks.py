@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import advkd.core.accel as accel
-from advkd.cli import interrupted_line, main
+from advkd.argv import interrupted_line as _interrupted_line
+from advkd.cli import main, root_command
 from advkd.core.accel import FastPaths
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError, Interrupted
@@ -26,6 +27,10 @@ from advkd.training.loop import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
+
+
+def interrupted_line(args):
+    return _interrupted_line(args, root_command())
 
 
 def tiny(name: str) -> TrainConfig:

@@ -305,9 +305,13 @@ def test_a_full_disk_during_a_mid_epoch_save_keeps_the_committed_state_and_says_
 
 
 def test_the_stop_line_names_the_resume_command_when_global_options_come_first():
-    from advkd.cli import interrupted_line, preempted_line
+    from advkd.argv import interrupted_line, preempted_line
+    from advkd.cli import root_command
 
     args = ["--runs-dir", "runs", "distill", "--method", "rslad"]
-    assert preempted_line(args, Preempted("SIGTERM", "batch 3 of epoch 1 is saved")) == \
+    assert preempted_line(args, Preempted("SIGTERM", "batch 3 of epoch 1 is saved"), root_command()) == \
         "advkd: stopped by SIGTERM; batch 3 of epoch 1 is saved: resume with advkd --runs-dir runs distill --method rslad --resume"
-    assert interrupted_line(args).endswith("--runs-dir runs distill --method rslad --resume")
+    assert interrupted_line(args, root_command()).endswith("--runs-dir runs distill --method rslad --resume")
+    from advkd.argv import subcommand
+
+    assert subcommand(["--runs-dir", "distill", "attack", "x.safetensors"], root_command()) == "attack"  # a value is not the command

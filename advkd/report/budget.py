@@ -140,14 +140,15 @@ def calibrate(nets: set[tuple[str, str]], device: torch.device, runs_dir: Path,
     known = cache.get("nets", {})
     todo = sorted(n for n in nets if _net_key(*n, paths) not in known)
     if todo:
+        busy = busy_machine_warning() if device.type == "cpu" else ""
         if log:
             how = f" under {paths.describe()}" if paths is not None else ""
-            log(f"calibrating {', '.join(a for a, _ in todo)} on {device.type}{how} (once per machine; cached in {path})")
-            busy = busy_machine_warning() if device.type == "cpu" else ""
-            if busy:
-                log(f"{busy}; the estimates will be too long: delete {path} and plan again on a quiet machine")
-        for arch, dataset in todo:
-            known[_net_key(arch, dataset, paths)] = asdict(time_network(arch, dataset, device, paths=paths))
+            kept = f"not cached: {busy}; the estimates will be too long, plan again on a quiet machine" if busy else f"once per machine; cached in {path}"
+            log(f"calibrating {', '.join(a for a, _ in todo)} on {device.type}{how} ({kept})")
+        timed = {_net_key(arch, dataset, paths): asdict(time_network(arch, dataset, device, paths=paths)) for arch, dataset in todo}
+        if busy:  # a busy machine's timings would price every later plan too slow: used once, never kept
+            return {n: NetCost(**{**known, **timed}[_net_key(*n, paths)]) for n in nets}
+        known.update(timed)
         cache = {"format": CALIBRATION_FORMAT, "device": device_key(device), "nets": known,
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Copy the records of a `make reproduce-small` runs dir into docs/results-small/records (no
 # checkpoints) and render docs/results-small/{table2,bmtard-table3}.md and runs.md from them.
-# Usage: bash docs/results-small/collect.sh RUNS_DIR   (ADVKD may name the advkd executable)
+# Usage: bash docs/results-small/collect.sh RUNS_DIR [OUT]   (ADVKD may name the advkd executable)
+# OUT (default docs/results-small/records): where the records go; with an OUT of its own, the
+# renders are written inside OUT too, so an unfinished run never overwrites the published pages.
 set -euo pipefail
 A="${ADVKD:-advkd}"
 RUNS="$1"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-OUT="$HERE/records"
+OUT="${2:-$HERE/records}"
+RENDER="$HERE"; [ -n "${2:-}" ] && RENDER="$OUT"
 rm -rf "$OUT" && mkdir -p "$OUT"
 if [ -f "$RUNS/results.jsonl" ]; then cp "$RUNS/results.jsonl" "$OUT/results.jsonl"; else : > "$OUT/results.jsonl"; fi
 for run in "$RUNS"/*/*/*/config.yaml; do
@@ -16,8 +19,8 @@ for run in "$RUNS"/*/*/*/config.yaml; do
   cp "$dir/config.yaml" "$OUT/$rel/"
   [ -f "$dir/metrics.jsonl" ] && cp "$dir/metrics.jsonl" "$OUT/$rel/"
 done
-"$A" report table2 --format markdown --ranking --runs-dir "$OUT" > "$HERE/table2.md"
-"$A" report bmtard-table3 --format markdown --ranking --runs-dir "$OUT" > "$HERE/bmtard-table3.md"
-python3 "$HERE/../scales/summarize.py" "$OUT" > "$HERE/runs.md"
-"${PYTHON:-python3}" "$HERE/orderings.py" "$OUT" > "$HERE/orderings.md"
-echo "records and renders written under $HERE"
+"$A" report table2 --format markdown --ranking --runs-dir "$OUT" > "$RENDER/table2.md"
+"$A" report bmtard-table3 --format markdown --ranking --runs-dir "$OUT" > "$RENDER/bmtard-table3.md"
+python3 "$HERE/../scales/summarize.py" "$OUT" > "$RENDER/runs.md"
+"${PYTHON:-python3}" "$HERE/orderings.py" "$OUT" > "$RENDER/orderings.md"
+echo "records under $OUT, renders under $RENDER"
