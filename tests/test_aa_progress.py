@@ -66,6 +66,7 @@ def test_a_stage_with_no_robust_point_left_says_it_is_skipped(data_model):
     assert lines == [f"{stage} (stage {i}/4): skipped, no point left to attack" for i, stage in enumerate(STAGES, 1)]
 
 
+@pytest.mark.slow  # a third whole AutoAttack run (~9 s on a 2-core Zen 3): make test-slow
 def test_evaluation_passes_the_stage_lines_to_its_reporter(data_model, monkeypatch):
     model, x, y = data_model
     monkeypatch.setattr(_StagedAutoAttack, "heartbeat_s", 0.0)
