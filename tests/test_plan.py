@@ -136,3 +136,29 @@ def test_n_examples_zero_reaches_the_attacks_as_the_whole_test_set(tmp_path, cap
     assert main(["report", "table2", "--plan", "--preset", "mini", "--n-examples", "0", "--no-estimate", "--runs-dir", str(tmp_path)]) == 0
     attacks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("advkd attack")]
     assert attacks and all("--n-examples 0" in line for line in attacks)  # 0 = all, not "the command's default"
+
+
+def test_an_attack_counts_as_done_only_on_the_file_it_attacked(tmp_path):
+    """A resumed run that found a new best (or a run trained again) is attacked again: the plan
+    matches records to the checkpoint's sha256, not to its path alone."""
+    import json
+
+    from advkd.core.files import sha256_file
+    from advkd.report.plan import Planner
+
+    runs = tmp_path / "runs"
+    ckpt = runs / "distill" / "cifar10" / "r" / "best.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"the best of epoch 6")
+    attacked = sha256_file(ckpt)
+    (runs / "results.jsonl").write_text(json.dumps({"checkpoint": str(ckpt), "attack": "pgd10", "accuracy": 30.0, "sha256": attacked}) + "\n")
+    planner = Planner("adaad", "mini", runs)
+    assert planner._attacked(ckpt, "pgd10", sha256_file(ckpt))
+    assert not planner._attacked(ckpt, "fgsm", sha256_file(ckpt))
+    planner.attack(ckpt, "quick")
+    [job] = planner._attack_jobs()
+    assert "--attacks fgsm" in job.command  # pgd10 of this very file is recorded
+    ckpt.write_bytes(b"the best of epoch 7")  # the run went on and found a better epoch
+    assert not planner._attacked(ckpt, "pgd10", sha256_file(ckpt))
+    [job] = planner._attack_jobs()
+    assert "--suite quick" in job.command  # both attacks again, on the new file

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advkd.core.errors import AdvkdError
+from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, load_run, run_dir
 from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.evaluation.suites import DEFAULT_N_EXAMPLES, SUITES, suite_attacks
@@ -105,7 +106,9 @@ class Planner:
         self.attacks: dict[Path, dict[str, None]] = {}  # checkpoint -> attack ids its cells need (ordered)
         self.standins: dict[Path, str] = {}  # run dir -> the network it trains
         self.accuracy = expected_accuracy(evaluation)  # the budget's prior for attack costs
-        self.recorded = {(r.get("checkpoint"), r.get("attack")) for r in read_records(runs_dir / RESULTS_FILE)}
+        self.recorded: dict[tuple[str, str], set[str]] = {}  # (checkpoint, attack) -> sha256s of the files attacked
+        for r in read_records(runs_dir / RESULTS_FILE):
+            self.recorded.setdefault((str(r.get("checkpoint")), str(r.get("attack"))), set()).add(str(r.get("sha256") or ""))
 
     def seeds_of(self, method: str) -> range:
         return range(max(1, int(self.seeds.get(method, 1))))
@@ -193,7 +196,8 @@ class Planner:
     def _attack_jobs(self) -> list[Job]:
         jobs = []
         for ckpt, wanted in self.attacks.items():
-            missing = [a for a in wanted if (str(ckpt), a) not in self.recorded]
+            current = sha256_file(ckpt) if any((str(ckpt), a) in self.recorded for a in wanted) and ckpt.is_file() else None
+            missing = [a for a in wanted if not self._attacked(ckpt, a, current)]
             if not missing:
                 continue
             suite = next((name for name in SUITES.names() if set(suite_attacks(name)) - {"clean"} == set(missing)), None)
@@ -202,6 +206,12 @@ class Planner:
             work = self._attack_work(ckpt, missing)
             jobs.append(Job(2, f"attack:{ckpt}", _q("advkd", "attack", str(ckpt), *which, *self.eval_args, *limits, "--runs-dir", str(self.runs_dir)), work=work))
         return jobs
+
+    def _attacked(self, ckpt: Path, attack: str, current: str | None) -> bool:
+        """A record of ``attack`` on ``ckpt`` counts only if it attacked the file there now: a
+        resumed run that found a new best, or a run trained again, is attacked again."""
+        shas = self.recorded.get((str(ckpt), attack))
+        return shas is not None and (current is None or current in shas)
 
     def _attack_work(self, ckpt: Path, attacks: list[str], surrogate: Path | None = None) -> AttackWork | None:
         arch = self.standins.get(ckpt.parent)
