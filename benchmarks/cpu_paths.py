@@ -42,6 +42,7 @@ import advkd.methods as methods
 from advkd.core import accel
 from advkd.core.cpu import probe
 from advkd.models import build_model
+from benchmarks.device_parity import method_step
 from benchmarks.floors import attack_start, floor_for, run_floor, selected_methods
 from benchmarks.timing import alternate, load_avg, timed
 
@@ -114,13 +115,7 @@ def training_step(name: str, student: torch.nn.Module, teachers: dict[str, torch
     xs = itertools.cycle([x.clone() for _ in range(2)])
 
     def step() -> None:
-        xb = accel.to_memory_format(next(xs), paths)
-        with accel.autocast(device, paths.amp):
-            x_adv = m.perturb(student, xb, y)
-            loss, _ = m.loss(student, xb, x_adv, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        method_step(m, student, opt, next(xs), y, paths, device)
 
     return step
 
