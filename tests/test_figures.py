@@ -15,13 +15,13 @@ from advkd.data.batches import TensorData
 from advkd.models import build_model
 from advkd.models.checkpoint import save_checkpoint
 from advkd.report.figures import FIGURES, render_figure
+from advkd.report.figures.weight_loss import plot_landscape
 from advkd.report.landscape import (
     LandscapeResult,
     alpha_grid,
     filter_normalized_direction,
     landscape,
     load_landscape,
-    plot_landscape,
     sharpness,
     weight_loss_landscape,
 )

@@ -14,7 +14,8 @@ from advkd.cli import main
 from advkd.models.checkpoint import save_checkpoint
 from advkd.report.figures import render_figure
 from advkd.report.figures.style import SIZES, FigureOptions
-from advkd.report.landscape import LandscapeResult, legend_labels, plot_landscape
+from advkd.report.figures.weight_loss import legend_labels, plot_landscape
+from advkd.report.landscape import LandscapeResult
 
 
 def png_size(path) -> tuple[int, int]:
@@ -204,3 +205,19 @@ def test_figure_options_are_refused_before_any_work(tmp_path, capsys):
     assert "labelled twice" in line
     line = refused_line("table-title", ["report", "table2", "--title", "T", "--runs-dir", str(tmp_path)], capsys)
     assert "--size, --title and --label are for figures" in line
+
+
+def test_a_reduced_scale_landscape_says_so_on_the_figure(tmp_path):
+    """A mini checkpoint's landscape carries the 'mini scale' line (the JSON's warning), also when
+    redrawn from a JSON whose settings carry the scale; a checkpoint without one carries none."""
+    ckpt = tmp_path / "rslad.safetensors"
+    save_checkpoint(ckpt, tiny_model(0), {"arch": "tinycnn", "num_classes": "10", "dataset": "synthetic", "method": "rslad", "scale": "mini"})
+    out = tmp_path / "land.png"
+    args = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path), "landscape", str(ckpt), "--directions", "1",
+            "--points", "3", "--n-examples", "8", "--attack", "clean", "--out", str(out)]
+    assert main(args) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["warning"] == "mini scale: not comparable to the paper" and doc["results"][0]["settings"]["scale"] == "mini"
+    save_checkpoint(ckpt, tiny_model(0), {"arch": "tinycnn", "num_classes": "10", "dataset": "synthetic", "method": "rslad"})
+    assert main(args) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["warning"] == ""

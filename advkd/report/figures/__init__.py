@@ -6,6 +6,7 @@ dispatches to the builders and writes the result. The builders, with the sources
 - :mod:`advkd.report.figures.adaad` — ``fig2`` and ``fig3`` (AdaAD);
 - :mod:`advkd.report.figures.bmtard` — ``bmtard-fig3`` and ``bmtard-fig4/5/6`` (B-MTARD);
 - :mod:`advkd.report.figures.common` — the record helpers, constants and display names they share;
+- :mod:`advkd.report.figures.weight_loss` — the drawing of a weight-loss landscape (``fig3``);
 - :mod:`advkd.report.figures.draw` — the one drawing of panels, at a paper size
   (:mod:`advkd.report.figures.style`: ``--size``, ``--title``, ``--label``).
 

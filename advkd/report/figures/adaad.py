@@ -195,7 +195,8 @@ def fig2_paper_only(why: str) -> dict[str, Any]:
 
 
 def render_fig3(runs_dir: Path, out: Path, run: str | Path | None, options: FigureOptions | None = None) -> dict[str, Any]:
-    from advkd.report.landscape import load_landscape, plot_landscape
+    from advkd.report.figures.weight_loss import plot_landscape
+    from advkd.report.landscape import load_landscape
 
     src = Path(run) if run is not None else default_landscape_json(runs_dir)
     if src.is_dir():
