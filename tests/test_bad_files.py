@@ -212,7 +212,7 @@ def test_resume_state_of_another_run_is_named(world):
     for name, message in (("run-other-run", r"belongs to another run \(pretrain-teacher/synthetic/other\), not to pretrain-teacher/synthetic/good"),
                           ("run-other-config", r"belongs to another run: it was written with lr=0.0123, but this run's config.yaml says lr="),
                           ("run-flipped-state", r"resume state .* is corrupt: its tensors do not match")):
-        with pytest.raises(AdvkdError, match=message + ".*use --name for a new run, or delete"):
+        with pytest.raises(AdvkdError, match=message + r".*use name=\.\.\. for a new run, or delete"):
             resumable_state(world / name / RUN)
 
 

@@ -17,7 +17,7 @@ import pytest
 from test_bad_inputs import PT, refused_line, tree
 
 from advkd.cli import main
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, cli_spelling
 from advkd.core.safe_yaml import MAX_BYTES, MAX_DEPTH, UnsafeYaml, load_yaml
 from advkd.training.config import PRESET_DIR, SCALES, TrainConfig, list_presets, load_preset, parse_set, resolve_config
 
@@ -234,7 +234,9 @@ def test_load_yaml_turns_every_parse_failure_into_one_line(given, match):
 
 
 def test_set_values_refuse_aliases_but_keep_other_text():
-    with pytest.raises(UnsafeYaml, match="--set milestones"):
+    with pytest.raises(UnsafeYaml, match=r"settings\['milestones'\]"):
+        parse_set([f"milestones={BOMB_SET}"])
+    with pytest.raises(UnsafeYaml, match="--set milestones"), cli_spelling():
         parse_set([f"milestones={BOMB_SET}"])
     train, method = parse_set(["eval_attack=&x", "name=a&b", "lr=[1, 2", "method.eps=8/255"])
     assert train == {"eval_attack": "&x", "name": "a&b", "lr": "[1, 2"} and method == {"eps": "8/255"}

@@ -36,7 +36,7 @@ def test_a_run_being_trained_refuses_a_second_trainer_and_a_killed_holder_blocks
     proc = holder(HOLD_RUN_LOCK, str(path))
     try:
         for resume in (False, True):  # a second run of the same name, and --resume of a run still training
-            with pytest.raises(AdvkdError, match=rf"run .*tinycnn-pgd-at-s7 is being trained by process {proc.pid}; wait for it or use --name"):
+            with pytest.raises(AdvkdError, match=rf"run .*tinycnn-pgd-at-s7 is being trained by process {proc.pid}; wait for it or use name=\.\.\."):
                 run(tiny_cfg(), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=resume, reporter=Capture())
         assert resumable_state(path).epoch == 1  # the refused runs touched nothing
         assert [r.path for r in find_runs(tmp_path)] == [path] and find_runs(tmp_path)[0].complete  # the lock file hides nowhere

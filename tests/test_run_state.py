@@ -24,7 +24,7 @@ def test_corrupt_resume_state_after_an_epoch_is_refused_and_kept(tmp_path):
     path = one_epoch(tmp_path)
     (path / "resume.safetensors").write_bytes(b"\0garbage")
     for resume in (True, False):
-        with pytest.raises(AdvkdError, match=r"resume state .* is unreadable .*; use --name for a new run, or delete .* to start this one over"):
+        with pytest.raises(AdvkdError, match=r"resume state .* is unreadable .*; use name=\.\.\. for a new run, or delete .* to start this one over"):
             run(tiny_cfg(), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=resume, reporter=Capture())
     assert (path / "last.safetensors").is_file() and (path / "metrics.jsonl").read_text()  # nothing wiped
 
@@ -38,7 +38,7 @@ def test_corrupt_resume_state_after_an_epoch_is_refused_and_kept(tmp_path):
 def test_files_behind_the_resume_state_are_refused_not_wiped(tmp_path, damage, message):
     path = one_epoch(tmp_path)
     damage(path)
-    with pytest.raises(AdvkdError, match=message + ".*use --name for a new run, or delete"):
+    with pytest.raises(AdvkdError, match=message + r".*use name=\.\.\. for a new run, or delete"):
         run(tiny_cfg(), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=Capture())
     assert (path / "last.safetensors").is_file()
 

@@ -101,7 +101,7 @@ def test_resume_of_complete_run_is_a_noop_and_existing_run_needs_resume(tmp_path
     run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
     again = run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)
     assert again.already_complete and again.epochs_run == 0
-    with pytest.raises(AdvkdError, match="already exists; pass --resume"):
+    with pytest.raises(AdvkdError, match=r"already exists; pass resume=True to continue it, or name=\.\.\."):
         run(cfg, runs_dir=tmp_path, data_dir=tmp_path, device=CPU, reporter=QUIET)
     with pytest.raises(AdvkdError, match="cannot resume"):
         run(tiny_cfg(epochs=1, lr=0.01), runs_dir=tmp_path, data_dir=tmp_path, device=CPU, resume=True, reporter=QUIET)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ def resolve_fast_paths(
     """Fill unset switches with the device's defaults (:func:`device_defaults`; data on the
     device everywhere). ``amp_default`` overrides the amp default (evaluation keeps fp32 unless asked)."""
     if amp and device.type not in ("cuda", "cpu"):
-        raise AdvkdError(f"--amp needs a CUDA or CPU device, not {device.type}")
+        raise AdvkdError(f"{spell('--amp', 'amp=True')} needs a CUDA or CPU device, not {device.type}")
     if compile and not hasattr(nn.Module, "compile"):
-        raise AdvkdError("--compile needs torch >= 2.2 (nn.Module.compile)")
+        raise AdvkdError(f"{spell('--compile', 'compile=True')} needs torch >= 2.2 (nn.Module.compile)")
     default = device_defaults(device)
     return FastPaths(
         amp=(default.amp if amp_default is None else amp_default) if amp is None else amp,
@@ -339,7 +339,7 @@ def set_threads(threads: int | None) -> None:
         if threads < 1:
             from advkd.core.errors import AdvkdError
 
-            raise AdvkdError(f"--threads must be >= 1, got {threads}")
+            raise AdvkdError(f"{spell('--threads', 'threads (ADVKD_THREADS)')} must be >= 1, got {threads}")
         torch.set_num_threads(threads)
 
 

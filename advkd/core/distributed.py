@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 
 
 def is_distributed() -> bool:
@@ -42,9 +42,9 @@ def pick_device(spec: str) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise AdvkdError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise AdvkdError(f"{spell(f'--device {spec!r}', f'device={spec!r}')} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdvkdError(f"--device {spec} requested but CUDA is not available here; use --device cpu")
+        raise AdvkdError(f"{spell(f'--device {spec}', f'device={spec!r}')} requested but CUDA is not available here; use {spell('--device cpu', 'device=' + repr('cpu'))}")
     return device
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 
 try:
     import fcntl
@@ -52,7 +52,7 @@ class RunLock:
                 handle.seek(0)
                 pid = handle.read().strip() or "unknown"
                 handle.close()
-                raise AdvkdError(f"run {run_path} is being trained by process {pid}; wait for it or use --name") from None
+                raise AdvkdError(f"run {run_path} is being trained by process {pid}; wait for it or use {spell('--name', 'name=...')}") from None
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(lock_path).st_ino
             except FileNotFoundError:

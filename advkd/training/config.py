@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advkd.core.epsilon import parse_eps
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 from advkd.core.preempt import parse_duration
 from advkd.core.runs import KINDS, check_name
 from advkd.core.safe_yaml import UnsafeYaml, load_yaml
@@ -159,7 +159,7 @@ def parse_set(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
         try:
-            value = load_yaml(raw, source=f"--set {key}") if raw.strip() and key not in str_keys else ""
+            value = load_yaml(raw, source=spell(f"--set {key}", f"settings[{key!r}]")) if raw.strip() and key not in str_keys else ""
         except UnsafeYaml:
             raise
         except AdvkdError:  # not YAML: the text itself (type-checked against the field like any value)
@@ -321,7 +321,7 @@ def resolve_config(
     set_train, set_method = parse_set(set_items)
     derived = sorted(set(set_train) & set(DERIVED_FIELDS))
     if derived:
-        raise AdvkdError(f"--set {derived[0]}=... is not a setting: {DERIVED_FIELDS[derived[0]]}")
+        raise AdvkdError(f"{spell('--set ' + derived[0] + '=...', 'settings={' + repr(derived[0]) + ': ...}')} is not a setting: {DERIVED_FIELDS[derived[0]]}")
     given = {k: v for k, v in flags.items() if v is not None}
     probe = apply_overrides(apply_overrides(base, set_train, where="--set"), given, where="flags")
     base = apply_overrides(base, _method_train_defaults(probe.method), where=f"method {probe.method} training defaults")

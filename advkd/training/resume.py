@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 from advkd.core.files import atomic_write_with
 from advkd.core.runs import BEST, CONFIG, LAST, METRICS, RESUME, read_metrics
 from advkd.core.safe_yaml import load_yaml
@@ -153,7 +153,7 @@ def load_resume(path: Path) -> ResumeState:
     A ``resume.safetensors`` exists only once an epoch has committed (it is renamed into place
     whole), so an unreadable one stands for completed epochs: it is never wiped automatically.
     """
-    way_out = f"use --name for a new run, or delete {Path(path).parent} to start this one over"
+    way_out = f"use {spell('--name', 'name=...')} for a new run, or delete {Path(path).parent} to start this one over"
     try:
         from safetensors import safe_open
 
@@ -228,7 +228,7 @@ def resumable_state(path: str | Path) -> ResumeState | None:
     epoch 2 or later without any resume state. Such a dir is never wiped automatically.
     """
     path = Path(path)
-    way_out = f"use --name for a new run, or delete {path} to start this one over"
+    way_out = f"use {spell('--name', 'name=...')} for a new run, or delete {path} to start this one over"
     done = {r.get("epoch") for r in read_metrics(path / METRICS)}
     if not (path / RESUME).exists():
         later = sorted(e for e in done if isinstance(e, int) and e > 1)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from advkd.core.distributed import is_main, on_main
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 from advkd.core.files import atomic_write_text
 from advkd.core.locks import LOCK_FILE, RunLock
 from advkd.core.progress import Reporter
@@ -103,14 +103,14 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     state = resumable_state(path)  # AdvkdError for committed work that cannot be resumed
     if state is not None:
         if not resume:
-            raise AdvkdError(f"run {path} already exists; pass --resume to continue it, or --name to start another")
+            raise AdvkdError(f"run {path} already exists; pass {spell('--resume', 'resume=True')} to continue it, or {spell('--name', 'name=...')} to start another")
         ours = config_to_dict(setup.cfg)
         # a setting an older release did not save cannot have changed; the name tags derived from how a setting was
         # given (--set or the preset) are not settings: a preset that now says what --set said resumes the same run
         diff = [k for k in ours if k not in RESUME_IGNORES and k in saved and saved[k] != ours[k]]
         if diff:
             k = diff[0]
-            raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use --name for a new run")
+            raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use {spell('--name', 'name=...')} for a new run")
         for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
             tmp.unlink(missing_ok=True)
         for changed in (_changed_speed_paths(path, setup.fast), _changed_environment(path, setup.device)):
@@ -164,7 +164,8 @@ def _changed_environment(path: Path, device: Any) -> str:
     diff = {k: (a, b) for k, (a, b) in pairs.items() if a not in (None, "") and a != b}
     if not diff:
         return ""
-    fix = f"; run advkd --threads {diff['CPU threads'][0]} ... --resume to continue as it started" if set(diff) == {"CPU threads"} else ""
+    n = diff['CPU threads'][0] if 'CPU threads' in diff else 0
+    fix = f"; {spell(f'run advkd --threads {n} ... --resume', f'set ADVKD_THREADS={n} and resume=True')} to continue as it started" if set(diff) == {"CPU threads"} else ""
     return (f"{path.name} started with {', '.join(f'{k} {a}' for k, (a, _) in diff.items())} and resumes with "
             f"{', '.join(f'{k} {b}' for k, (_, b) in diff.items())}, so it will not equal an uninterrupted run bit for bit{fix}")
 
