@@ -400,8 +400,8 @@ def landscape(
 ) -> None:
     from advkd.core.distributed import pick_device
     from advkd.core.oserrors import check_writable
+    from advkd.report.figures.weight_loss import plot_landscape, summary_table
     from advkd.report.landscape import landscape as run_landscape
-    from advkd.report.landscape import plot_landscape, summary_table
 
     g = _globals(ctx, data_dir=data_dir, runs_dir=runs_dir, device=device, seed=seed)
     if bn_bias not in ("zero", "copy"):
@@ -416,7 +416,7 @@ def landscape(
     figure = _figure_options(size, title, label)
     if figure is not None:  # a --label naming no checkpoint fails now, not after the landscape
         from advkd.report.figures.style import resolve_labels
-        from advkd.report.landscape import curve_ids
+        from advkd.report.figures.weight_loss import curve_ids
 
         resolve_labels(curve_ids(checkpoints), figure.labels)
     results = run_landscape(
@@ -471,7 +471,7 @@ def report(
     g = _globals(ctx, runs_dir=runs_dir, data_dir=data_dir)
     text = run_report(
         table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
-        data_dir=g.data_dir, ranking=ranking, estimate=estimate, figure=_figure_options(size, title, label),
+        data_dir=g.data_dir, ranking=ranking, estimate=estimate, figure=_figure_options(size, title, label), device=g.device,
     )
     if text is not None:
         typer.echo(text)

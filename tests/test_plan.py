@@ -162,3 +162,18 @@ def test_an_attack_counts_as_done_only_on_the_file_it_attacked(tmp_path):
     assert not planner._attacked(ckpt, "pgd10", sha256_file(ckpt))
     [job] = planner._attack_jobs()
     assert "--suite quick" in job.command  # both attacks again, on the new file
+
+
+def test_a_plan_prices_on_the_device_given_after_report(tmp_path, capsys, monkeypatch):
+    """`report --plan --device X` prices on X (it used to price on `auto` whatever was given)."""
+    from advkd.report import budget
+
+    seen = []
+    fake = budget.time_network
+    monkeypatch.setattr(budget, "time_network", lambda arch, dataset, device, paths=None: seen.append(device.type) or fake(arch, dataset, device, paths))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    args = ["report", "table2", "--plan", "--preset", "mini", "--runs-dir", str(tmp_path / "runs"), "--only", "method=pgd-at"]
+    assert main([*args, "--device", "cuda"]) == 2
+    assert "--device cuda requested but CUDA is not available" in capsys.readouterr().err and seen == []
+    assert main([*args, "--device", "cpu"]) == 0
+    assert "on this CPU" in capsys.readouterr().out.splitlines()[0] and set(seen) == {"cpu"}

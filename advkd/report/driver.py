@@ -31,7 +31,7 @@ def _list() -> RichTable:
 def run_report(
     table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
     only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None, ranking: bool = False,
-    estimate: bool = True, figure: FigureOptions | None = None,
+    estimate: bool = True, figure: FigureOptions | None = None, device: str = "auto",
 ) -> str | None:
     """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file.
 
@@ -61,7 +61,8 @@ def run_report(
                 raise AdvkdError(f"--only {item!r} is not COLUMN=VALUE; e.g. --only student=resnet18")
             filters[key.strip()] = value.strip()
         text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples,
-                             fmt="sh" if fmt == "rich" else fmt, estimate=estimate, log=_stderr_line)
+                             fmt="sh" if fmt == "rich" else fmt, estimate=estimate, log=_stderr_line,
+                             device=device)
         return _emit(text, out)
     tid = lookup(table_id)
     if tid.id in FIGURE_IDS or fmt in IMAGE_FORMATS:

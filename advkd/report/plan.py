@@ -274,12 +274,12 @@ def _keep(row, only: dict[str, str]) -> bool:
 
 
 def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None,
-                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None) -> str:
+                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto") -> str:
     """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
 
     ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
-    ``estimate``: price each command on this device (:mod:`advkd.report.budget`; ``log`` gets the
-    one-time calibration line). Slurm scripts carry no estimate: they run on other machines.
+    ``estimate``: price each command on ``device`` (as ``--device`` names it; :mod:`advkd.report.budget`;
+    ``log`` gets the one-time calibration line). Slurm scripts carry no estimate: they run on other machines.
     """
     if n_examples is not None and n_examples < 0:
         raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
@@ -288,14 +288,14 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
         raise AdvkdError(f"--plan --format {fmt}: one of {', '.join(PLAN_FORMATS)} (sh: the commands, one per line)")
     if tid.id in FIGURE_PLANS:
         return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt,
-                                    estimate=estimate, log=log)
+                                    estimate=estimate, log=log, device=device)
     if tid.is_figure:
         raise AdvkdError(
             f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
             f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
         )
     planner, notes = table_planner(table_id, preset=preset, runs_dir=runs_dir, only=only, n_examples=n_examples)
-    return _script(planner, tid.id, preset, notes, fmt, estimate, log)
+    return _script(planner, tid.id, preset, notes, fmt, estimate, log, device)
 
 
 def table_planner(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None,
@@ -336,7 +336,7 @@ def table_planner(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
 
 
 def _script(planner: Planner, what: str, preset: str, notes: list[str], fmt: str, estimate: bool,
-            log: Callable[[str], None] | None) -> str:
+            log: Callable[[str], None] | None, device: str = "auto") -> str:
     """The plan's text: a header, the notes, then one command per pending job (sh, each after its
     estimate when ``estimate``) or the Slurm submission script."""
     pending = planner.pending()
@@ -350,11 +350,11 @@ def _script(planner: Planner, what: str, preset: str, notes: list[str], fmt: str
     from advkd.core.distributed import pick_device
     from advkd.report.budget import device_text, duration, estimate_works
 
-    device = pick_device("auto")
-    prices = estimate_works([j.work for j in pending], runs_dir=planner.runs_dir, device=device, log=log)
+    priced_on = pick_device(device)
+    prices = estimate_works([j.work for j in pending], runs_dir=planner.runs_dir, device=priced_on, log=log)
     total = sum(p.seconds for p in prices if p is not None)
     unpriced = sum(p is None for p in prices)
-    head += f"; about {duration(total)} on {device_text(device)}" + (f" for the {len(pending) - unpriced} priced" if unpriced else "")
+    head += f"; about {duration(total)} on {device_text(priced_on)}" + (f" for the {len(pending) - unpriced} priced" if unpriced else "")
     body: list[str] = []
     for job, price in zip(pending, prices):
         body += [f"# about {duration(price.seconds)}: {price.what}" if price else "# (no estimate)", job.command]
@@ -400,7 +400,7 @@ class _SweepRow:
 
 
 def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None, fmt: str = "sh",
-              estimate: bool = True, log: Callable[[str], None] | None = None) -> str:
+              estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto") -> str:
     """AdaAD Fig. 2: ResNet-18 students trained at inner eps {8,16,24,32}/255 (step eps/4, 10 steps),
     one sweep per teacher (WRN-34-10, WRN-34-20), each evaluated clean and by AutoAttack at 8/255.
 
@@ -425,7 +425,7 @@ def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: 
         if not roles:
             break  # a teacher-free baseline has one sweep, not one per teacher
     note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (read off AdaAD Fig. 2; the paper lists neither); evaluation stays at 8/255"
-    return _script(planner, "fig2", preset, [note], fmt, estimate, log)
+    return _script(planner, "fig2", preset, [note], fmt, estimate, log, device)
 
 
 FIGURE_PLANS = {"fig2": plan_fig2}
