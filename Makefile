@@ -10,15 +10,23 @@ export ADVKD_RUNS_DIR ?= ./runs
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check docs
+.PHONY: install install-core test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check docs
 
-$(BIN)/advkd: pyproject.toml
+# Two stamps: the demo and the reproduce targets need advkd alone (install-core); tests, lint, bench
+# and gpu-check also need the dev extra (pytest, torchattacks, robustbench, pandas, ruff).
+$(VENV)/.advkd-core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
-	@touch $(BIN)/advkd
+	$(BIN)/pip install --quiet -e .
+	@touch $@
 
-install: $(BIN)/advkd
+$(VENV)/.advkd-dev: $(VENV)/.advkd-core
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install-core: $(VENV)/.advkd-core
+
+install: $(VENV)/.advkd-dev
 
 test: install
 	$(BIN)/python -m pytest -m "not slow"
@@ -29,14 +37,14 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check advkd tests tools
 
-demo: install
+demo: install-core
 	$(ADVKD) pretrain-teacher --arch wrn34-10 --method trades --dataset cifar10 --preset mini --resume --download
 	$(ADVKD) distill --method adaad --student resnet18 --teacher wrn34-10 --dataset cifar10 --preset mini --resume --download
 	$(ADVKD) attack $(DEMO_STUDENT) --suite quick --n-examples 1000
 	$(ADVKD) report table2
 
 # AdaAD Table 2, ResNet-18 rows, WRN-34-10 teacher, at mini scale: plan, run, show (see docs/presets.md).
-reproduce-mini: install
+reproduce-mini: install-core
 	mkdir -p $(ADVKD_RUNS_DIR)
 	$(ADVKD) report table2 --plan --preset mini --only student=resnet18 --only teacher=wrn34-10 --n-examples 200 > $(ADVKD_RUNS_DIR)/reproduce-mini.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-mini.sh
@@ -48,7 +56,7 @@ reproduce-mini: install
 # seeds of PGD-AT, RSLAD, AdaAD and B-MTARD; then the teachers' own accuracy, PGD-10 for MTARD and
 # B-MTARD, and both tables with the ranking footer (see docs/results-small.md).
 SMALL_TEACHERS = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-small-s0/best.safetensors $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/resnet56-natural-small-s0/best.safetensors
-reproduce-small: install
+reproduce-small: install-core
 	mkdir -p $(ADVKD_RUNS_DIR)
 	$(ADVKD) report table2 --plan --preset small --only student=resnet18 --only teacher=wrn34-10 > $(ADVKD_RUNS_DIR)/reproduce-small-table2.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-small-table2.sh
