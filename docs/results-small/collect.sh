@@ -4,21 +4,26 @@
 # Usage: bash docs/results-small/collect.sh RUNS_DIR [OUT]   (ADVKD may name the advkd executable)
 # OUT (default docs/results-small/records): where the records go; with an OUT of its own, the
 # renders are written inside OUT too, so an unfinished run never overwrites the published pages.
+# Only the records it copies are replaced: a README or a log written beside them stays. With
+# RUNS_DIR and OUT the same folder, it re-renders committed records without copying anything.
 set -euo pipefail
 A="${ADVKD:-advkd}"
 RUNS="$1"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${2:-$HERE/records}"
 RENDER="$HERE"; [ -n "${2:-}" ] && RENDER="$OUT"
-rm -rf "$OUT" && mkdir -p "$OUT"
-if [ -f "$RUNS/results.jsonl" ]; then cp "$RUNS/results.jsonl" "$OUT/results.jsonl"; else : > "$OUT/results.jsonl"; fi
-for run in "$RUNS"/*/*/*/config.yaml; do
-  dir="$(dirname "$run")"
-  rel="${dir#"$RUNS"/}"
-  mkdir -p "$OUT/$rel"
-  cp "$dir/config.yaml" "$OUT/$rel/"
-  [ -f "$dir/metrics.jsonl" ] && cp "$dir/metrics.jsonl" "$OUT/$rel/"
-done
+mkdir -p "$OUT"
+if [ "$(cd "$RUNS" && pwd)" != "$(cd "$OUT" && pwd)" ]; then
+  rm -rf "$OUT/pretrain-teacher" "$OUT/distill" "$OUT/results.jsonl"
+  if [ -f "$RUNS/results.jsonl" ]; then cp "$RUNS/results.jsonl" "$OUT/results.jsonl"; else : > "$OUT/results.jsonl"; fi
+  for run in "$RUNS"/*/*/*/config.yaml; do
+    dir="$(dirname "$run")"
+    rel="${dir#"$RUNS"/}"
+    mkdir -p "$OUT/$rel"
+    cp "$dir/config.yaml" "$OUT/$rel/"
+    [ -f "$dir/metrics.jsonl" ] && cp "$dir/metrics.jsonl" "$OUT/$rel/"
+  done
+fi
 "$A" report table2 --format markdown --ranking --runs-dir "$OUT" > "$RENDER/table2.md"
 "$A" report bmtard-table3 --format markdown --ranking --runs-dir "$OUT" > "$RENDER/bmtard-table3.md"
 python3 "$HERE/../scales/summarize.py" "$OUT" > "$RENDER/runs.md"
