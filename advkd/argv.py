@@ -11,7 +11,6 @@ import os
 import shlex
 from typing import Any
 
-import click
 import typer
 import typer.core
 
@@ -24,7 +23,7 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def subcommand(args: list[str], group: click.Group) -> str:
+def subcommand(args: list[str], group: typer.core.TyperGroup) -> str:
     """The subcommand of an argument list (``advkd --runs-dir R distill ...`` -> ``distill``): past
     the root's options and their values, so a runs dir named ``distill`` is not taken for it."""
     root, i = _value_options(group), 0
@@ -33,7 +32,7 @@ def subcommand(args: list[str], group: click.Group) -> str:
     return args[i] if i < len(args) and args[i] in getattr(group, "commands", {}) else ""
 
 
-def interrupted_line(args: list[str], group: click.Group) -> str:
+def interrupted_line(args: list[str], group: typer.core.TyperGroup) -> str:
     """What to say on Ctrl-C: training keeps its completed epochs, so name the resume command."""
     command = subcommand(args, group)
     if command in ("pretrain-teacher", "distill"):
@@ -44,7 +43,7 @@ def interrupted_line(args: list[str], group: click.Group) -> str:
     return "advkd: interrupted"
 
 
-def preempted_line(args: list[str], stop: Preempted, group: click.Group) -> str:
+def preempted_line(args: list[str], stop: Preempted, group: typer.core.TyperGroup) -> str:
     """What to say after a stop signal: what is saved, and the command that continues it."""
     command = subcommand(args, group)
     if command in ("pretrain-teacher", "distill"):
@@ -73,7 +72,7 @@ def _value_options(command: Any) -> set[str]:
     return {o for p in command.params if p.param_type_name == "option" and not p.is_flag and not p.is_eager for o in p.opts}
 
 
-def hoist_root_options(args: list[str], group: click.Group) -> list[str]:
+def hoist_root_options(args: list[str], group: typer.core.TyperGroup) -> list[str]:
     """Move each global option given after the subcommand that the subcommand does not declare
     itself (``--threads`` everywhere; ``--device`` and ``--seed`` after ``report`` and ``results``,
     ...) to just before the subcommand, where the root parses it. So "global options work on every

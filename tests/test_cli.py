@@ -44,6 +44,21 @@ def test_python_dash_m_works():
     assert out.returncode == 0 and out.stdout.startswith("advkd ")
 
 
+def test_the_cli_needs_no_click_beside_a_typer_that_vendors_it():
+    """typer >= 0.20 vendors click and no longer installs it; ``pip install advkd`` alone (no dev
+    extra, which pulls click in through robustbench) must still run, refusals included."""
+    import importlib.util
+
+    if importlib.util.find_spec("typer._click") is None:
+        pytest.skip("this typer uses the external click")
+    code = ("import sys; sys.modules['click'] = None\n"
+            "from advkd.cli import main\n"
+            "sys.exit(main(['attack', 'no-such-checkpoint.safetensors']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "no-such-checkpoint" in out.stderr
+
+
 def test_pretrain_distill_attack_end_to_end(env, capsys):
     assert advkd("pretrain-teacher", "--arch", "tinycnn", "--method", "trades", *FAST, *STEPS) == 0
     teacher = env / "runs" / "pretrain-teacher" / "synthetic" / "tinycnn-trades-steps2-b32-ev32-n64-s0" / "best.safetensors"
