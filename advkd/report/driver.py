@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -52,8 +53,6 @@ def run_report(
         print_wide(_list(), console)
         return None
     if plan:
-        from advkd.report.plan import plan_commands
-
         filters = {}
         for item in only or []:
             key, sep, value = item.partition("=")
@@ -116,3 +115,32 @@ def _emit(text: str, out: Path | None) -> str | None:
 def _stderr_line(line: str) -> None:
     """Progress that must not land in a plan piped into a shell."""
     print(line, file=sys.stderr, flush=True)
+
+
+def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None,
+                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto") -> str:
+    """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
+
+    ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
+    ``estimate``: price each command on ``device`` (as ``--device`` names it; :mod:`advkd.report.budget`;
+    ``log`` gets the one-time calibration line). Slurm scripts carry no estimate: they run on other machines.
+    The tables' plans are :mod:`advkd.report.plan`'s, fig2's :mod:`advkd.report.figure_plans`'.
+    """
+    from advkd.report.figure_plans import FIGURE_PLANS, FIGURE_SOURCES
+    from advkd.report.plan import PLAN_FORMATS, plan_script, table_planner
+
+    if n_examples is not None and n_examples < 0:
+        raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
+    tid = lookup(table_id)
+    if fmt not in PLAN_FORMATS:
+        raise AdvkdError(f"--plan --format {fmt}: one of {', '.join(PLAN_FORMATS)} (sh: the commands, one per line)")
+    if tid.id in FIGURE_PLANS:
+        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt,
+                                    estimate=estimate, log=log, device=device)
+    if tid.is_figure:
+        raise AdvkdError(
+            f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
+            f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
+        )
+    planner, notes = table_planner(table_id, preset=preset, runs_dir=runs_dir, only=only, n_examples=n_examples)
+    return plan_script(planner, tid.id, preset, notes, fmt, estimate, log, device)

@@ -20,7 +20,7 @@ from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, load_run, run_dir
 from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.evaluation.suites import DEFAULT_N_EXAMPLES, SUITES, suite_attacks
-from advkd.report import build_table, canonical_id, lookup
+from advkd.report import build_table, canonical_id
 from advkd.report.budget import AttackWork, TrainWork, expected_accuracy
 from advkd.report.match import CSV_TO_RECORD_ATTACK
 from advkd.training.config import cached_preset, variant_name
@@ -273,31 +273,6 @@ def _keep(row, only: dict[str, str]) -> bool:
     return True
 
 
-def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None,
-                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto") -> str:
-    """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
-
-    ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
-    ``estimate``: price each command on ``device`` (as ``--device`` names it; :mod:`advkd.report.budget`;
-    ``log`` gets the one-time calibration line). Slurm scripts carry no estimate: they run on other machines.
-    """
-    if n_examples is not None and n_examples < 0:
-        raise AdvkdError(f"--n-examples must be >= 0 (0 = the whole test set), got {n_examples}")
-    tid = lookup(table_id)
-    if fmt not in PLAN_FORMATS:
-        raise AdvkdError(f"--plan --format {fmt}: one of {', '.join(PLAN_FORMATS)} (sh: the commands, one per line)")
-    if tid.id in FIGURE_PLANS:
-        return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt,
-                                    estimate=estimate, log=log, device=device)
-    if tid.is_figure:
-        raise AdvkdError(
-            f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
-            f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
-        )
-    planner, notes = table_planner(table_id, preset=preset, runs_dir=runs_dir, only=only, n_examples=n_examples)
-    return _script(planner, tid.id, preset, notes, fmt, estimate, log, device)
-
-
 def table_planner(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None,
                   n_examples: int | None = None) -> tuple[Planner, list[str]]:
     """The jobs behind a table's empty cells (and the plan's note lines), before any is printed."""
@@ -335,7 +310,7 @@ def table_planner(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     return planner, sorted(set(notes))
 
 
-def _script(planner: Planner, what: str, preset: str, notes: list[str], fmt: str, estimate: bool,
+def plan_script(planner: Planner, what: str, preset: str, notes: list[str], fmt: str, estimate: bool,
             log: Callable[[str], None] | None, device: str = "auto") -> str:
     """The plan's text: a header, the notes, then one command per pending job (sh, each after its
     estimate when ``estimate``) or the Slurm submission script."""
@@ -375,57 +350,3 @@ def _surrogate(planner: Planner, arch: str, dataset: str) -> Path:
 def _adaad_table4_teacher(dataset: str) -> str:
     """The distillation teacher of AdaAD Table 4's students is UNCONFIRMED: WRN-34-20 (spec open item 11)."""
     return "wrn34-20"
-
-
-# ----------------------------------------------------------------------------- figures
-
-FIG2_EPS = (8, 16, 24, 32)  # /255; the grid between 8 and 32 is UNCONFIRMED (spec single-teacher 3.4)
-FIG2_TEACHERS = ("wrn34-10", "wrn34-20")  # panels (a) and (b)
-FIGURE_SOURCES = {
-    "fig3": "train the checkpoints with the table2 plan, then run advkd landscape on them",
-    "bmtard-fig3": "the bmtard-table10 plan (the EBB/NLB ablation runs)",
-    "bmtard-fig4": "one bmtard run, e.g. from the bmtard-table3 plan",
-    "bmtard-fig5": "one bmtard run, e.g. from the bmtard-table3 plan",
-    "bmtard-fig6": "one bmtard run, e.g. from the bmtard-table3 plan",
-}
-
-
-@dataclass(frozen=True)
-class _SweepRow:
-    """The fields of a table row that :meth:`Planner.student` reads."""
-
-    dataset: str
-    student: str
-    method: str
-
-
-def plan_fig2(*, preset: str, runs_dir: Path, only: dict[str, str], n_examples: int | None, fmt: str = "sh",
-              estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto") -> str:
-    """AdaAD Fig. 2: ResNet-18 students trained at inner eps {8,16,24,32}/255 (step eps/4, 10 steps),
-    one sweep per teacher (WRN-34-10, WRN-34-20), each evaluated clean and by AutoAttack at 8/255.
-
-    Only the training eps changes; eps 8/255 is the main-table run itself. ``--only method=X``
-    sweeps another method instead of AdaAD (which baselines the paper swept is UNCONFIRMED);
-    ``--only teacher=ARCH`` keeps one panel.
-    """
-    unknown = sorted(set(only) - {"method", "teacher", "student", "dataset"})
-    if unknown:
-        raise AdvkdError(f"--only {unknown[0]}=...: fig2's plan filters method, teacher, student or dataset")
-    method = only.get("method", "adaad")
-    student = only.get("student", "resnet18")
-    dataset = only.get("dataset", "cifar10")
-    teachers = [t for t in FIG2_TEACHERS if only.get("teacher", t) == t] or [only["teacher"]]
-    planner = Planner("adaad", preset, runs_dir, n_examples)
-    row = _SweepRow(dataset, student, method)
-    for teacher in teachers:
-        roles = {} if method in TEACHER_FREE else {"teacher": teacher}
-        for e in FIG2_EPS:
-            params = {} if e == 8 else {"eps": f"{e}/255", "step_size": f"{e // 4}/255"}
-            planner.attack(planner.student(row, roles, params), "aa")  # skipped once results.jsonl has it
-        if not roles:
-            break  # a teacher-free baseline has one sweep, not one per teacher
-    note = "# the eps grid {8,16,24,32}/255 and step eps/4 are UNCONFIRMED (read off AdaAD Fig. 2; the paper lists neither); evaluation stays at 8/255"
-    return _script(planner, "fig2", preset, [note], fmt, estimate, log, device)
-
-
-FIGURE_PLANS = {"fig2": plan_fig2}
