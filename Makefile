@@ -50,8 +50,8 @@ reproduce-mini: install-core
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash -e $(ADVKD_RUNS_DIR)/reproduce-mini.sh
 	$(ADVKD) report table2
 
-# Both papers' CIFAR-10 tables at small scale (estimated 2 h on a 2-core Zen 4 with native bf16,
-# 3.5 h on an AVX2 CPU in fp32; resumable: run it again to continue): AdaAD Table 2 (ResNet-18
+# Both papers' CIFAR-10 tables at small scale (1 h 26 min measured on a 2-core Intel Xeon with
+# native bf16, about 4-5 h estimated on an AVX2 CPU in fp32; resumable: run it again to continue): AdaAD Table 2 (ResNet-18
 # rows, WRN-34-10 teacher) and the RSLAD, MTARD and B-MTARD students of B-MTARD Table III, three
 # seeds of PGD-AT, RSLAD, AdaAD and B-MTARD; then the teachers' own accuracy, PGD-10 for MTARD and
 # B-MTARD, and both tables with the ranking footer (see docs/results-small.md).
