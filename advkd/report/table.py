@@ -30,7 +30,7 @@ MINI_WARNING = (
 CUSTOM_WARNING = "Scale custom: some numbers come from runs with non-preset settings; compare them with care."
 SMALL_WARNING = (
     "Scale small: these numbers come from the small preset (ResNet-8 students and ResNet-14 teachers for the paper's "
-    "architectures, a few thousand training images, 8 epochs, 1000 test points, AutoAttack on 100); compare the ORDER of "
+    "architectures, a few thousand training images, a few epochs, 1000 test points, AutoAttack on 100); compare the ORDER of "
     "methods with the paper's (--ranking), not the values (docs/scales.md)."
 )
 # Reduced scales, most reduced first: a cell mixing scales shows the first; each has a mark and a footer line.

@@ -2,7 +2,7 @@
 # Copy the records of a `make reproduce-small` runs dir into docs/results-small/records (no
 # checkpoints) and render docs/results-small/{table2,bmtard-table3}.md and runs.md from them.
 # Usage: bash docs/results-small/collect.sh RUNS_DIR [OUT]   (ADVKD may name the advkd executable)
-# OUT (default docs/results-small/records): where the records go; with an OUT of its own, the
+# OUT (default docs/results-small/records): where the records go; with an OUT other than that, the
 # renders are written inside OUT too, so an unfinished run never overwrites the published pages.
 # Only the records it copies are replaced: a README or a log written beside them stays. With
 # RUNS_DIR and OUT the same folder, it re-renders committed records without copying anything.
@@ -11,8 +11,8 @@ A="${ADVKD:-advkd}"
 RUNS="$1"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 OUT="${2:-$HERE/records}"
-RENDER="$HERE"; [ -n "${2:-}" ] && RENDER="$OUT"
 mkdir -p "$OUT"
+RENDER="$HERE"; [ "$(cd "$OUT" && pwd)" != "$HERE/records" ] && RENDER="$OUT"
 if [ "$(cd "$RUNS" && pwd)" != "$(cd "$OUT" && pwd)" ]; then
   rm -rf "$OUT/pretrain-teacher" "$OUT/distill" "$OUT/results.jsonl"
   if [ -f "$RUNS/results.jsonl" ]; then cp "$RUNS/results.jsonl" "$OUT/results.jsonl"; else : > "$OUT/results.jsonl"; fi
