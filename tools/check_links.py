@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+from functools import cache
 from pathlib import Path
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
@@ -34,6 +35,7 @@ def _lines_outside_code(path: Path) -> list[str]:
     return out
 
 
+@cache
 def anchors(path: Path) -> set[str]:
     """Every heading anchor of a markdown file (a repeated heading gets GitHub's -1, -2 ...)."""
     seen: dict[str, int] = {}
@@ -74,5 +76,6 @@ def broken_links(root: Path) -> list[str]:
 
 if __name__ == "__main__":
     found = broken_links(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]))
-    print("\n".join(found))
+    if found:
+        print("\n".join(found))
     sys.exit(1 if found else 0)

@@ -337,8 +337,6 @@ def set_threads(threads: int | None) -> None:
         threads = int(os.environ["ADVKD_THREADS"])
     if threads is not None:
         if threads < 1:
-            from advkd.core.errors import AdvkdError
-
             raise AdvkdError(f"{spell('--threads', 'threads (ADVKD_THREADS)')} must be >= 1, got {threads}")
         torch.set_num_threads(threads)
 

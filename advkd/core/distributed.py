@@ -44,7 +44,8 @@ def pick_device(spec: str) -> torch.device:
     except RuntimeError:
         raise AdvkdError(f"{spell(f'--device {spec!r}', f'device={spec!r}')} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdvkdError(f"{spell(f'--device {spec}', f'device={spec!r}')} requested but CUDA is not available here; use {spell('--device cpu', 'device=' + repr('cpu'))}")
+        cpu = spell("--device cpu", "device='cpu'")
+        raise AdvkdError(f"{spell(f'--device {spec}', f'device={spec!r}')} requested but CUDA is not available here; use {cpu}")
     return device
 
 

@@ -24,7 +24,7 @@ random starts are identical along a curve, and the alpha = 0 point equals the ad
 the unperturbed model under the same attack seed. Because ``w + 0 * d == w`` exactly, alpha = 0 is
 evaluated once per checkpoint and shared by all directions.
 
-Drawing the curves: :mod:`advkd.report.landscape_plot`.
+Drawing the curves: :mod:`advkd.report.figures.weight_loss`.
 """
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from advkd.core.distributed import (
     sync_buffers,
     world_size,
 )
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, spell
 from advkd.core.preempt import STOP, CheckpointClock, Preempted, decide, parse_duration, stop_signals
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import BEST, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
@@ -205,7 +205,7 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
                 loss, logs = method.loss(model, x, x_adv, y)
             if not finite_everywhere(loss):
                 raise AdvkdError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower the lr (--set lr=...) "
+                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {step + 1}; lower the lr ({spell('--set lr=...', 'lr=...')}) "
                     f"or check the method settings; completed epochs are kept in {setup.path}"
                 )
             optimizer.zero_grad(set_to_none=True)

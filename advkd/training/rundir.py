@@ -164,8 +164,10 @@ def _changed_environment(path: Path, device: Any) -> str:
     diff = {k: (a, b) for k, (a, b) in pairs.items() if a not in (None, "") and a != b}
     if not diff:
         return ""
-    n = diff['CPU threads'][0] if 'CPU threads' in diff else 0
-    fix = f"; {spell(f'run advkd --threads {n} ... --resume', f'set ADVKD_THREADS={n} and resume=True')} to continue as it started" if set(diff) == {"CPU threads"} else ""
+    fix = ""
+    if set(diff) == {"CPU threads"}:
+        n = diff["CPU threads"][0]
+        fix = f"; {spell(f'run advkd --threads {n} ... --resume', f'set ADVKD_THREADS={n} and resume=True')} to continue as it started"
     return (f"{path.name} started with {', '.join(f'{k} {a}' for k, (a, _) in diff.items())} and resumes with "
             f"{', '.join(f'{k} {b}' for k, (_, b) in diff.items())}, so it will not equal an uninterrupted run bit for bit{fix}")
 

@@ -115,8 +115,13 @@ def write_figure(data: dict[str, Any], out: Path, options: FigureOptions | None 
     readable(out.with_suffix(".json"))
 
 
+def scale_line(scale: str) -> str:
+    """The line a reduced-scale figure carries on it ('' at paper scale)."""
+    return f"{scale} scale: not comparable to the paper" if scale else ""
+
+
 def _warning_line(data: dict[str, Any]) -> str:
-    return f"{data.get('scale') or 'mini'} scale: not comparable to the paper" if data.get("warning") else ""
+    return scale_line(data.get("scale") or "mini") if data.get("warning") else ""
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -105,8 +105,8 @@ def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title
     :class:`~advkd.report.figures.style.FigureOptions` (size, title, ``--label`` of the curves)."""
     if not results:
         raise AdvkdError("nothing to plot: no landscape results")
-    from advkd.report.figures.common import display_arch
-    from advkd.report.figures.draw import apply_options, readable, render_panels
+    from advkd.report.figures.common import display_arch, reduced_scale
+    from advkd.report.figures.draw import apply_options, readable, render_panels, scale_line
     from advkd.report.figures.style import FigureOptions
 
     options = options or FigureOptions()
@@ -117,8 +117,7 @@ def plot_landscape(results: list[LandscapeResult], out_png: str | Path, *, title
     default = f"Weight-loss landscape{', ' + display_arch(shared) if shared else ''} ({what})"
     data = {"figure": "fig3", "title": title if title is not None else default, "panels": [landscape_panel(results)]}
     apply_options(data, options)
-    reduced = next((sc for sc in ("mini", "small") if any(r.settings.get("scale") == sc for r in results)), "")
-    warning = f"{reduced} scale: not comparable to the paper" if reduced else ""
+    warning = scale_line(reduced_scale([r.settings for r in results]))
     render_panels(data["panels"], out_png, title=data["title"], warning=warning, options=options)
     doc = landscape_json(results)
     doc.update(title=data["title"], size=options.size, warning=warning, labels=[c["label"] for c in data["panels"][0]["series"]],
