@@ -89,3 +89,36 @@ def test_twin_cells_are_marked_and_no_result_is_ranked_twice():
     # WRN-34-10's, and MobileNet-v2 is all twins: neither is ranked again
     assert found == {("ResNet-18", f"Teacher WRN-34-10 · {c}") for c in ("Clean",)}
     assert "cells filled by a twin's run (≡) left out" in ranking_footer(table)[0]
+
+
+def test_ranking_says_which_of_our_orders_the_data_resolve(tmp_path):
+    """Two seeds each; AdaAD is right on 300 more of 1000 images than PGD-AT (resolved), RSLAD on
+    one image more than ARD (not resolved), and per-image flags are what decide it."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from advkd.evaluation.records import RESULTS_FILE, pack_flags
+    from advkd.report.driver import run_report
+
+    hard = np.random.default_rng(0).random(1000)
+    right = {"pgd-at": 0.30, "ard": 0.450, "rslad": 0.451, "adaad": 0.60}
+    records = []
+    for method, share in right.items():
+        for seed in (0, 1):
+            flags = hard < share
+            r = _clean(method, 100 * flags.mean())
+            r.update(seed=seed, run=f"{method}-s{seed}", sha256=f"sha-{method}-{seed}", n_examples=1000,
+                     robust_flags=pack_flags(torch.from_numpy(flags)))
+            records.append(r)
+    (tmp_path / RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = run_report("table2", fmt="markdown", out=None, runs_dir=tmp_path, ranking=True)
+    line = next(x for x in text.splitlines() if "Teacher WRN-34-10 · Clean: resolved" in x)
+    gap = 100 * ((hard < 0.60).mean() - (hard < 0.30).mean())
+    assert "resolved 5 of 6: AdaAD > RSLAD" in line and f"AdaAD > PGD-AT ({gap:+.1f} [" in line and "2 seeds)" in line
+    assert line.endswith("within the noise: RSLAD ~ ARD")
+    data = json.loads(run_report("table2", fmt="json", out=None, runs_dir=tmp_path, ranking=True))
+    pairs = {(p["higher"], p["lower"]): p for p in data["ranking"][0]["pairs"]}
+    assert pairs[("RSLAD", "ARD")]["resolved"] is False and pairs[("RSLAD", "ARD")]["low"] <= 0 <= pairs[("RSLAD", "ARD")]["high"]
+    assert pairs[("AdaAD", "PGD-AT")]["diff"] == pytest.approx(gap) and pairs[("AdaAD", "PGD-AT")]["seeds"] == 2

@@ -88,12 +88,14 @@ def run_report(
             ensure_knowledge_records(runs_dir, data_dir=data_dir)
         except AdvkdError as e:
             console.print(f"[yellow]{e}[/yellow]", highlight=False, soft_wrap=not console.is_terminal)  # piped: paths stay whole
-    table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
+    records = read_records(runs_dir / RESULTS_FILE)
+    table = build_table(csv_id, records)
     if ranking:
         from advkd.report.ranking import ranking_footer, rankings
 
-        table.footer += ranking_footer(table)
-        table.ranking = [r.as_dict() for r in rankings(table)]
+        found = rankings(table, records)
+        table.footer += ranking_footer(table, records, found)
+        table.ranking = [r.as_dict() for r in found]
     rendered = render(table, fmt)
     if fmt == "rich":
         if out is not None:

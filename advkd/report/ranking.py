@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+from advkd.report.resolve import PairVerdict, compare_cells
 from advkd.report.table import Table
 
 
@@ -51,6 +52,7 @@ class ColumnRanking:
     rows: list[str]  # row labels, in table order
     tau: float
     flips: list[tuple[str, str]] = field(default_factory=list)  # (paper's higher row, paper's lower row)
+    pairs: list[PairVerdict] = field(default_factory=list)  # every pair of rows in our order, tested (records given)
 
     def line(self) -> str:
         where = " · ".join(x for x in (self.block, self.column) if x)
@@ -58,26 +60,36 @@ class ColumnRanking:
         flips = "; flipped: " + ", ".join(f"{a} > {b}" for a, b in self.flips) if self.flips else "; no pair flipped"
         return f"{where}: tau {tau} over {len(self.rows)} rows{flips} (as the paper orders them)"
 
+    def resolution_line(self) -> str:
+        """Which of our pairwise orders the data resolve (a 95 % paired-bootstrap interval that excludes 0)."""
+        where = " · ".join(x for x in (self.block, self.column) if x)
+        done = [p.text() for p in self.pairs if p.resolved]
+        open_ = [f"{p.higher} ~ {p.lower}" for p in self.pairs if not p.resolved]
+        said = f"resolved {len(done)} of {len(self.pairs)}" + (": " + ", ".join(done) if done else "")
+        return f"  {where}: {said}" + (f"; within the noise: {', '.join(open_)}" if open_ else "")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "block": self.block, "column": self.column, "rows": self.rows,
             "tau": None if math.isnan(self.tau) else self.tau, "flips": [list(p) for p in self.flips],
+            "pairs": [p.as_dict() for p in self.pairs],
         }
 
 
-def rankings(table: Table) -> list[ColumnRanking]:
-    """One :class:`ColumnRanking` per (block, column) with at least two rows that have our own number.
+def rankings(table: Table, records: list[dict[str, Any]] | None = None) -> list[ColumnRanking]:
+    """One :class:`ColumnRanking` per (block, column) with at least two rows that have our own number;
+    with the table's ``records``, every pair of its rows is also tested (:mod:`advkd.report.resolve`).
 
     A column whose numbers all appear again in a column of the same name elsewhere (the teacher-free
     rows a table repeats under every teacher) is left out, so no result is ranked twice."""
     found: list[tuple[ColumnRanking, str, frozenset]] = []
     for block in table.blocks:
         for col in table.columns:
-            filled = [
-                (row.label, cell.paper_value, cell.ours, tuple(cell.sources))
-                for row in block.rows
+            cells = [
+                (row.label, cell) for row in block.rows
                 if (cell := table.cell(block.key, row.key, col.group, col.key)) is not None and cell.ours is not None and not cell.shared
             ]
+            filled = [(label, cell.paper_value, cell.ours, tuple(cell.sources)) for label, cell in cells]
             if len(filled) < 2:
                 continue
             labels = [label for label, _, _, _ in filled]
@@ -89,14 +101,20 @@ def rankings(table: Table) -> list[ColumnRanking]:
                 if _sign(paper[i] - paper[j]) * _sign(ours[i] - ours[j]) < 0
             ]
             sources = frozenset((label, src) for label, _, _, src in filled)
-            found.append((ColumnRanking(block.label, col.header, labels, kendall_tau(paper, ours), flips), col.key, sources))
+            ranked = ColumnRanking(block.label, col.header, labels, kendall_tau(paper, ours), flips)
+            if records is not None:
+                ordered = sorted(cells, key=lambda lc: -lc[1].ours)
+                ranked.pairs = [compare_cells(ordered[i], ordered[j], records) for i, j in combinations(range(len(ordered)), 2)]
+            found.append((ranked, col.key, sources))
     return [r for i, (r, col, src) in enumerate(found)
             if not any(c == col and (src < s or (src == s and j < i)) for j, (_, c, s) in enumerate(found) if j != i)]
 
 
-def ranking_footer(table: Table) -> list[str]:
-    """Footer lines: a heading line, then one line per column ranking (or why there is none)."""
-    found = rankings(table)
+def ranking_footer(table: Table, records: list[dict[str, Any]] | None = None, found: list[ColumnRanking] | None = None) -> list[str]:
+    """Footer lines: a heading line, then one line per column ranking (or why there is none); with
+    ``records``, then which of our pairwise orders the data resolve, column by column. ``found``:
+    :func:`rankings` of the same table and records, when the caller has them already."""
+    found = rankings(table, records) if found is None else found
     if not found:
         return ["Ranking vs the paper: needs at least two filled rows in one column; none yet."]
     taus = [r.tau for r in found if not math.isnan(r.tau)]
@@ -104,4 +122,9 @@ def ranking_footer(table: Table) -> list[str]:
     left_out = sum(c.shared for c in table.filled())
     also = f"; {left_out} cells filled by a twin's run (≡) left out" if left_out else ""
     head = f"Ranking vs the paper (Kendall's tau-b of our order against the paper's, per column, over the rows we filled{also}{mean}):"
-    return [head] + [r.line() for r in found]
+    lines = [head] + [r.line() for r in found]
+    if records is not None and any(r.pairs for r in found):
+        lines.append("Our orders the data resolve (A > B: mean accuracy difference in points [95 % interval], paired on shared "
+                     "seeds, bootstrap over seeds and test images; docs/reports.md, 'Orderings and their uncertainty'):")
+        lines += [r.resolution_line() for r in found if r.pairs]
+    return lines

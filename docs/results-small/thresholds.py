@@ -1,4 +1,4 @@
-"""Issue 23's bars for the small second edition, checked against the records.
+"""The small scale's stated targets for its second edition, checked against the records.
 
 Usage: python docs/results-small/thresholds.py docs/results-small/records
 Prints a markdown table: the robust teacher against >= 50 % clean and >= 28 % PGD-10, and every

@@ -11,7 +11,7 @@ Every run is ``--resume``d and every attack skipped when its record exists, so a
 sweep continues. The table goes to stdout and to ``docs/scales/calibration-<preset>.md``; the
 records and each run's metrics to ``docs/scales/records-calibration/``.
 
-The target (the issue's): PGD-AT at least as good as under SGD, and RSLAD's PGD-10 within 3 points
+The target: PGD-AT at least as good as under SGD, and RSLAD's PGD-10 within 3 points
 of the lower of PGD-AT's and its teacher's. The recipe is chosen on these two methods only and
 then applies to every method alike.
 """

@@ -1,0 +1,1 @@
+"""Whole runs of the methods' own reference scripts beside advkd's (docs/fidelity.md)."""

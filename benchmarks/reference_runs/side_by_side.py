@@ -1,0 +1,95 @@
+"""Reference script and advkd, same method, same settings, several seeds: train, evaluate, compare.
+
+    python -m benchmarks.reference_runs.side_by_side --methods rslad --seeds 0,1,2 --preset mini \
+        --repo zibojia/RSLAD=/path/to/RSLAD
+
+For every (method, seed): the teachers the preset names are trained first if the runs dir lacks
+them (``advkd pretrain-teacher --resume``), then the reference script
+(:mod:`benchmarks.reference_runs.run`), then ``advkd distill`` with the same preset and seed, in
+fp32 NCHW as the reference runs (``--no-amp --no-channels-last``), and both final students
+(the last epoch: the reference scripts select nothing at this budget) are attacked by
+``advkd attack --attacks clean,pgd10`` on the same test images. Everything is resumable: run the
+same command again and finished pieces are skipped. The table at the end is
+:mod:`benchmarks.reference_runs.compare` on the runs dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.reference_runs import compare
+from benchmarks.reference_runs.catalog import REFERENCES
+from benchmarks.reference_runs.run import ATTACKS, records_exist
+from benchmarks.reference_runs.run import main as run_reference
+
+TEACHERS = {  # the preset's teacher roles as advkd pretrain-teacher builds them (CIFAR-10)
+    "teacher": ("wrn34-10", "trades"),
+    "robust_teacher": ("wrn34-10", "trades"),
+    "clean_teacher": ("resnet56", "natural"),
+}
+
+
+def advkd(*args: str) -> None:
+    cmd = [sys.executable, "-m", "advkd", *args]
+    print("+ advkd " + " ".join(args), flush=True)
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise SystemExit(f"failed: advkd {' '.join(args)}")
+
+
+def ensure_teachers(method: str, preset: str, common: list[str]) -> None:
+    from advkd.methods import METHODS
+    for role in METHODS.get(method).roles:
+        arch, how = TEACHERS[role]
+        advkd("pretrain-teacher", "--arch", arch, "--method", how, "--dataset", "cifar10", "--preset", preset,
+              "--no-amp", "--channels-last", "--resume", *common)
+
+
+def advkd_side(method: str, preset: str, seed: int, n: int, runs_dir: Path, common: list[str], extra: list[str]) -> None:
+    advkd("distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10", "--preset", preset,
+          "--seed", str(seed), "--no-amp", "--no-channels-last", "--resume", *extra, *common)
+    name = subprocess.run([sys.executable, "-m", "advkd", "distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10",
+                           "--preset", preset, "--seed", str(seed), *extra, *common, "--print-config"],
+                          capture_output=True, text=True, check=True).stdout
+    run_dir = next(line.split(":", 1)[1].strip() for line in name.splitlines() if line.startswith("# run dir:"))
+    ckpt = Path(run_dir) / "last.safetensors"
+    if not records_exist(runs_dir, ckpt, ATTACKS, n):
+        advkd("attack", str(ckpt), "--attacks", ATTACKS, "--n-examples", str(n), "--format", "json", "--no-channels-last", *common)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reference_runs.side_by_side", description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="adaad,rslad,mtard,bmtard")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--preset", default="mini")
+    p.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=PATH")
+    p.add_argument("--set", action="append", default=[], help="key=value for both sides (an ablation)")
+    p.add_argument("--n-examples", type=int, default=1000)
+    p.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("ADVKD_RUNS_DIR", "runs")))
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ADVKD_DATA_DIR", "data")))
+    p.add_argument("--only", choices=["reference", "advkd"], help="run one side only")
+    args = p.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in REFERENCES]
+    if unknown:
+        print(f"error: no reference script for {unknown[0]!r} (have: {', '.join(sorted(REFERENCES))})", file=sys.stderr)
+        return 2
+    common = ["--runs-dir", str(args.runs_dir), "--data-dir", str(args.data_dir)]
+    sets = [x for s in args.set for x in ("--set", s)]
+    for method in methods:
+        ensure_teachers(method, args.preset, common)
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if args.only != "advkd":
+                code = run_reference(["--ref", method, "--preset", args.preset, "--seed", str(seed), "--n-examples", str(args.n_examples),
+                                      *[x for r in args.repo for x in ("--repo", r)], *sets, *common])
+                if code:
+                    return code
+            if args.only != "reference":
+                advkd_side(method, args.preset, seed, args.n_examples, args.runs_dir, common, sets)
+    return compare.main(["--runs-dir", str(args.runs_dir), "--preset", args.preset, "--n-examples", str(args.n_examples)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
