@@ -10,7 +10,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install install-core test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check docs
+.PHONY: install install-core test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check docs fidelity
 
 # Two stamps: the demo and the reproduce targets need advkd alone (install-core); tests, lint, bench
 # and gpu-check also need the dev extra (pytest, torchattacks, robustbench, pandas, ruff).
@@ -67,6 +67,16 @@ reproduce-small: install-core
 	for c in $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-*mtard-*small-s*/best.safetensors; do $(ADVKD) attack $$c --attacks pgd10 --n-examples 1000 --format json > /dev/null || exit 1; done
 	$(ADVKD) report table2 --ranking
 	$(ADVKD) report bmtard-table3 --ranking
+
+# The authors' own training scripts beside advkd at a CPU budget (docs/fidelity.md): trains the
+# preset's teachers if missing, then per method and seed the reference script (cloned from GitHub
+# at its pinned commit, or REPOS="--repo OWNER/NAME=PATH ..." for local checkouts) and advkd's run,
+# attacks both final students, prints the table. Resumable; one row: make fidelity METHODS=rslad
+METHODS ?= adaad,rslad,mtard,bmtard
+SEEDS   ?= 0,1,2
+PRESET  ?= mini
+fidelity: install-core
+	$(BIN)/python -m benchmarks.reference_runs.side_by_side --methods $(METHODS) --seeds $(SEEDS) --preset $(PRESET) $(REPOS)
 
 # The AutoAttack pair times a trained model: the demo's student when `make demo` has made it.
 AA_CHECKPOINT ?= $(wildcard $(DEMO_STUDENT))

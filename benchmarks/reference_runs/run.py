@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from advkd.core.accel import FastPaths
+from advkd.core.accel import FastPaths, set_threads
 from advkd.core.errors import AdvkdError
 from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, config_to_dict, resolve_config
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     ref = REFERENCES[args.ref]
+    set_threads(None)  # ADVKD_THREADS, as advkd's own runs take it
     given: dict[str, Path] = {}
     for item in args.repo:
         name, sep, path = item.partition("=")
@@ -195,11 +196,15 @@ def _main(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             ns = run_script(ref, host, src, work / "reference.log", args.echo, args.data_dir)
             seconds = time.perf_counter() - start
+            for value in list(ns.values()):  # files the script left open (B-MTARD's log): flushed before they are copied
+                if isinstance(value, io.IOBase) and not value.closed:
+                    value.flush()
             for side in Path(src / Path(ref.script).parent).glob("output_*.txt"):  # B-MTARD's weight and temperature trace
                 shutil.copy(side, work / side.name)
         student = unwrap(ns[ref.student_var]).eval()
         meta = checkpoint_meta(setup, cfg.epochs, {"epoch": cfg.epochs})
-        meta.update(name=name, reference={"repo": ref.repo, "commit": ref.commit, "script": ref.script})
+        meta.update(name=name, config={**meta["config"], "name": name},  # records name the reference run, not advkd's
+                    reference={"repo": ref.repo, "commit": ref.commit, "script": ref.script})
         save_checkpoint(work / "last.safetensors", student, meta)
         (work / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         (work / "reference.yaml").write_text(yaml.safe_dump({

@@ -18,6 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.reference_runs import compare
@@ -40,21 +41,30 @@ def advkd(*args: str) -> None:
 
 
 def ensure_teachers(method: str, preset: str, common: list[str]) -> None:
+    """Train the preset's teachers of ``method`` unless done; wait while another process trains one."""
     from advkd.methods import METHODS
     for role in METHODS.get(method).roles:
         arch, how = TEACHERS[role]
-        advkd("pretrain-teacher", "--arch", arch, "--method", how, "--dataset", "cifar10", "--preset", preset,
-              "--no-amp", "--channels-last", "--resume", *common)
+        args = ["pretrain-teacher", "--arch", arch, "--method", how, "--dataset", "cifar10", "--preset", preset,
+                "--no-amp", "--channels-last", "--resume", *common]
+        print("+ advkd " + " ".join(args), flush=True)
+        while True:
+            out = subprocess.run([sys.executable, "-m", "advkd", *args], capture_output=True, text=True, check=False)
+            if out.returncode == 0:
+                break
+            if "is being trained by process" not in out.stderr:
+                raise SystemExit(f"failed: advkd {' '.join(args)}: {out.stderr.strip().splitlines()[-1:]}")
+            time.sleep(30)
 
 
 def advkd_side(method: str, preset: str, seed: int, n: int, runs_dir: Path, common: list[str], extra: list[str]) -> None:
     advkd("distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10", "--preset", preset,
           "--seed", str(seed), "--no-amp", "--no-channels-last", "--resume", *extra, *common)
-    name = subprocess.run([sys.executable, "-m", "advkd", "distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10",
-                           "--preset", preset, "--seed", str(seed), *extra, *common, "--print-config"],
-                          capture_output=True, text=True, check=True).stdout
-    run_dir = next(line.split(":", 1)[1].strip() for line in name.splitlines() if line.startswith("# run dir:"))
-    ckpt = Path(run_dir) / "last.safetensors"
+    config = subprocess.run([sys.executable, "-m", "advkd", "distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10",
+                             "--preset", preset, "--seed", str(seed), *extra, *common, "--print-config"],
+                            capture_output=True, text=True, check=True).stdout
+    name = next(line.split(":", 1)[1].strip() for line in config.splitlines() if line.startswith("name:"))
+    ckpt = runs_dir / "distill" / "cifar10" / name / "last.safetensors"
     if not records_exist(runs_dir, ckpt, ATTACKS, n):
         advkd("attack", str(ckpt), "--attacks", ATTACKS, "--n-examples", str(n), "--format", "json", "--no-channels-last", *common)
 

@@ -12,6 +12,9 @@ P="--dataset cifar10 --preset small --no-amp --channels-last --resume"
 S="--student resnet18 $P"
 T=$R/pretrain-teacher/cifar10
 step() { echo "== $*" >&2; "$@"; }
+# the small preset's two teachers (no-ops when side_by_side --preset small trained them already)
+step $A pretrain-teacher --arch wrn34-10 --method trades $P
+step $A pretrain-teacher --arch resnet56 --method natural $P
 # the paper's schedule has 300 x 391 = 117,300 steps, small has 8 x 71 = 568: x206.5. EBB's temperature
 # rate scaled by it is 0.2065 per step; NLB's weight rate scaled is over 1, and its update
 # (w <- w - rate (w - target)) reaches the target at rate 1, so 1.0 is the scaled rate.
