@@ -121,7 +121,7 @@ def _method_help(teacher_free: bool | None) -> str:
         entry = METHODS.entry(name)
         roles = ", ".join(entry.obj.roles) or "no teacher"
         lines.append(f"{name} ({roles}): {entry.help}")
-    return "\n\n".join(lines)
+    return "\n\n".join(lines + ["Methods from installed plugins: advkd methods (docs/plugins.md)."])
 
 
 # ----------------------------------------------------------------------------- training commands
@@ -511,6 +511,39 @@ def results(
         typer.echo(rendered, nl=False)
     else:
         print_wide(rendered)
+
+
+# ----------------------------------------------------------------------------- methods and attacks
+
+
+ListFormat = Enum("ListFormat", {"rich": "rich", "json": "json"}, type=str)  # type: ignore[misc]
+
+
+def _print_registry(registry: Any, output: Any, *, kind: str, about: str, describe: Any) -> None:
+    from advkd.core.console import print_wide
+    from advkd.core.listing import registry_rows, registry_table
+
+    rows = registry_rows(registry, describe)
+    if output.value == "json":
+        typer.echo(jsonsafe.dumps(rows, indent=2))
+    else:
+        print_wide(registry_table(rows, kind=kind, about=about))
+
+
+@app.command("methods", help="Every training method --method can name: built in, or from an installed plugin (its package, "
+             "version and module:Class), and the plugins that were refused with why.",
+             short_help="Every method --method can name, with the plugins' packages.")
+def methods_list(output: Annotated[ListFormat, typer.Option("--format", help="Output format on stdout.")] = ListFormat("rich")) -> None:
+    _print_registry(METHODS, output, kind="method", about="teachers", describe=lambda e: ", ".join(e.obj.roles) or "none")
+
+
+@app.command("attacks", help="Every attack --attacks can name: built in, or from an installed plugin (its package, version "
+             "and module:Class), and the plugins that were refused with why.",
+             short_help="Every attack --attacks can name, with the plugins' packages.")
+def attacks_list(output: Annotated[ListFormat, typer.Option("--format", help="Output format on stdout.")] = ListFormat("rich")) -> None:
+    from advkd.attacks import ATTACKS
+
+    _print_registry(ATTACKS, output, kind="attack", about="threat model", describe=lambda e: e.meta.get("threat_model", ""))
 
 
 # ----------------------------------------------------------------------------- presets

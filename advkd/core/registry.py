@@ -10,9 +10,12 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from advkd.core.errors import AdvkdError
+
+if TYPE_CHECKING:
+    from advkd.core.plugins import PluginSource
 
 T = TypeVar("T")
 
@@ -38,16 +41,25 @@ def summary(doc: str | None) -> str:
 
 
 class Registry(Generic[T]):
-    """Name -> object, with aliases, one-line help and free-form metadata per entry."""
+    """Name -> object, with aliases, one-line help and free-form metadata per entry.
 
-    def __init__(self, kind: str) -> None:
+    ``plugins`` (:class:`advkd.core.plugins.PluginSource`): outside code may add entries through an
+    entry-point group or a ``module:attr`` spec; they are imported only when a name is not built in
+    or a list is asked for (:meth:`listing`), and carry ``meta["origin"]``.
+    """
+
+    def __init__(self, kind: str, plugins: PluginSource | None = None) -> None:
         self.kind = kind
+        self.plugins = plugins
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
 
     @staticmethod
-    def _key(name: str) -> str:
+    def key(name: str) -> str:
+        """The lookup key of ``name``: case and ``_`` / ``-`` do not matter."""
         return name.strip().lower().replace("_", "-")
+
+    _key = key
 
     def add(self, name: str, obj: T, *, help: str = "", aliases: tuple[str, ...] = (), **meta) -> T:
         key = self._key(name)
@@ -66,17 +78,53 @@ class Registry(Generic[T]):
 
         return deco
 
-    def canonical(self, name: str) -> str:
-        """The registered name behind ``name`` (which may be an alias); AdvkdError if unknown."""
+    def _lookup(self, name: str) -> str | None:
         key = self._key(name)
         key = self._aliases.get(key, key)
-        if key not in self._entries:
-            raise AdvkdError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
-        return key
+        return key if key in self._entries else None
+
+    def canonical(self, name: str) -> str:
+        """The registered name behind ``name`` (which may be an alias, a plugin's name or a
+        ``module:attr`` spec); AdvkdError if unknown, or the one line that says why a plugin of
+        that name was refused."""
+        found = self._lookup(name)
+        if found is not None:
+            return found
+        if self.plugins is not None:
+            from advkd.core.plugins import is_spec
+
+            if is_spec(name):
+                return self.plugins.load_spec(name, self)
+            self.plugins.load_all(self)
+            found = self._lookup(name)
+            if found is not None:
+                return found
+            why = self.plugins.errors.get(self._key(name))
+            if why:
+                raise AdvkdError(why)
+        raise AdvkdError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
 
     def __contains__(self, name: str) -> bool:
-        key = self._key(name)
-        return key in self._entries or key in self._aliases
+        """Whether ``name`` is registered now (plugins not yet loaded are not looked for)."""
+        return self._lookup(name) is not None
+
+    def builtin_names(self) -> list[str]:
+        """Names registered by advkd itself (no plugin origin)."""
+        return [n for n, e in self._entries.items() if "origin" not in e.meta]
+
+    def listing(self) -> list[str]:
+        """Every name, plugins loaded first (a printed list shows what a user can ask for)."""
+        if self.plugins is not None:
+            self.plugins.load_all(self)
+        return self.names()
+
+    def origin(self, name: str) -> Any:
+        """The :class:`advkd.core.plugins.Origin` of a plugin entry, None for a built-in."""
+        return self.entry(name).meta.get("origin")
+
+    def refused(self) -> dict[str, str]:
+        """Plugins of this registry that were refused, name -> why (after :meth:`listing`)."""
+        return dict(self.plugins.errors) if self.plugins is not None else {}
 
     def entry(self, name: str) -> Entry[T]:
         return self._entries[self.canonical(name)]

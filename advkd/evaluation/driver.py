@@ -204,6 +204,9 @@ def make_record(
         "device": env["device"],
         "time": now_iso(),
     }
+    origin = (meta.get("config") or {}).get("method_origin")
+    if origin:  # a plugin method: the package and class that trained it
+        record["method_origin"] = origin
     if outcome.n < n:  # scored on the first outcome.n points only: keep the clean accuracy on those for W-Robust
         record["clean_accuracy"] = clean_accuracy
     record.update({k: v for k, v in outcome.extra.items() if k != "model_was_training"})

@@ -30,7 +30,7 @@ from advkd.core.files import atomic_write_with, sha256_file
 from advkd.models import build_model
 
 FORMAT = "advkd-checkpoint-v1"
-JSON_KEYS = ("teachers", "metrics", "config", "arch_map", "fast_paths")
+JSON_KEYS = ("teachers", "metrics", "config", "arch_map", "fast_paths", "method_origin", "reference")
 PREFIXES = ("module.", "_orig_mod.", "model.")
 DIGEST_KEY = "tensors_sha256"  # sha256 of the tensors (names, dtypes, shapes, bytes); see tensor_digest
 

@@ -95,6 +95,7 @@ class TrainConfig:
     variant: str = ""  # the --set method.* overrides, for the default run name (e.g. "tau_adv_init2")
     overrides: str = ""  # the training settings changed from the preset by flags or --set, for the default run name (e.g. "n1000")
     method_params: dict[str, Any] = field(default_factory=dict)  # method.* hyper-parameters
+    method_origin: dict[str, str] = field(default_factory=dict)  # a plugin method's spec, distribution and version ({} for a built-in)
     arch_map: dict[str, str] = field(default_factory=dict)  # paper arch -> stand-in (mini presets)
 
     def validate(self) -> None:

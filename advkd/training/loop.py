@@ -91,7 +91,10 @@ def canonical_config(cfg: TrainConfig) -> TrainConfig:
     info = dataset_info(cfg.dataset)
     paper_arch = canonical_arch(cfg.paper_arch or cfg.arch)
     arch = canonical_arch(cfg.arch_map.get(paper_arch, paper_arch))
-    return dataclasses.replace(cfg, dataset=info.name, arch=arch, paper_arch=paper_arch, method=METHODS.canonical(cfg.method))
+    method = METHODS.canonical(cfg.method)
+    origin = METHODS.origin(method)
+    return dataclasses.replace(cfg, dataset=info.name, arch=arch, paper_arch=paper_arch, method=method,
+                               method_origin=origin.record() if origin is not None else {})
 
 
 def named(cfg: TrainConfig, teacher_archs: dict[str, str], runs_dir: str | Path) -> tuple[TrainConfig, Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from advkd.core.errors import AdvkdError
+from advkd.core.plugins import is_spec
 from advkd.core.settings import coerce, field_types
 from advkd.data.loaders import DATASETS
 from advkd.methods import METHODS
@@ -77,10 +78,18 @@ class PresetSchema:
         return value
 
     def name(self, value: Any, key: str, registry: Any) -> str:
-        """The canonical name of a method / dataset / arch, or one line listing the valid ones."""
-        if not isinstance(value, str) or value not in registry:
-            raise self.fail(key, f"unknown {registry.kind} {value!r}; valid: {', '.join(registry.names())}")
-        return registry.canonical(value)
+        """The canonical name of a method / dataset / arch (an installed plugin's by its entry-point
+        name too), or one line listing the valid ones. A ``module:Class`` spec is refused: a preset
+        never makes advkd import a module it names."""
+        if isinstance(value, str) and is_spec(value):
+            raise self.fail(key, f"{value!r} is a module:Class spec; presets name {registry.kind}s by name (an installed plugin's "
+                                 f"entry-point name works), specs are for the command line")
+        try:
+            if not isinstance(value, str):
+                raise AdvkdError("not a name")
+            return registry.canonical(value)
+        except AdvkdError:
+            raise self.fail(key, f"unknown {registry.kind} {value!r}; valid: {', '.join(registry.names())}") from None
 
     def fields(self, values: dict[str, Any], types_: dict[str, Any], key: str, what: str) -> None:
         """Type-check ``values`` against dataclass field types (the same check as ``--set``)."""

@@ -37,7 +37,7 @@ RUN_PARTS = ("kind", "dataset", "name")  # a run dir is <runs dir>/<kind>/<datas
 #: Settings a resumed run may change (advkd.training.rundir compares the rest too): ``--epochs N
 #: --resume`` extends a run; ``checkpoint_every`` only says how often its state is saved; the
 #: other two only name it.
-IDENTITY_IGNORES = frozenset({"epochs", "overrides", "variant", "checkpoint_every"})
+IDENTITY_IGNORES = frozenset({"epochs", "overrides", "variant", "checkpoint_every", "method_origin"})  # a plugin's origin: rundir.plugin_change
 
 
 @dataclass

@@ -51,6 +51,7 @@ def checkpoint_meta(setup: Setup, epoch: int, metrics: dict[str, Any]) -> dict[s
         "kind": cfg.kind,
         "name": cfg.name,
         "fast_paths": setup.fast.as_record(),
+        **({"method_origin": cfg.method_origin} if cfg.method_origin else {}),
     }
 
 
@@ -113,7 +114,8 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use {spell('--name', 'name=...')} for a new run")
         for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
             tmp.unlink(missing_ok=True)
-        for changed in (_changed_speed_paths(path, setup.fast), _changed_environment(path, setup.device)):
+        for changed in (_changed_speed_paths(path, setup.fast), _changed_environment(path, setup.device),
+                        plugin_change(saved.get("method_origin") or {}, setup.cfg.method_origin, path)):
             if changed:
                 reporter.log(f"warning: {changed}")
         return state
@@ -128,6 +130,20 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
 
 
 RESUME_IGNORES = IDENTITY_IGNORES  # --epochs extends a run; the other two only name it (one list, resume.py's)
+
+
+def plugin_change(before: dict[str, str], now: dict[str, str], path: Path) -> str:
+    """A plugin method resumed under another version of its package: one warning line (as for
+    another torch); another class altogether is refused ('' when nothing changed)."""
+    if before == now or not (before or now):
+        return ""
+    if before.get("spec") != now.get("spec") or before.get("distribution") != now.get("distribution"):
+        was = f"{before.get('distribution') or 'no package'} ({before.get('spec') or 'built in'})"
+        raise AdvkdError(f"cannot resume {path}: its method came from {was}, now from "
+                         f"{now.get('distribution') or 'no package'} ({now.get('spec') or 'built in'}); use {spell('--name', 'name=...')} for a new run")
+    return (f"{path.name} started with {before.get('distribution')} {before.get('version')} and resumes with "
+            f"{now.get('distribution')} {now.get('version')} (the plugin that holds method {now.get('spec')}), "
+            f"so its epochs may not all compute the same method")
 
 
 def _changed_speed_paths(path: Path, fast: Any) -> str:
