@@ -22,12 +22,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from advkd.core.errors import AdvkdError
-
-if TYPE_CHECKING:
-    from advkd.core.registry import Registry
 
 __all__ = ["GROUPS", "Origin", "PluginSource", "origin_of_module", "is_spec"]
 
@@ -101,7 +98,7 @@ def _import_attr(spec: str, kind: str) -> Any:
 #: ``adopt(registry, name, obj, origin) -> name``: check that ``obj`` fits the registry (AdvkdError
 #: with one line if not) and add it under the returned name; ``name`` is None for a spec, where the
 #: object names itself (a method's ``name``).
-Adopt = Callable[["Registry[Any]", "str | None", Any, Origin], str]
+Adopt = Callable[[Any, "str | None", Any, Origin], str]  # (the registry, name, object, origin)
 
 
 class PluginSource:
@@ -121,7 +118,7 @@ class PluginSource:
             self.errors["*"] = f"reading the {self.group} entry points failed: {_last_line(e)}"
             return []
 
-    def load_all(self, registry: Registry[Any]) -> None:
+    def load_all(self, registry: Any) -> None:
         """Import every entry point of the group once; refusals are kept in :attr:`errors`."""
         if self.loaded:
             return
@@ -151,7 +148,7 @@ class PluginSource:
             except AdvkdError as e:
                 self.errors[key] = f"plugin {kind} {key!r} from {origin.text()}: {e}"
 
-    def load_spec(self, spec: str, registry: Registry[Any]) -> str:
+    def load_spec(self, spec: str, registry: Any) -> str:
         """Import ``module:attr`` and register it; returns the name it is known by."""
         spec = spec.strip()
         if spec in self.specs:
