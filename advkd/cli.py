@@ -459,6 +459,7 @@ def report(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Plan only these cells: COLUMN=VALUE (student=resnet18, teacher=wrn34-10, dataset=cifar10, method=adaad). Repeatable.")] = None,
     n_examples: Annotated[Optional[int], typer.Option("--n-examples", help="Plan: attack the first N test images (default: each command's default, 1000).")] = None,
     ranking: Annotated[bool, typer.Option("--ranking", help="Add how well our order of methods agrees with the paper's, per column (Kendall's tau, flipped pairs).")] = False,
+    with_methods: Annotated[Optional[list[str]], typer.Option("--with", metavar="METHOD", help="Add a row for a method the paper does not have (a built-in, an installed plugin's name or module:Class): our numbers only, marked, under the protocol of the row with the same teachers; with --plan, the commands that train and attack it. Repeatable.")] = None,
     estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Plan: price each command on this device (a short calibration of each network, cached under the runs dir).")] = True,
     size: SizeOpt = None,
     title: TitleOpt = None,
@@ -472,6 +473,7 @@ def report(
     text = run_report(
         table_id, fmt=output.value, out=out, runs_dir=Path(g.runs_dir), run=run, plan=plan, preset=preset, only=only, n_examples=n_examples,
         data_dir=g.data_dir, ranking=ranking, estimate=estimate, figure=_figure_options(size, title, label), device=g.device,
+        with_methods=with_methods,
     )
     if text is not None:
         typer.echo(text)

@@ -61,3 +61,21 @@ def test_a_built_in_run_never_imports_the_plugin(site, tmp_path):
             "METHODS.canonical('rslad'); ATTACKS.canonical('pgd10')\nprint('confkd' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(site)})
     assert out.stdout.strip() == "False"
+
+
+def test_report_with_the_plugin_method_shows_its_row_and_plans_it(site, tmp_path):
+    (tmp_path / "runs").mkdir()
+    record = {"checkpoint": "runs/distill/cifar10/resnet18-confkd-wrn34-10-mini-s0/best.safetensors", "sha256": "sha-c", "dataset": "cifar10",
+              "arch": "resnet8", "paper_arch": "resnet18", "method": "confkd", "teachers": {"teacher": {"arch": "resnet14", "paper_arch": "wrn34-10",
+              "sha256": "sha-t", "method": "trades"}}, "preset": "mini", "scale": "mini", "epoch": 4, "attack": "clean", "kind": "clean",
+              "eps": None, "eps_value": None, "threat_model": "none", "n_examples": 1000, "accuracy": 33.3, "method_params": {}, "train_eps": "8/255",
+              "run": "resnet18-confkd-wrn34-10-mini-s0", "seed": 0, "time": "2026-01-01T00:00:00+0000", "sanity_flags": []}
+    (tmp_path / "runs" / "results.jsonl").write_text(json.dumps(record) + "\n")
+    out = advkd(site, tmp_path, "report", "table2", "--with", "confkd", "--format", "markdown")
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if "confkd⁺" in line)
+    assert "**33.30**ᵐ" in row
+    plan = advkd(site, tmp_path, "report", "table2", "--plan", "--with", "confkd", "--no-estimate", "--only", "student=resnet18",
+                 "--only", "teacher=wrn34-10")
+    assert plan.returncode == 0, plan.stderr
+    assert any(line.startswith("advkd distill --method confkd --student resnet18") for line in plan.stdout.splitlines())

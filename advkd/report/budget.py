@@ -71,6 +71,7 @@ class TrainWork:
     teachers: tuple[tuple[str, str], ...] = ()  # (role, stand-in arch the teacher run trains)
     params: tuple[tuple[str, str], ...] = ()  # --set method.K=V
     seed: int = 0
+    price_as: str = ""  # a method without known passes (a plugin's, report --with) is priced as this built-in
 
 
 @dataclass(frozen=True)
@@ -285,7 +286,8 @@ def price_training(work: TrainWork, student: NetCost, teachers: dict[str, NetCos
     cfg = train_config(work)
     images = cfg.train_subset or TRAIN_SIZES.get(work.dataset, 50000)
     steps, begin = method_steps(work.method, cfg.method_params)
-    train = sum(images * step_seconds(work.method, e, steps, begin, student, teachers) for e in range(cfg.epochs))
+    priced = work.price_as or work.method  # whose passes per step (a --with method: its template's)
+    train = sum(images * step_seconds(priced, e, steps, begin, student, teachers) for e in range(cfg.epochs))
     per_eval = cfg.eval_examples * student.forward  # the monitor runs in fp32: priced at the training paths, a slight underestimate under bf16
     if cfg.eval_attack:
         per_eval += cfg.eval_examples * accuracy[0] / 100 * build(cfg.eval_attack).expected_passes(_survive(accuracy)) * student.input_grad

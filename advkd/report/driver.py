@@ -32,13 +32,14 @@ def _list() -> RichTable:
 def run_report(
     table_id: str, *, fmt: str, out: Path | None, runs_dir: Path, run: Path | None = None, plan: bool = False, preset: str = "mini",
     only: list[str] | None = None, n_examples: int | None = None, data_dir: str | None = None, ranking: bool = False,
-    estimate: bool = True, figure: FigureOptions | None = None, device: str = "auto",
+    estimate: bool = True, figure: FigureOptions | None = None, device: str = "auto", with_methods: list[str] | None = None,
 ) -> str | None:
     """Render ``table_id``; returns text for stdout, or None when it printed or wrote a file.
 
     ``ranking`` adds the per-column Kendall's tau of our method order against the paper's to the
     footer (and to the JSON as ``ranking``). ``figure``: size, title and curve labels of a figure
-    (an AdvkdError for a table, where they mean nothing)."""
+    (an AdvkdError for a table, where they mean nothing). ``with_methods``: rows for methods the
+    paper does not have (:mod:`advkd.report.with_rows`), in the table and in its plan."""
     console = Console()
     if table_id == "list":
         ids = list_ids()
@@ -61,7 +62,7 @@ def run_report(
             filters[key.strip()] = value.strip()
         text = plan_commands(table_id, preset=preset, runs_dir=runs_dir, only=filters, n_examples=n_examples,
                              fmt="sh" if fmt == "rich" else fmt, estimate=estimate, log=_stderr_line,
-                             device=device)
+                             device=device, with_methods=with_methods)
         return _emit(text, out)
     tid = lookup(table_id)
     if tid.id in FIGURE_IDS or fmt in IMAGE_FORMATS:
@@ -89,7 +90,9 @@ def run_report(
         except AdvkdError as e:
             console.print(f"[yellow]{e}[/yellow]", highlight=False, soft_wrap=not console.is_terminal)  # piped: paths stay whole
     records = read_records(runs_dir / RESULTS_FILE)
-    table = build_table(csv_id, records)
+    if with_methods and tid.is_figure:
+        raise AdvkdError(f"{tid.id} is a figure; --with adds a row to a table")
+    table = build_table(csv_id, records, with_methods=with_methods)
     if ranking:
         from advkd.report.ranking import ranking_footer, rankings
 
@@ -120,7 +123,8 @@ def _stderr_line(line: str) -> None:
 
 
 def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None, n_examples: int | None = None,
-                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto") -> str:
+                  fmt: str = "sh", estimate: bool = True, log: Callable[[str], None] | None = None, device: str = "auto",
+                  with_methods: list[str] | None = None) -> str:
     """Shell lines (comments start with '#') that fill every empty cell of ``table_id``.
 
     ``only`` restricts the cells (CSV column -> value); ``n_examples`` is passed to the attacks.
@@ -137,6 +141,8 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
     if fmt not in PLAN_FORMATS:
         raise AdvkdError(f"--plan --format {fmt}: one of {', '.join(PLAN_FORMATS)} (sh: the commands, one per line)")
     if tid.id in FIGURE_PLANS:
+        if with_methods:
+            raise AdvkdError(f"{tid.id} is a figure; --with adds a row to a table")
         return FIGURE_PLANS[tid.id](preset=preset, runs_dir=runs_dir, only=only or {}, n_examples=n_examples, fmt=fmt,
                                     estimate=estimate, log=log, device=device)
     if tid.is_figure:
@@ -144,5 +150,5 @@ def plan_commands(table_id: str, *, preset: str, runs_dir: Path, only: dict[str,
             f"--plan covers the tables and fig2; {tid.id} draws from runs that other plans create "
             f"({FIGURE_SOURCES.get(tid.id, 'see advkd report list')})"
         )
-    planner, notes = table_planner(table_id, preset=preset, runs_dir=runs_dir, only=only, n_examples=n_examples)
+    planner, notes = table_planner(table_id, preset=preset, runs_dir=runs_dir, only=only, n_examples=n_examples, with_methods=with_methods)
     return plan_script(planner, tid.id, preset, notes, fmt, estimate, log, device)

@@ -20,6 +20,7 @@ from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, load_run, run_dir
 from advkd.evaluation.records import RESULTS_FILE, read_records
 from advkd.evaluation.suites import DEFAULT_N_EXAMPLES, SUITES, suite_attacks
+from advkd.methods import METHODS
 from advkd.report import build_table, canonical_id
 from advkd.report.budget import AttackWork, TrainWork, expected_accuracy
 from advkd.report.match import CSV_TO_RECORD_ATTACK
@@ -92,6 +93,8 @@ class Planner:
 
     def __init__(self, paper: str, preset: str, runs_dir: Path, n_examples: int | None = None) -> None:
         self.paper, self.runs_dir = paper, runs_dir
+        self.like: dict[str, str] = {}  # a --with method -> the built-in row it copies (its seeds and its price)
+        self.method_args: dict[str, str] = {}  # a --with method -> how its command names it (a module:Class stays one)
         self.student_preset, self.teacher_preset = _presets(paper, preset)
         evaluation = cached_preset(self.student_preset).evaluation
         n = n_examples if n_examples is not None else evaluation.get("n_examples")
@@ -111,7 +114,8 @@ class Planner:
             self.recorded.setdefault((str(r.get("checkpoint")), str(r.get("attack"))), set()).add(str(r.get("sha256") or ""))
 
     def seeds_of(self, method: str) -> range:
-        return range(max(1, int(self.seeds.get(method, 1))))
+        seeds = self.seeds.get(method, self.seeds.get(self.like.get(method, ""), 1))
+        return range(max(1, int(seeds)))
 
     def add(self, job: Job, requested: str = "") -> Path | None:
         """Add ``job`` unless one with its key exists (the same stand-in networks and settings:
@@ -170,7 +174,7 @@ class Planner:
             student = twins[self._existing("distill", row.dataset, [_name(a, row.method, archs, preset, params, seed) for a in twins])]
         name = _name(student, row.method, archs, preset, params, seed)
         path = run_dir(self.runs_dir, "distill", row.dataset, name)
-        args = ["advkd", "distill", "--method", row.method, "--student", student, "--dataset", row.dataset, "--preset", preset]
+        args = ["advkd", "distill", "--method", self.method_args.get(row.method, row.method), "--student", student, "--dataset", row.dataset, "--preset", preset]
         for role in sorted(paths):
             args += [f"--{role.replace('_', '-')}", str(paths[role])]
         for k, value in sorted(params.items()):
@@ -180,7 +184,7 @@ class Planner:
         args += ["--runs-dir", str(self.runs_dir), "--resume"]
         work = TrainWork("distill", row.method, student, row.dataset, preset,
                          tuple((role, self.standins[paths[role].parent]) for role in sorted(paths)),
-                         tuple((k, str(v)) for k, v in sorted(params.items())), seed)
+                         tuple((k, str(v)) for k, v in sorted(params.items())), seed, price_as=self.like.get(row.method, ""))
         kept = self.add(Job(1, key, _q(*args), path, work), requested)
         self.standins.setdefault(kept, self.standin(preset, student))
         return kept / BEST
@@ -274,13 +278,17 @@ def _keep(row, only: dict[str, str]) -> bool:
 
 
 def table_planner(table_id: str, *, preset: str, runs_dir: Path, only: dict[str, str] | None = None,
-                  n_examples: int | None = None) -> tuple[Planner, list[str]]:
-    """The jobs behind a table's empty cells (and the plan's note lines), before any is printed."""
+                  n_examples: int | None = None, with_methods: list[str] | None = None) -> tuple[Planner, list[str]]:
+    """The jobs behind a table's empty cells (and the plan's note lines), before any is printed.
+    A ``with_methods`` row is planned like the row it copies: its template's seeds and price."""
     csv_id = canonical_id(table_id)
     paper = csv_id.split("-")[0]
-    table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE))
+    table = build_table(csv_id, read_records(runs_dir / RESULTS_FILE), with_methods=with_methods)
     planner = Planner(paper, preset, runs_dir, n_examples)
-    notes: list[str] = []
+    planner.like = dict(table.with_templates)
+    planner.method_args = {METHODS.canonical(m): m for m in with_methods or []}
+    notes: list[str] = [f"# {m}: not in the paper (--with); planned and priced like the {t} row it stands beside"
+                        for m, t in table.with_templates.items()]
     for cell in table.iter_cells():
         row = cell.csv
         seeded = len(planner.seeds_of(row.method)) > 1  # a filled cell may still lack its other seeds

@@ -89,7 +89,7 @@ def rankings(table: Table, records: list[dict[str, Any]] | None = None) -> list[
                 (row.label, cell) for row in block.rows
                 if (cell := table.cell(block.key, row.key, col.group, col.key)) is not None and cell.ours is not None and not cell.shared
             ]
-            filled = [(label, cell.paper_value, cell.ours, tuple(cell.sources)) for label, cell in cells]
+            filled = [(label, cell.paper_value, cell.ours, tuple(cell.sources)) for label, cell in cells if not cell.ours_only]
             if len(filled) < 2:
                 continue
             labels = [label for label, _, _, _ in filled]

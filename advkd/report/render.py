@@ -32,6 +32,8 @@ COLOURS = {"good": "green", "fair": "yellow", "far": "red"}
 def cell_text(cell: Cell) -> str:
     """Plain text of one cell: ``paper`` alone, or ``ours[mark] / paper (diff)``."""
     paper = cell.paper + cell.marker
+    if cell.ours_only:
+        return f"{cell.ours_text}{cell.scale_mark}{cell.n_mark}" if cell.ours is not None else "–"
     if cell.ours is None:
         return paper
     return f"{cell.ours_text}{cell.scale_mark}{cell.n_mark} / {paper} ({cell.fmt_diff()})"
@@ -85,6 +87,8 @@ def _rich_cell(cell: Cell | None, Text) -> Any:
     if cell is None:
         return ""
     paper = cell.paper + cell.marker
+    if cell.ours_only:
+        return Text(cell_text(cell), style="bold" if cell.ours is not None else "dim")
     if cell.ours is None:
         return Text(paper, style="dim")
     colour = COLOURS.get(cell.closeness(), "")
@@ -132,6 +136,8 @@ def _markdown(table: Table) -> str:
 
 
 def _md_cell(cell: Cell) -> str:
+    if cell.ours_only:
+        return f"**{cell.ours_text}**{cell.scale_mark}{cell.n_mark}" if cell.ours is not None else "–"
     if cell.ours is None:
         return cell.paper + cell.marker
     return f"**{cell.ours_text}**{cell.scale_mark}{cell.n_mark} / {cell.paper}{cell.marker} ({cell.fmt_diff()})"
@@ -196,6 +202,8 @@ def _latex_cell(cell: Cell | None) -> str:
     if cell is None:
         return ""
     paper = tex(cell.paper + cell.marker)
+    if cell.ours_only:
+        return rf"\textbf{{{tex(cell.ours_text)}}}{tex(cell.scale_mark + cell.n_mark)}" if cell.ours is not None else "--"
     if cell.ours is None:
         return rf"\textcolor{{gray}}{{{paper}}}"
     colour = _TEX_COLOURS.get(cell.closeness(), "black")

@@ -1,6 +1,7 @@
 """A paper table filled with our numbers: the data structure every renderer reads."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from advkd.core.errors import AdvkdError
 from advkd.report import layouts
 from advkd.report.match import SHARED_FLAG, CellSpec, find, other_params, spec_for
 from advkd.report.paper import PaperRow, table_rows
+from advkd.report.with_rows import WITH_MARK
 
 MISMATCH_MARK = "†"
 MINI_MARK = "ᵐ"
@@ -96,7 +98,13 @@ class Cell:
 
     @property
     def paper_value(self) -> float:
-        return self.csv.number
+        """The published number; NaN for a row the paper does not have (``report --with``)."""
+        return self.csv.number if self.csv.value else math.nan
+
+    @property
+    def ours_only(self) -> bool:
+        """A cell of a ``--with`` row: a method the paper does not have, our number alone."""
+        return not self.csv.value
 
     @property
     def marker(self) -> str:
@@ -145,9 +153,9 @@ class Cell:
     def as_dict(self) -> dict[str, Any]:
         return {
             "block": self.block, "row": self.row, "group": self.group, "column": self.column,
-            "paper": self.paper, "paper_value": self.paper_value, "marker": self.marker,
+            "paper": self.paper, "paper_value": None if self.ours_only else self.paper_value, "marker": self.marker,
             "ours": self.ours, "spread": self.spread, "seeds": self.seeds, "diff": self.diff, "scale": self.scale, "sources": self.sources,
-            "runs": self.runs, "flags": self.flags, "n": self.n, "csv": self.csv.as_dict(), "csv_line": self.csv.index + 2,
+            "runs": self.runs, "flags": self.flags, "n": self.n, "csv": self.csv.as_dict(), "csv_line": None if self.ours_only else self.csv.index + 2,
         }
 
 
@@ -172,6 +180,7 @@ class Table:
     runs: list[str] = field(default_factory=list)
     newest_of: list[tuple[str, int]] = field(default_factory=list)
     ranking: list[dict[str, Any]] = field(default_factory=list)  # per-column agreement with the paper (--ranking)
+    with_templates: dict[str, str] = field(default_factory=dict)  # --with methods -> the built-in row each copies
 
     @property
     def column_groups(self) -> list[tuple[str, str, list[Column]]]:
@@ -237,8 +246,11 @@ def _summary(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: rec.get(k) for k in keys if rec.get(k) is not None}
 
 
-def build_table(table_id: str, records: list[dict[str, Any]] | None = None) -> Table:
+def build_table(table_id: str, records: list[dict[str, Any]] | None = None, with_methods: list[str] | None = None) -> Table:
     """Table ``table_id`` (user id or CSV id) in the paper's layout, cells filled from ``records``.
+
+    ``with_methods``: methods the paper does not have (a built-in, a plugin's name or a
+    ``module:Class``), each given a row of our numbers beside the rest (:mod:`advkd.report.with_rows`).
 
     ``records`` are result records as :func:`advkd.evaluation.records.read_records` returns them (plus, for
     B-MTARD Table I, knowledge-scale records from :func:`advkd.report.knowledge_records`).
@@ -251,6 +263,11 @@ def build_table(table_id: str, records: list[dict[str, Any]] | None = None) -> T
     rows = table_rows(tid.csv_id)
     if not rows:
         raise AdvkdError(f"{tid.id}: no rows for {tid.csv_id} in the packaged results.csv")
+    templates: dict[str, str] = {}
+    if with_methods:
+        from advkd.report.with_rows import with_rows
+
+        rows, templates = with_rows(rows, list(with_methods), tid.id)
 
     blocks: dict[str, Block] = {}
     columns: dict[tuple[str, str], Column] = {}
@@ -258,6 +275,8 @@ def build_table(table_id: str, records: list[dict[str, Any]] | None = None) -> T
     for prow in rows:
         bk, bl = tid.block(prow)
         rk, rl = tid.row(prow)
+        if not prow.value and prow.method in templates:  # a --with row: marked, never mistaken for a published one
+            rl = f"{rl}{WITH_MARK}"
         gk, gl = tid.group(prow)
         ck, cl = tid.column(prow)
         block = blocks.setdefault(bk, Block(bk, bl))
@@ -275,8 +294,12 @@ def build_table(table_id: str, records: list[dict[str, Any]] | None = None) -> T
         blocks=list(blocks.values()), columns=list(columns.values()), cells=cells, notes=list(tid.notes),
         n_records_read=len(records),
     )
+    table.with_templates = templates
     _fill(table, records)
     _footer(table, tid)
+    if templates:
+        table.footnotes.append(f"{WITH_MARK} " + "; ".join(f"{m}: not in the paper (report --with), our numbers only, under the protocol of the "
+                                                        f"{t} row (same teachers, preset, seeds and attacks)" for m, t in templates.items()) + ".")
     return table
 
 
@@ -291,7 +314,7 @@ def _fill(table: Table, records: list[dict[str, Any]]) -> None:
         if hit["ours"] is None:
             continue
         cell.ours, cell.spread, cell.seeds = hit["ours"], hit["spread"], hit["seeds"]
-        cell.diff = cell.ours - cell.paper_value
+        cell.diff = None if cell.ours_only else cell.ours - cell.paper_value
         cell.sources = hit["sources"]
         used = [records[i] for i in cell.sources]
         cell.runs = list(dict.fromkeys(run_name(r) for r in used))
