@@ -21,7 +21,6 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 from advkd.core.errors import AdvkdError
@@ -65,6 +64,8 @@ def _last_line(exc: BaseException) -> str:
 
 def origin_of_module(module: str, spec: str) -> Origin:
     """The distribution that ships ``module`` (by its top-level package), with its version."""
+    from importlib import metadata  # here, not at import: a built-in run never pays for it
+
     top = module.split(".", 1)[0]
     try:
         owners = metadata.packages_distributions().get(top) or []
@@ -111,7 +112,9 @@ class PluginSource:
         self.errors: dict[str, str] = {}  # registry key -> why that plugin is refused
         self.specs: dict[str, str] = {}  # spec -> the name it was registered under
 
-    def entry_points(self) -> list[metadata.EntryPoint]:
+    def entry_points(self) -> list[Any]:
+        from importlib import metadata
+
         try:
             return list(metadata.entry_points(group=self.group))
         except Exception as e:  # corrupt metadata of some unrelated distribution
@@ -124,7 +127,7 @@ class PluginSource:
             return
         self.loaded = True
         kind = registry.kind
-        by_key: dict[str, list[metadata.EntryPoint]] = {}
+        by_key: dict[str, list[Any]] = {}
         for ep in self.entry_points():
             by_key.setdefault(registry.key(ep.name), []).append(ep)
         for key, eps in sorted(by_key.items()):
@@ -160,7 +163,7 @@ class PluginSource:
         self.specs[spec] = name
         return name
 
-    def _origin(self, ep: metadata.EntryPoint) -> Origin:
+    def _origin(self, ep: Any) -> Origin:
         dist = getattr(ep, "dist", None)
         name = getattr(dist, "name", "") or ""
         version = getattr(dist, "version", "") or ""
