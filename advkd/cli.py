@@ -44,7 +44,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-Dataset = Enum("Dataset", {n: n for n in DATASETS.names()}, type=str)  # type: ignore[misc]
 OutputFormat = Enum("OutputFormat", {"rich": "rich", "json": "json"}, type=str)  # type: ignore[misc]
 Select = Enum("Select", {n: n for n in SELECT_METRICS}, type=str)  # type: ignore[misc]
 
@@ -76,7 +75,7 @@ SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", help="Also 
 SelectOpt = Annotated[Optional[Select], typer.Option("--select", help="Metric that picks best.safetensors.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset into --data-dir if it is missing (needs network).")]
 AttackSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Attack parameter: ATTACK.PARAM=VALUE (aa.version=plus, square.n_queries=1000, cwinf.step_size=2/255). Repeatable.")]
-DatasetOpt = Annotated[Dataset, typer.Option("--dataset", help="Dataset.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", metavar="<" + "|".join(DATASETS.names()) + "|PLUGIN>", help="Dataset: a built-in one, or an installed plugin's (advkd.datasets entry point).")]
 # speed switches (advkd.core.accel): None = the device's default
 AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: on for CUDA and for CPUs with native bf16; the run's first lines say which ran).", show_default=False)]
 EvalAmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the attacked model (default off: fp32; each record names its precision).", show_default=False)]
@@ -144,7 +143,7 @@ def with_options(template: Callable[..., None]) -> Callable[[Callable[..., None]
 
 
 def _training_options(
-    dataset: DatasetOpt = Dataset("cifar10"),
+    dataset: DatasetOpt = "cifar10",
     preset: PresetOpt = None,
     epochs: EpochsOpt = None,
     batch_size: BatchOpt = None,

@@ -1,4 +1,4 @@
-"""The stable surface for outside code: your own method or attack.
+"""The stable surface for outside code: your own method, attack, architecture or dataset.
 
 Everything a plugin needs is importable from here, and only what is listed in ``__all__`` is
 promised to stay (``tests/test_plugins.py`` fails when it changes by accident).
@@ -25,12 +25,17 @@ one no-grad forward per batch. :func:`kl_div` (``reduction="batchmean"`` or ``"m
 element mean of the references), :func:`klm` (RSLAD's smoothed KL) and :func:`tempered_probs`
 are the KL helpers the built-in methods use.
 
+An architecture is a callable ``f(num_classes=..., **kwargs) -> nn.Module`` (a class or a
+function) seeing images in [0, 1]. A dataset is a callable ``loader(split, data_dir, download,
+seed) -> TensorData`` ("train" or "test", the whole split in memory as uint8 (N, C, H, W) images and
+int64 labels) with the attributes ``num_classes`` and ``image_size`` (``channels`` if not 3).
+
 An attack subclasses :class:`Attack`: ``Params`` (a frozen dataclass built with :func:`param`, or
 :class:`NoParams`) and ``perturb(model, x, y) -> x_adv`` (the model is already in eval mode;
 ``self.eps.value`` is the budget).
 
 Register through your package's ``pyproject.toml`` (``[project.entry-points."advkd.methods"]
-mykd = "mypkg.kd:MyKD"``; attacks: ``advkd.attacks``), or name
+mykd = "mypkg.kd:MyKD"``; groups ``advkd.attacks``, ``advkd.models``, ``advkd.datasets``), or name
 the class directly: ``--method mypkg.kd:MyKD``. docs/plugins.md walks through both.
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ from advkd.attacks.engine import Attack, NoParams, param, projected_gradient
 from advkd.attacks.modes import training_mode
 from advkd.core.errors import AdvkdError
 from advkd.core.plugins import GROUPS, Origin
+from advkd.data.batches import TensorData
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import kl_div, klm, tempered_probs
 
@@ -50,6 +56,7 @@ __all__ = [
     "Method",
     "NoParams",
     "Origin",
+    "TensorData",
     "kl_div",
     "klm",
     "param",

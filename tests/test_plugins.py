@@ -76,9 +76,9 @@ def clean_registries(monkeypatch):
 
 
 def test_the_public_surface_is_what_the_docs_promise():
-    assert public.__all__ == ["AdvkdError", "Attack", "GROUPS", "InnerParams", "Method", "NoParams", "Origin", "kl_div", "klm",
+    assert public.__all__ == ["AdvkdError", "Attack", "GROUPS", "InnerParams", "Method", "NoParams", "Origin", "TensorData", "kl_div", "klm",
                               "param", "projected_gradient", "tempered_probs", "training_mode"]
-    assert public.GROUPS == {"method": "advkd.methods", "attack": "advkd.attacks"}
+    assert public.GROUPS == {"method": "advkd.methods", "attack": "advkd.attacks", "architecture": "advkd.models", "dataset": "advkd.datasets"}
     assert str(inspect.signature(public.Method.perturb)) == "(self, student: 'nn.Module', x: 'torch.Tensor', y: 'torch.Tensor') -> 'torch.Tensor'"
     assert str(inspect.signature(public.Method.loss)) == ("(self, student: 'nn.Module', x: 'torch.Tensor', x_adv: 'torch.Tensor', y: 'torch.Tensor') "
                                                           "-> 'tuple[torch.Tensor, dict[str, float]]'")
@@ -279,3 +279,69 @@ def test_a_preset_never_imports_a_module_it_names(tmp_path, monkeypatch, clean_r
     with pytest.raises(AdvkdError, match="is a module:Class spec; presets name methods by name"):
         load_preset(str(preset))
     assert "evil_mod" not in sys.modules
+
+
+NETS_SRC = '''
+import torch
+from torch import nn
+
+class TinyNet(nn.Module):
+    """A test architecture: one conv, global pooling, a linear head."""
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(4, num_classes)
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+'''
+
+DATA_SRC = '''
+import torch
+from advkd.plugins import TensorData
+
+def blobs(split, data_dir, download, seed):
+    """Blobs: a test dataset, two classes of bright and dark 8x8 images."""
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    n = 64 if split == "train" else 32
+    y = torch.arange(n) % 2
+    x = (torch.rand(n, 3, 8, 8, generator=g) * 100 + y.view(n, 1, 1, 1) * 150).to(torch.uint8)
+    return TensorData(x, y)
+
+blobs.num_classes, blobs.image_size = 2, 8
+'''
+
+
+def test_an_architecture_and_a_dataset_from_a_plugin_train_and_their_checkpoint_names_the_package(tmp_path, monkeypatch, clean_registries, capsys):
+    from advkd.cli import main
+    from advkd.data.loaders import DATASETS, dataset_info
+    from advkd.models import MODELS
+
+    saved = [(reg, dict(reg._entries), dict(reg._aliases), reg.plugins.loaded) for reg in (MODELS, DATASETS)]
+    for reg in (MODELS, DATASETS):
+        reg.plugins.loaded = False
+        reg.plugins.errors.clear()
+    try:
+        monkeypatch.setenv("ADVKD_RUNS_DIR", str(tmp_path / "runs"))
+        monkeypatch.setenv("ADVKD_DATA_DIR", str(tmp_path / "data"))
+        site = make_dist(tmp_path / "site", "mykd-nets", "0.2", "mykd_nets", {"nets.py": NETS_SRC, "data.py": DATA_SRC},
+                         {"advkd.models": {"tinynet": "mykd_nets.nets:TinyNet"}, "advkd.datasets": {"blobs": "mykd_nets.data:blobs"}})
+        monkeypatch.syspath_prepend(str(site))
+        assert dataset_info("blobs").num_classes == 2 and DATASETS.origin("blobs").distribution == "mykd-nets"
+        assert main(["pretrain-teacher", "--arch", "tinynet", "--method", "natural", "--dataset", "blobs", "--epochs", "1", "--batch-size", "16",
+                     "--n-examples", "16"]) == 0
+        ckpt = next((tmp_path / "runs" / "pretrain-teacher" / "blobs").glob("tinynet-natural-*")) / "best.safetensors"
+        assert main(["attack", str(ckpt), "--attacks", "clean", "--n-examples", "16", "--format", "json"]) == 0
+        # the package is uninstalled: loading the checkpoint says which one to install, in one line
+        monkeypatch.syspath_prepend(str(tmp_path / "empty"))
+        sys.path.remove(str(site))
+        for reg, entries, aliases, _ in saved:
+            reg._entries, reg._aliases, reg.plugins.loaded = dict(entries), dict(aliases), False
+        for name in [m for m in sys.modules if m.startswith("mykd_nets")]:
+            del sys.modules[name]
+        capsys.readouterr()
+        from advkd.models.checkpoint import load_checkpoint
+        with pytest.raises(AdvkdError, match=r"from the plugin package mykd-nets 0.2 \(mykd_nets.nets:TinyNet\), which is not installed here: pip install mykd-nets"):
+            load_checkpoint(ckpt)
+    finally:
+        for reg, entries, aliases, loaded in saved:
+            reg._entries, reg._aliases, reg.plugins.loaded = entries, aliases, loaded
+            reg.plugins.errors.clear()

@@ -2,8 +2,8 @@
 
 An installed package that declares, in its ``pyproject.toml``,
 ``[project.entry-points."advkd.methods"] mykd = "mypkg.kd:MyKD"`` makes ``--method mykd`` work; a
-quick experiment names its class directly, ``--method mypkg.kd:MyKD``. Methods and attacks each
-have a group (:data:`GROUPS`).
+quick experiment names its class directly, ``--method mypkg.kd:MyKD``. Methods, attacks,
+architectures and datasets each have a group (:data:`GROUPS`).
 
 Plugins are imported lazily: only when a name is not built in, when a spec names one, or when a
 list of names is printed. A built-in run never imports them, so a broken plugin cannot break it,
@@ -27,8 +27,8 @@ from advkd.core.errors import AdvkdError
 
 __all__ = ["GROUPS", "Origin", "PluginSource", "origin_of_module", "is_spec"]
 
-#: registry kind -> entry-point group (models and datasets: not yet)
-GROUPS = {"method": "advkd.methods", "attack": "advkd.attacks"}
+#: registry kind -> entry-point group
+GROUPS = {"method": "advkd.methods", "attack": "advkd.attacks", "architecture": "advkd.models", "dataset": "advkd.datasets"}
 
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
@@ -136,6 +136,8 @@ class PluginSource:
                 self.errors[key] = f"plugin {kind} {key!r} is declared twice: by {origins[0].text()} and by {origins[1].text()}; refused (uninstall one, or rename its entry point)"
                 continue
             ep, origin = eps[0], origins[0]
+            if key in registry and registry.origin(key) == origin:
+                continue  # registered already (a spec of the same class, or an earlier load)
             if key in registry.builtin_names():
                 self.errors[key] = (f"plugin {kind} {key!r} from {origin.text()} clashes with the built-in {kind} {key!r}; "
                                     f"refused (rename it in the plugin's [project.entry-points.\"{self.group}\"])")

@@ -30,7 +30,7 @@ from advkd.core.files import atomic_write_with, sha256_file
 from advkd.models import build_model
 
 FORMAT = "advkd-checkpoint-v1"
-JSON_KEYS = ("teachers", "metrics", "config", "arch_map", "fast_paths", "method_origin", "reference")
+JSON_KEYS = ("teachers", "metrics", "config", "arch_map", "fast_paths", "method_origin", "arch_origin", "reference")
 PREFIXES = ("module.", "_orig_mod.", "model.")
 DIGEST_KEY = "tensors_sha256"  # sha256 of the tensors (names, dtypes, shapes, bytes); see tensor_digest
 
@@ -216,6 +216,25 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, sourc
     model.load_state_dict(state, strict=True)
 
 
+def _need_arch(arch: str, meta: dict[str, Any], path: Path) -> None:
+    """A checkpoint of a plugin's architecture names the package to install when it is missing
+    (nothing is imported because a checkpoint says so: only installed entry points are looked at)."""
+    from advkd.models import MODELS
+
+    try:
+        MODELS.canonical(arch)
+    except AdvkdError:
+        origin = meta.get("arch_origin")
+        if isinstance(origin, dict) and origin.get("distribution"):
+            raise AdvkdError(f"checkpoint {path} is a {arch} from the plugin package {origin['distribution']} {origin.get('version', '')}"
+                             f" ({origin.get('spec')}), which is not installed here: pip install {origin['distribution']}") from None
+        if isinstance(origin, dict):
+            raise AdvkdError(f"checkpoint {path} is a {arch} from {origin.get('spec')}, a module:attr that is no package's entry point: "
+                             f"a checkpoint never makes advkd import a module, so declare it under [project.entry-points.\"advkd.models\"] "
+                             f"of an installed package to load it") from None
+        raise
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -250,6 +269,7 @@ def load_checkpoint(
         raise AdvkdError(f"checkpoint {path} has corrupt metadata (no arch or num_classes)") from None
     if num_classes < 1:
         raise AdvkdError(f"checkpoint {path} has corrupt metadata (num_classes={num_classes})")
+    _need_arch(arch, meta, path)
     model = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
     check_head(model, tensors, num_classes, source=str(path), why=f"its metadata says num_classes={num_classes} (dataset {meta.get('dataset')})")
     load_state_strict(model, tensors, source=str(path))

@@ -23,6 +23,7 @@ from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME
 from advkd.core.safe_yaml import load_yaml
 from advkd.core.version import __version__
 from advkd.evaluation.records import environment, now_iso
+from advkd.models import MODELS
 from advkd.models.checkpoint import read_metadata
 from advkd.training.config import TrainConfig, check_saved_config, config_to_dict
 from advkd.training.resume import IDENTITY_IGNORES, ResumeState, load_resume, resumable_state
@@ -52,6 +53,7 @@ def checkpoint_meta(setup: Setup, epoch: int, metrics: dict[str, Any]) -> dict[s
         "name": cfg.name,
         "fast_paths": setup.fast.as_record(),
         **({"method_origin": cfg.method_origin} if cfg.method_origin else {}),
+        **({"arch_origin": origin.record()} if (origin := MODELS.origin(cfg.arch)) is not None else {}),
     }
 
 
