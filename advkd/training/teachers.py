@@ -23,6 +23,7 @@ from advkd.core.errors import AdvkdError
 from advkd.core.files import sha256_file
 from advkd.core.runs import BEST, find_runs
 from advkd.evaluation.sources import ROBUSTBENCH, is_foreign, load_checkpoint_for, load_source
+from advkd.methods import ROLE_FLAGS
 from advkd.models import MODELS, canonical_arch
 
 CLEAN_ROLES = ("clean_teacher",)
@@ -143,20 +144,45 @@ def _from_checkpoint(spec: str, path: Path, *, role: str, dataset: str, num_clas
     return Teacher(role, spec, model, meta["arch"], meta.get("paper_arch") or meta["arch"], str(path), sha256_file(path), meta.get("method", ""))
 
 
+REDUCED = ("mini", "small")  # scales whose teachers share stand-in architectures: a teacher must come from the same one
+
+
+def _scale_of(preset: str) -> str:
+    """The scale of the student's preset ('' without one, or when it cannot be read here)."""
+    if not preset:
+        return ""
+    from advkd.training.config import cached_preset
+
+    try:
+        return cached_preset(preset).scale
+    except AdvkdError:
+        return ""
+
+
 def _from_store(spec, *, role, dataset, num_classes, runs_dir, device, preset, arch_map) -> Teacher:
     paper_arch = canonical_arch(spec)
     arch = canonical_arch(arch_map.get(paper_arch, paper_arch))
     robust = wants_robust(role)
+    label = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    scale = _scale_of(preset)
+    unfinished = []
     for run in find_runs(runs_dir, kind="pretrain-teacher", dataset=dataset):
         cfg = run.config
         if cfg.get("arch") != arch or (cfg.get("paper_arch") or cfg.get("arch")) != paper_arch:
             continue
         if (cfg.get("method") != "natural") != robust or not (run.path / BEST).exists():
             continue
-        teacher = _from_checkpoint(spec, run.path / BEST, role=role, dataset=dataset, num_classes=num_classes, device=device)
-        return teacher
+        if scale in REDUCED and cfg.get("scale") != scale:
+            continue  # another reduced scale's teacher with the same stand-in (mini and small both train ResNet-14s)
+        if not run.complete:
+            unfinished.append(str(run.path))  # still training, or stopped: its best.safetensors is not the teacher yet
+            continue
+        return _from_checkpoint(spec, run.path / BEST, role=role, dataset=dataset, num_classes=num_classes, device=device)
     kind = "robust" if robust else "clean (natural)"
-    label = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    if unfinished:
+        raise AdvkdError(f"the {kind} {paper_arch} teacher for {dataset}{f' at preset {label}' if label else ''} has not finished training "
+                         f"({unfinished[0]}); let it finish (advkd pretrain-teacher ... --resume), or name a checkpoint with "
+                         f"{ROLE_FLAGS.get(role, '--teacher')}")
     scale = f" at preset {label} ({arch} standing in)" if preset and arch != paper_arch else f" at preset {label}" if preset else ""
     hint = pretrain_hint(paper_arch, role, dataset, preset)
     others = _elsewhere(runs_dir, paper_arch, robust, dataset)

@@ -126,16 +126,21 @@ def evaluate(ckpt: Path, args: argparse.Namespace) -> None:
 
 
 def records_exist(runs_dir: Path, ckpt: Path, attacks: str, n: int) -> bool:
+    """Whether every attack of ``attacks`` has a record of this very file (its sha256: a checkpoint
+    trained again since its records were written counts as not evaluated)."""
     store = runs_dir / "results.jsonl"
     if not store.exists() or not ckpt.exists():
         return False
+    from advkd.core.files import sha256_file
+
+    sha = sha256_file(ckpt)
     want = set(attacks.split(","))
     for line in store.read_text().splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
             continue
-        if Path(rec.get("checkpoint", "")).resolve() == ckpt.resolve() and rec.get("n_examples") == n:
+        if rec.get("sha256") == sha and rec.get("n_examples") == n:
             want.discard(rec.get("attack"))
     return not want
 

@@ -40,9 +40,13 @@ def advkd(*args: str) -> None:
         raise SystemExit(f"failed: advkd {' '.join(args)}")
 
 
-def ensure_teachers(method: str, preset: str, common: list[str]) -> None:
-    """Train the preset's teachers of ``method`` unless done; wait while another process trains one."""
+def ensure_teachers(method: str, preset: str, common: list[str], runs_dir: Path) -> list[str]:
+    """Train the preset's teachers of ``method`` unless done (waiting while another process trains
+    one); returns the flags that name their checkpoints, so both sides use exactly these files
+    (the teacher store's 'newest run of that architecture' could be another preset's, or one still
+    training)."""
     from advkd.methods import METHODS
+    flags: list[str] = []
     for role in METHODS.get(method).roles:
         arch, how = TEACHERS[role]
         args = ["pretrain-teacher", "--arch", arch, "--method", how, "--dataset", "cifar10", "--preset", preset,
@@ -55,18 +59,24 @@ def ensure_teachers(method: str, preset: str, common: list[str]) -> None:
             if "is being trained by process" not in out.stderr:
                 raise SystemExit(f"failed: advkd {' '.join(args)}: {out.stderr.strip().splitlines()[-1:]}")
             time.sleep(30)
+        ckpt = runs_dir / "pretrain-teacher" / "cifar10" / f"{arch}-{how}-{preset}-s0" / "best.safetensors"
+        flags += [f"--{role.replace('_', '-')}", str(ckpt)]
+    return flags
 
 
 def advkd_side(method: str, preset: str, seed: int, n: int, runs_dir: Path, common: list[str], extra: list[str]) -> None:
-    advkd("distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10", "--preset", preset,
-          "--seed", str(seed), "--no-amp", "--no-channels-last", "--resume", *extra, *common)
+    """advkd's run of the same config, unless its final student is trained and attacked already."""
     config = subprocess.run([sys.executable, "-m", "advkd", "distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10",
                              "--preset", preset, "--seed", str(seed), *extra, *common, "--print-config"],
                             capture_output=True, text=True, check=True).stdout
     name = next(line.split(":", 1)[1].strip() for line in config.splitlines() if line.startswith("name:"))
     ckpt = runs_dir / "distill" / "cifar10" / name / "last.safetensors"
-    if not records_exist(runs_dir, ckpt, ATTACKS, n):
-        advkd("attack", str(ckpt), "--attacks", ATTACKS, "--n-examples", str(n), "--format", "json", "--no-channels-last", *common)
+    if records_exist(runs_dir, ckpt, ATTACKS, n):
+        print(f"{name}: done ({ckpt})", flush=True)
+        return
+    advkd("distill", "--method", method, "--student", "resnet18", "--dataset", "cifar10", "--preset", preset,
+          "--seed", str(seed), "--no-amp", "--no-channels-last", "--resume", *extra, *common)
+    advkd("attack", str(ckpt), "--attacks", ATTACKS, "--n-examples", str(n), "--format", "json", "--no-channels-last", *common)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,15 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--runs-dir", str(args.runs_dir), "--data-dir", str(args.data_dir)]
     sets = [x for s in args.set for x in ("--set", s)]
     for method in methods:
-        ensure_teachers(method, args.preset, common)
+        teachers = ensure_teachers(method, args.preset, common, args.runs_dir)
         for seed in (int(s) for s in args.seeds.split(",")):
             if args.only != "advkd":
                 code = run_reference(["--ref", method, "--preset", args.preset, "--seed", str(seed), "--n-examples", str(args.n_examples),
-                                      *[x for r in args.repo for x in ("--repo", r)], *sets, *common])
+                                      *[x for r in args.repo for x in ("--repo", r)], *sets, *teachers, *common])
                 if code:
                     return code
             if args.only != "reference":
-                advkd_side(method, args.preset, seed, args.n_examples, args.runs_dir, common, sets)
+                advkd_side(method, args.preset, seed, args.n_examples, args.runs_dir, common, sets + teachers)
     return compare.main(["--runs-dir", str(args.runs_dir), "--preset", args.preset, "--n-examples", str(args.n_examples)])
 
 
