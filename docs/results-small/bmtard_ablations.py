@@ -21,7 +21,7 @@ LABELS = [  # (run name pattern without -sN, label); the first match wins
     (r"^resnet18-pgd-at-small$", "PGD-AT (the bar)"),
     (r"^pgd-at-small-2x$", "PGD-AT, 2x budget"),
     (r"^resnet18-rslad-wrn34-10-small$", "RSLAD"),
-    (r"^resnet18-bmtard-resnet56-wrn34-10-small$", "B-MTARD as published"),
+    (r"^resnet18-bmtard-resnet56-wrn34-10-small$", "B-MTARD (the reference's rates)"),
     (r"-nlbfalse$", "B-MTARD, NLB off (weights fixed at 0.5)"),
     (r"-ebbfalse$", "B-MTARD, EBB off (temperatures fixed at 1)"),
     (r"-tau_rate0.2065-weight_rate1.0$", "B-MTARD, both rates scaled to the budget"),
