@@ -20,6 +20,8 @@ REQUIRED = {
     "results": [],
     "presets list": [],
     "presets show": ["mini"],
+    "methods": [],
+    "attacks": [],
 }
 # option -> (Globals field, value before the subcommand, value after it: the one that counts)
 GLOBALS = {
