@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import inspect
 import typing
 from collections.abc import Callable
 from fractions import Fraction
@@ -33,8 +32,8 @@ from torch import Tensor, nn
 from advkd.attacks.modes import training_mode
 from advkd.core.epsilon import Eps, parse_eps
 from advkd.core.errors import AdvkdError
-from advkd.core.plugins import GROUPS, PluginSource
-from advkd.core.registry import Registry, summary
+from advkd.core.plugins import GROUPS, PluginSource, check_class
+from advkd.core.registry import Registry
 
 NORMS = ("Linf", "L2")
 INITS = ("uniform", "gaussian", "zero")
@@ -180,27 +179,17 @@ def projected_gradient(
 # Named attacks: registry, typed parameters, base class
 # --------------------------------------------------------------------------------------------
 
-def adopt_attack(registry: Registry[Any], name: str | None, cls: Any, origin: Any) -> str:
-    """Register an outside attack class (``advkd.attacks`` entry point or ``module:Class``) after
-    checking its contract; its ``id`` is the entry point's name (or, for a spec, its own ``id``)."""
-    if not (isinstance(cls, type) and issubclass(cls, Attack)):
-        raise AdvkdError(f"{origin.spec} is not an attack: it must subclass advkd.plugins.Attack")
+def adopt_attack(registry: Registry[Any], name: str | None, cls: Any, origin: Any) -> tuple[str, dict[str, Any]]:
+    """Check an outside attack class (``advkd.attacks`` entry point or ``module:Class``); its ``id``
+    becomes the entry point's name (or, for a spec, stays its own ``id``)."""
+    check_class(cls, Attack, "attack", origin, "NoParams when nothing is tunable")
     own = getattr(cls, "id", "") or ""
     if name is None and not own.strip():
         raise AdvkdError(f"attack class {origin.spec} has no id: set the class attribute id = \"...\"")
     if name is not None and own and registry.key(own) != name:
         raise AdvkdError(f"attack class {origin.spec} says id = {own!r} but its entry point is {name!r}: make them the same")
-    params = getattr(cls, "Params", None)
-    if not (isinstance(params, type) and dataclasses.is_dataclass(params)):
-        raise AdvkdError(f"attack class {origin.spec} has no Params dataclass (NoParams when nothing is tunable)")
-    if inspect.isabstract(cls):
-        raise AdvkdError(f"attack class {origin.spec} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
-    key = registry.key(name or own)
-    if key in registry.builtin_names():
-        raise AdvkdError(f"attack {key!r} from {origin.text()} clashes with the built-in attack {key!r}; refused (give it another id)")
-    cls.id = key
-    registry.add(key, cls, help=summary(cls.__doc__), threat_model=cls.threat_model, origin=origin)
-    return key
+    cls.id = registry.key(name or own)
+    return cls.id, {"threat_model": cls.threat_model}
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack", PluginSource(GROUPS["attack"], adopt_attack))

@@ -16,16 +16,17 @@ configs, checkpoints and records carry so a result names the code that made it.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from advkd.core.errors import AdvkdError
 
-__all__ = ["GROUPS", "Origin", "PluginSource", "origin_of_module", "is_spec"]
+__all__ = ["GROUPS", "Origin", "PluginSource", "check_class", "origin_of_module", "is_spec"]
 
 #: registry kind -> entry-point group
 GROUPS = {"method": "advkd.methods", "attack": "advkd.attacks", "architecture": "advkd.models", "dataset": "advkd.datasets"}
@@ -96,10 +97,23 @@ def _import_attr(spec: str, kind: str) -> Any:
     return obj
 
 
-#: ``adopt(registry, name, obj, origin) -> name``: check that ``obj`` fits the registry (AdvkdError
-#: with one line if not) and add it under the returned name; ``name`` is None for a spec, where the
-#: object names itself (a method's ``name``).
-Adopt = Callable[[Any, "str | None", Any, Origin], str]  # (the registry, name, object, origin)
+#: ``adopt(registry, name, obj, origin) -> (key, meta)``: check that ``obj`` fits the registry
+#: (AdvkdError with one line if not) and say the key it goes under and its entry's metadata;
+#: ``name`` is None for a spec, where the object names itself (a method's ``name``). The registry
+#: itself refuses a built-in's key and adds the entry (:meth:`advkd.core.registry.Registry.add_plugin`).
+Adopt = Callable[[Any, "str | None", Any, Origin], "tuple[str, dict[str, Any]]"]
+
+
+def check_class(obj: Any, base: type, kind: str, origin: Origin, params_hint: str) -> None:
+    """The contract a plugin class shares with its built-in kin: a ``base`` subclass with a
+    ``Params`` dataclass and nothing left abstract."""
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise AdvkdError(f"{origin.spec} is not a{'n' if kind[0] in 'aeiou' else ''} {kind}: it must subclass advkd.plugins.{base.__name__}")
+    params = getattr(obj, "Params", None)
+    if not (isinstance(params, type) and dataclasses.is_dataclass(params)):
+        raise AdvkdError(f"{kind} class {origin.spec} has no Params dataclass ({params_hint})")
+    if inspect.isabstract(obj):
+        raise AdvkdError(f"{kind} class {origin.spec} does not implement {', '.join(sorted(obj.__abstractmethods__))}")
 
 
 class PluginSource:
@@ -149,7 +163,7 @@ class PluginSource:
                 self.errors[key] = f"plugin {kind} {key!r} failed to import ({where}): {_last_line(e)}"
                 continue
             try:
-                self.adopt(registry, key, obj, origin)
+                registry.add_plugin(*self.adopt(registry, key, obj, origin), obj, origin)
             except AdvkdError as e:
                 self.errors[key] = f"plugin {kind} {key!r} from {origin.text()}: {e}"
 
@@ -161,7 +175,7 @@ class PluginSource:
         module = spec.partition(":")[0]
         obj = _import_attr(spec, registry.kind)
         origin = origin_of_module(module, spec)
-        name = self.adopt(registry, None, obj, origin)
+        name = registry.add_plugin(*self.adopt(registry, None, obj, origin), obj, origin)
         self.specs[spec] = name
         return name
 
@@ -173,7 +187,3 @@ class PluginSource:
             return origin_of_module(ep.value.partition(":")[0], ep.value)
         return Origin(ep.value, name, version, f"{self.group}: {ep.name}")
 
-
-def imported(module: str) -> bool:
-    """Whether ``module`` is already imported (tests check that built-in runs import no plugin)."""
-    return module in sys.modules

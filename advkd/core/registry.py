@@ -59,16 +59,22 @@ class Registry(Generic[T]):
         """The lookup key of ``name``: case and ``_`` / ``-`` do not matter."""
         return name.strip().lower().replace("_", "-")
 
-    _key = key
-
     def add(self, name: str, obj: T, *, help: str = "", aliases: tuple[str, ...] = (), **meta) -> T:
-        key = self._key(name)
+        key = self.key(name)
         if key in self._entries or key in self._aliases:
             warnings.warn(f"{self.kind} {name!r} registered twice; the later definition wins", stacklevel=3)
         self._entries[key] = Entry(name=key, obj=obj, help=help, aliases=tuple(aliases), meta=dict(meta))
         for alias in aliases:
-            self._aliases[self._key(alias)] = key
+            self._aliases[self.key(alias)] = key
         return obj
+
+    def add_plugin(self, key: str, meta: dict[str, Any], obj: T, origin: Any) -> str:
+        """Add an outside entry (:mod:`advkd.core.plugins`) under ``key``, refused where a built-in
+        has that key; its help is its docstring's first paragraph, its ``meta`` carries ``origin``."""
+        if key in self.builtin_names():
+            raise AdvkdError(f"{self.kind} {key!r} from {origin.text()} clashes with the built-in {self.kind} {key!r}; refused (give it another name)")
+        self.add(key, obj, help=summary(getattr(obj, "__doc__", None)), origin=origin, **meta)
+        return key
 
     def register(self, name: str, *, help: str = "", aliases: tuple[str, ...] = (), **meta) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
@@ -79,7 +85,7 @@ class Registry(Generic[T]):
         return deco
 
     def _lookup(self, name: str) -> str | None:
-        key = self._key(name)
+        key = self.key(name)
         key = self._aliases.get(key, key)
         return key if key in self._entries else None
 
@@ -99,7 +105,7 @@ class Registry(Generic[T]):
             found = self._lookup(name)
             if found is not None:
                 return found
-            why = self.plugins.errors.get(self._key(name))
+            why = self.plugins.errors.get(self.key(name))
             if why:
                 raise AdvkdError(why)
         raise AdvkdError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")

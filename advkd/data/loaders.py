@@ -19,7 +19,7 @@ import torch
 
 from advkd.core.errors import AdvkdError
 from advkd.core.plugins import GROUPS, PluginSource
-from advkd.core.registry import Registry, summary
+from advkd.core.registry import Registry
 from advkd.data.batches import TensorData, crop_gather, derive_seed
 from advkd.data.cifar_pickle import read_cifar_pickle
 from advkd.data.jpeg_folder import CACHE_VERSION, decode_all, load_cache, save_atomic, tiny_file_list, tinyimagenet_cache_path
@@ -55,8 +55,8 @@ TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 #: A loader takes ``(split, data_dir, download, seed)`` and returns the whole split.
 Loader = Callable[[str, Path, bool, int], "TensorData"]
 
-def adopt_dataset(registry: Any, name: str | None, loader: Any, origin: Any) -> str:
-    """Register an outside dataset (``advkd.datasets`` entry point or ``module:attr``): a callable
+def adopt_dataset(registry: Any, name: str | None, loader: Any, origin: Any) -> tuple[str, dict[str, Any]]:
+    """Check an outside dataset (``advkd.datasets`` entry point or ``module:attr``): a callable
     ``loader(split, data_dir, download, seed) -> TensorData`` ("train" / "test", the whole split in
     memory) with the attributes ``num_classes`` and ``image_size`` (``channels``: 3 unless set)."""
     if not callable(loader):
@@ -69,11 +69,7 @@ def adopt_dataset(registry: Any, name: str | None, loader: Any, origin: Any) -> 
     if min(num_classes, image_size, channels) < 1:
         raise AdvkdError(f"dataset loader {origin.spec}: num_classes, image_size and channels must be >= 1")
     key = registry.key(str(name or getattr(loader, "name", "") or getattr(loader, "__name__", "")))
-    if key in registry.builtin_names():
-        raise AdvkdError(f"dataset {key!r} from {origin.text()} clashes with the built-in dataset {key!r}; refused (give it another name)")
-    registry.add(key, loader, help=summary(getattr(loader, "__doc__", "")), num_classes=num_classes, image_size=image_size,
-                 channels=channels, origin=origin)
-    return key
+    return key, {"num_classes": num_classes, "image_size": image_size, "channels": channels}
 
 
 DATASETS: Registry[Loader] = Registry("dataset", PluginSource(GROUPS["dataset"], adopt_dataset))

@@ -12,26 +12,22 @@ from torch import nn
 
 from advkd.core.errors import AdvkdError
 from advkd.core.plugins import GROUPS, Origin, PluginSource
-from advkd.core.registry import Registry, summary
+from advkd.core.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 
 #: name -> factory ``f(num_classes=..., **kwargs) -> nn.Module``. Every entry carries the meta
 #: keys ``family`` (str) and ``stand_in`` (bool: True for tiny CPU stand-ins used in tests).
-def adopt_model(registry: Any, name: str | None, factory: Any, origin: Origin) -> str:
-    """Register an outside architecture (``advkd.models`` entry point or ``module:attr``): a
-    callable ``f(num_classes=..., **kwargs) -> nn.Module`` (a class or a function); a spec's name
-    is the factory's ``name`` attribute, else its ``__name__`` in lower case."""
+def adopt_model(registry: Any, name: str | None, factory: Any, origin: Origin) -> tuple[str, dict[str, Any]]:
+    """Check an outside architecture (``advkd.models`` entry point or ``module:attr``): a callable
+    ``f(num_classes=..., **kwargs) -> nn.Module`` (a class or a function); a spec's name is the
+    factory's ``name`` attribute, else its ``__name__`` in lower case."""
     if not callable(factory):
         raise AdvkdError(f"{origin.spec} is not a model factory: it must be a callable f(num_classes=..., **kwargs) -> nn.Module")
-    own = name or getattr(factory, "name", "") or getattr(factory, "__name__", "")
-    key = registry.key(str(own))
+    key = registry.key(str(name or getattr(factory, "name", "") or getattr(factory, "__name__", "")))
     if not key:
         raise AdvkdError(f"model factory {origin.spec} has no name: set its attribute name = \"...\"")
-    if key in registry.builtin_names():
-        raise AdvkdError(f"architecture {key!r} from {origin.text()} clashes with the built-in architecture {key!r}; refused (give it another name)")
-    registry.add(key, factory, help=summary(getattr(factory, "__doc__", "")), family="plugin", stand_in=False, origin=origin)
-    return key
+    return key, {"family": "plugin", "stand_in": False}
 
 
 MODELS: Registry[ModelFactory] = Registry("architecture", PluginSource(GROUPS["architecture"], adopt_model))

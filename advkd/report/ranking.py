@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from advkd.report.resolve import PairVerdict, compare_cells
+from advkd.report.resolve import PairVerdict, compare_scores, seed_scores
 from advkd.report.table import Table
 
 
@@ -103,8 +103,8 @@ def rankings(table: Table, records: list[dict[str, Any]] | None = None) -> list[
             sources = frozenset((label, src) for label, _, _, src in filled)
             ranked = ColumnRanking(block.label, col.header, labels, kendall_tau(paper, ours), flips)
             if records is not None:
-                ordered = sorted(cells, key=lambda lc: -lc[1].ours)
-                ranked.pairs = [compare_cells(ordered[i], ordered[j], records) for i, j in combinations(range(len(ordered)), 2)]
+                ordered = [(label, seed_scores(cell, records)) for label, cell in sorted(cells, key=lambda lc: -lc[1].ours)]
+                ranked.pairs = [compare_scores(ordered[i], ordered[j]) for i, j in combinations(range(len(ordered)), 2)]
             found.append((ranked, col.key, sources))
     return [r for i, (r, col, src) in enumerate(found)
             if not any(c == col and (src < s or (src == s and j < i)) for j, (_, c, s) in enumerate(found) if j != i)]

@@ -20,7 +20,7 @@ from advkd.report.match import checkpoint_key, newest
 from advkd.report.table import Cell
 from advkd.report.uncertainty import Paired, paired_bootstrap
 
-__all__ = ["PairVerdict", "seed_scores", "compare_cells"]
+__all__ = ["PairVerdict", "seed_scores", "compare_cells", "compare_scores"]
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,16 @@ def seed_scores(cell: Cell, records: list[dict[str, Any]]) -> dict[str, list[np.
 
 def compare_cells(higher: tuple[str, Cell], lower: tuple[str, Cell], records: list[dict[str, Any]]) -> PairVerdict:
     """Is ``higher`` (label, cell) above ``lower`` beyond test-image and seed noise?"""
-    (ha, a), (hb, b) = higher, lower
-    sa, sb = seed_scores(a, records), seed_scores(b, records)
+    return compare_scores((higher[0], seed_scores(higher[1], records)), (lower[0], seed_scores(lower[1], records)))
+
+
+Scores = dict[str, list[np.ndarray]] | None
+
+
+def compare_scores(higher: tuple[str, Scores], lower: tuple[str, Scores]) -> PairVerdict:
+    """:func:`compare_cells` on each cell's :func:`seed_scores`, for a caller that compares one
+    cell with many (a ranking column) and reads its flags once."""
+    (ha, sa), (hb, sb) = higher, lower
     if sa is None or sb is None:
         return PairVerdict(ha, hb, None, "no per-image records")
     shared = sorted(set(sa) & set(sb))

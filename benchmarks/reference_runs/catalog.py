@@ -26,6 +26,22 @@ MILESTONES = "milestones: the reduced scale's decay epochs (x0.1 after 50 % and 
 SKIP_EVAL = ("evaluation: the script's per-epoch PGD-20 over all 10,000 test images is skipped; "
              "the final student is evaluated by advkd on the same test images as advkd's run")
 NO_LOAD = "teacher: advkd's checkpoint is already loaded by REF.teacher"
+SUBSET = "data: advkd's training subset (its first N images); the host reads CIFAR-10 from ADVKD_DATA_DIR"
+
+#: the lines RSLAD's, MTARD's and B-MTARD's scripts (one code family) share, edited alike
+FAMILY = [
+    Edit("torch.manual_seed(0)", "torch.manual_seed(REF.seed)", SEED),
+    Edit("epochs = 300", "epochs = REF.epochs", EPOCHS),
+    Edit("batch_size = 128", "batch_size = REF.batch_size", BATCH),
+    Edit("student = resnet18()", "student = REF.student()", STUDENT),
+    Edit("optimizer = optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)",
+         "optimizer = REF.optimizer(student.parameters())", OPTIM),
+    Edit("if epoch in [215,260,285]:", "if epoch in REF.milestones:", MILESTONES),
+]
+TORCHVISION_TRAINSET = Edit(
+    "trainset = torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform_train)",
+    "trainset = REF.train_subset(torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform_train))",
+    SUBSET)
 
 
 @dataclass(frozen=True)
@@ -61,19 +77,11 @@ RSLAD = Reference(
     commit="c40e04f6c4edcd87431d0250b168d503b1293745",
     script="resnet18_rslad_cifar10.py",
     edits=[
-        Edit("torch.manual_seed(0)", "torch.manual_seed(REF.seed)", SEED),
-        Edit("epochs = 300", "epochs = REF.epochs", EPOCHS),
-        Edit("batch_size = 128", "batch_size = REF.batch_size", BATCH),
-        Edit("trainset = torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform_train)",
-             "trainset = REF.train_subset(torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform_train))",
-             "data: advkd's training subset (its first N images); the host reads CIFAR-10 from ADVKD_DATA_DIR"),
-        Edit("student = resnet18()", "student = REF.student()", STUDENT),
-        Edit("optimizer = optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)",
-             "optimizer = REF.optimizer(student.parameters())", OPTIM),
+        *FAMILY,
+        TORCHVISION_TRAINSET,
         Edit("teacher = wideresnet()", "teacher = REF.teacher('teacher')", "teacher: advkd's robust teacher checkpoint (the one advkd's run uses)"),
         Edit("teacher.load_state_dict(torch.load('./models/model_cifar_wrn.pt'))", "", NO_LOAD),
         Edit("if (epoch%20 == 0 and epoch <215) or (epoch%1 == 0 and epoch >= 215):", "if REF.evaluate_in_script(epoch):", SKIP_EVAL),
-        Edit("if epoch in [215,260,285]:", "if epoch in REF.milestones:", MILESTONES),
     ],
 )
 
@@ -83,22 +91,14 @@ MTARD = Reference(
     commit="6480a1b40d6195e437a876639ea37b7b40c46a58",
     script="mtard/mtard_resnet18_cifar10.py",
     edits=[
-        Edit("torch.manual_seed(0)", "torch.manual_seed(REF.seed)", SEED),
-        Edit("epochs = 300", "epochs = REF.epochs", EPOCHS),
-        Edit("batch_size = 128", "batch_size = REF.batch_size", BATCH),
-        Edit("trainset = torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform_train)",
-             "trainset = REF.train_subset(torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform_train))",
-             "data: advkd's training subset (its first N images); the host reads CIFAR-10 from ADVKD_DATA_DIR"),
-        Edit("student = resnet18()", "student = REF.student()", STUDENT),
-        Edit("optimizer = optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)",
-             "optimizer = REF.optimizer(student.parameters())", OPTIM),
+        *FAMILY,
+        TORCHVISION_TRAINSET,
         Edit("teacher = wideresnet()", "teacher = REF.teacher('robust_teacher')", "teacher: advkd's robust teacher checkpoint"),
         Edit("teacher.load_state_dict(torch.load(adv_teacher_path))", "", NO_LOAD),
         Edit("teacher_nat = wideresnet()", "teacher_nat = REF.teacher('clean_teacher')", "teacher: advkd's clean teacher checkpoint"),
         Edit("teacher_nat.load_state_dict(torch.load(nat_teacher_path))", "", NO_LOAD),
         Edit("if (epoch % 20 == 0 and epoch <215) or (epoch%1 == 0 and epoch >= 215) or epoch == 1:",
              "if REF.evaluate_in_script(epoch):", SKIP_EVAL),
-        Edit("if epoch in [215,260,285]:", "if epoch in REF.milestones:", MILESTONES),
     ],
 )
 
@@ -112,15 +112,10 @@ BMTARD = Reference(
     extra=[RepoFile("zhaoshiji123/MTARD", "6480a1b40d6195e437a876639ea37b7b40c46a58", "mtard/mtard_loss.py", "mtard_loss.py")],
     shims=["dataset"],
     edits=[
-        Edit("torch.manual_seed(0)", "torch.manual_seed(REF.seed)", SEED),
-        Edit("epochs = 300", "epochs = REF.epochs", EPOCHS),
-        Edit("batch_size = 128", "batch_size = REF.batch_size", BATCH),
+        *FAMILY,
         Edit("trainset = CIFAR10(root='./data_cifar10', train=True, download=False, transform=transform_train)",
              "trainset = REF.train_subset(CIFAR10(root='./data_cifar10', train=True, download=False, transform=transform_train))",
-             "data: advkd's training subset (its first N images); the host reads CIFAR-10 from ADVKD_DATA_DIR"),
-        Edit("student = resnet18()", "student = REF.student()", STUDENT),
-        Edit("optimizer = optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)",
-             "optimizer = REF.optimizer(student.parameters())", OPTIM),
+             SUBSET),
         Edit("teacher = WideResNet()", "teacher = REF.teacher('robust_teacher')", "teacher: advkd's robust teacher checkpoint"),
         Edit("state_dict = torch.load(teacher1_path)", "", NO_LOAD),
         Edit("teacher.load_state_dict(state_dict)", "", NO_LOAD),
@@ -129,7 +124,6 @@ BMTARD = Reference(
         Edit("teacher_nat.load_state_dict(state_dict_1)", "", NO_LOAD),
         Edit("if (epoch % 20 == 0 and epoch <215) or (epoch%1 == 0 and epoch >= 215) or epoch == 1:",
              "if REF.evaluate_in_script(epoch):", SKIP_EVAL),
-        Edit("if epoch in [215,260,285]:", "if epoch in REF.milestones:", MILESTONES),
     ],
 )
 
@@ -150,7 +144,7 @@ ADAAD = Reference(
              "evaluation: advertorch serves only the per-epoch test, which is skipped (see the test(epoch) edit)"),
         Edit("num_classes, train_data, test_data = getData(args.dataset)",
              "num_classes, train_data, test_data = getData(args.dataset)\ntrain_data = REF.train_subset(train_data)",
-             "data: advkd's training subset (its first N images); the host reads CIFAR-10 from ADVKD_DATA_DIR"),
+             SUBSET),
         Edit("net = ResNet18(num_classes)", "net = REF.student()", STUDENT),
         Edit("teacher_net = WideResNet(num_classes=num_classes)", "teacher_net = REF.teacher('teacher')",
              "teacher: advkd's robust teacher checkpoint (the one advkd's run uses)"),

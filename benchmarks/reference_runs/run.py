@@ -32,6 +32,7 @@ import yaml
 
 from advkd.core.accel import FastPaths, set_threads
 from advkd.core.errors import AdvkdError
+from advkd.core.files import sha256_file
 from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, config_to_dict, resolve_config
 from advkd.training.loop import prepare
@@ -131,8 +132,6 @@ def records_exist(runs_dir: Path, ckpt: Path, attacks: str, n: int) -> bool:
     store = runs_dir / "results.jsonl"
     if not store.exists() or not ckpt.exists():
         return False
-    from advkd.core.files import sha256_file
-
     sha = sha256_file(ckpt)
     want = set(attacks.split(","))
     for line in store.read_text().splitlines():
