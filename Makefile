@@ -10,7 +10,7 @@ export ADVKD_RUNS_DIR ?= ./runs
 DEMO_TEACHER = $(ADVKD_RUNS_DIR)/pretrain-teacher/cifar10/wrn34-10-trades-mini-s0/best.safetensors
 DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0/best.safetensors
 
-.PHONY: install install-core test test-slow demo lint clean-demo reproduce-mini reproduce-small bench gpu-check docs fidelity
+.PHONY: install install-core test test-slow demo lint clean-demo reproduce-mini reproduce-small bench bench-busy gpu-check docs fidelity
 
 # Two stamps: the demo and the reproduce targets need advkd alone (install-core); tests, lint, bench
 # and gpu-check also need the dev extra (pytest, torchattacks, robustbench, pandas, ruff).
@@ -75,12 +75,17 @@ reproduce-small: install-core
 METHODS ?= adaad,rslad,mtard,bmtard
 SEEDS   ?= 0,1,2
 PRESET  ?= mini
+# A mini PGD-AT epoch quiet and beside one busy core (docs/speed.md, "A busy machine"; ~15 min).
+bench-busy: install
+	$(BIN)/python -m benchmarks.busy_core
+
 fidelity: install-core
 	$(BIN)/python -m benchmarks.reference_runs.side_by_side --methods $(METHODS) --seeds $(SEEDS) --preset $(PRESET) $(REPOS)
 
 # The AutoAttack pair times a trained model: the demo's student when `make demo` has made it.
 AA_CHECKPOINT ?= $(wildcard $(DEMO_STUDENT))
 bench: install
+	$(BIN)/python -m benchmarks.speed_paths
 	$(BIN)/python -m benchmarks.cpu_paths
 	$(BIN)/python -m benchmarks.bench $(if $(AA_CHECKPOINT),--aa-checkpoint $(AA_CHECKPOINT))
 	$(BIN)/python -m benchmarks.first_run $(if $(AA_CHECKPOINT),--checkpoint $(AA_CHECKPOINT),--quick) --out benchmarks/results/first-run-latest.json

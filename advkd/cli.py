@@ -77,9 +77,18 @@ DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the data
 AttackSetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Attack parameter: ATTACK.PARAM=VALUE (aa.version=plus, square.n_queries=1000, cwinf.step_size=2/255). Repeatable.")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", metavar="<" + "|".join(DATASETS.names()) + "|PLUGIN>", help="Dataset: a built-in one, or an installed plugin's (advkd.datasets entry point).")]
 # speed switches (advkd.core.accel): None = the device's default
-AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: on for CUDA and for CPUs with native bf16; the run's first lines say which ran).", show_default=False)]
+AmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the training forwards (default: measured, see --paths; the run's first lines say which ran and why).", show_default=False)]
 EvalAmpOpt = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast of the attacked model (default off: fp32; each record names its precision).", show_default=False)]
-ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default: on for CUDA and for AVX-512 CPUs, where it measures faster).", show_default=False)]
+ChannelsLastOpt = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (training default: measured, see --paths; attacks: on for CUDA and for AVX2/AVX-512 CPUs).", show_default=False)]
+
+
+class PathsMode(str, Enum):
+    auto = "auto"
+    measure = "measure"
+    exact = "exact"
+
+
+PathsOpt = Annotated[Optional[PathsMode], typer.Option("--paths", envvar="ADVKD_PATHS", show_default=False, help="How unset --amp / --channels-last are decided: auto (default: the cached choice for this machine and these networks, measured on first use in a few seconds), measure (measure again, replace the cached choice) or exact (fp32 NCHW, no measurement). advkd speed shows the cache.")]
 CompileOpt = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the student and teachers (default: on for CUDA, off for CPU, where it does not pay back within a mini run).", show_default=False)]
 DataOnDeviceOpt = Annotated[Optional[bool], typer.Option("--data-on-device/--data-on-host", help="Keep the uint8 training set on the device and augment there (default), or on the host with pinned async copies.", show_default=False)]
 FoldBnOpt = Annotated[Optional[bool], typer.Option("--fold-bn/--no-fold-bn", help="Evaluate a copy of the model with eval-mode BatchNorm folded into the preceding convolutions (default on: same function, fewer passes).", show_default=False)]
@@ -161,6 +170,7 @@ def _training_options(
     log_to: Annotated[Optional[list[str]], typer.Option("--log", help="Also send each epoch's metrics to tensorboard (<run>/tensorboard) or wandb (optional packages). Repeatable.")] = None,
     amp: AmpOpt = None,
     channels_last: ChannelsLastOpt = None,
+    paths: PathsOpt = None,
     compile_models: CompileOpt = None,
     data_on_device: DataOnDeviceOpt = None,
     data_dir: DataDirOpt = None,
@@ -197,7 +207,8 @@ def _train(kind: str, ctx: typer.Context, opts: dict[str, Any], **command_flags:
     device = setup(pick_device(g.device))  # joins the torchrun group when launched by torchrun
     _warn_if_busy(device)
     fast = resolve_fast_paths(
-        device, amp=opts["amp"], channels_last=opts["channels_last"], compile=opts["compile_models"], data_on_device=opts["data_on_device"]
+        device, amp=opts["amp"], channels_last=opts["channels_last"], compile=opts["compile_models"], data_on_device=opts["data_on_device"],
+        paths=opts["paths"].value if opts["paths"] is not None else None,
     )
     summary = run(cfg, runs_dir=g.runs_dir, data_dir=g.data_dir, device=device, resume=opts["resume"], download=opts["download"],
                   reporter=Reporter(), fast=fast, log_to=opts["log_to"])
@@ -545,6 +556,44 @@ def attacks_list(output: Annotated[ListFormat, typer.Option("--format", help="Ou
     from advkd.attacks import ATTACKS
 
     _print_registry(ATTACKS, output, kind="attack", about="threat model", describe=lambda e: e.meta.get("threat_model", ""))
+
+
+@app.command("speed", help="The speed paths advkd measured on this machine (precision and memory layout per network, batch "
+             "and method family), from the cache in the user's cache directory ($ADVKD_CACHE_DIR, else ~/.cache/advkd). "
+             "A run measures on first use; --paths measure measures again; --forget empties the cache.",
+             short_help="The speed paths measured on this machine.")
+def speed(
+    output: Annotated[ListFormat, typer.Option("--format", help="Output format on stdout.")] = ListFormat("rich"),
+    forget: Annotated[bool, typer.Option("--forget", help="Delete the cache: the next run of each network measures again.")] = False,
+) -> None:
+    from advkd.core.speed_choice import cache_path, read_cache, rows, this_machine
+
+    path = cache_path()
+    if forget:
+        path.unlink(missing_ok=True)
+        typer.echo(f"removed {path}")
+        return
+    entries, note = read_cache(path)
+    if note:
+        warn(note)
+    mine = rows(this_machine(entries))
+    if output.value == "json":
+        typer.echo(jsonsafe.dumps({"cache": str(path), "entries": mine, "other_machines": len(entries) - len(mine)}, indent=2))
+        return
+    from rich.table import Table
+
+    from advkd.core.console import print_wide
+
+    table = Table(title=f"speed paths measured on this machine ({path})", title_justify="left")
+    for col in ("networks", "batch", "family", "threads", "torch", "choice", "measured against the others", "measured"):
+        table.add_column(col)
+    for r in mine:
+        table.add_row(*(str(r[k]) for k in ("networks", "batch", "family", "threads", "torch", "choice")), r["speedups"] or "one candidate", str(r["measured"]))
+    print_wide(table)
+    if not mine:
+        typer.echo("nothing measured on this machine yet: the first training run of each network measures (a few seconds)")
+    if len(entries) > len(mine):
+        typer.echo(f"{len(entries) - len(mine)} more entr{'y' if len(entries) - len(mine) == 1 else 'ies'} from other machines")
 
 
 # ----------------------------------------------------------------------------- presets

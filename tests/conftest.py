@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,14 @@ from tiny_nets import make_batch
 # Tests count stderr lines; a busy shared machine must not add the load warning to them
 # (tests/test_newcomer.py tests the warning itself).
 os.environ.setdefault("ADVKD_NO_LOAD_WARNING", "1")
+# Training follows the idle cores (advkd.core.idle_cores): on a shared test machine the thread count
+# would change mid-run and bit-exact comparisons with it; tests/test_cores.py turns it on.
+os.environ.setdefault("ADVKD_FOLLOW_CORES", "0")
+# Speed paths left unset are measured on the machine (advkd.core.speed_choice): timings differ run to
+# run, so every test process (subprocesses too) runs the exact path, fp32 NCHW, as `--paths exact`
+# does, and nothing is cached in the user's home; the tests of the measurement set ADVKD_PATHS=auto.
+os.environ.setdefault("ADVKD_PATHS", "exact")
+os.environ.setdefault("ADVKD_CACHE_DIR", tempfile.mkdtemp(prefix="advkd-test-cache-"))
 
 
 @pytest.fixture
@@ -27,6 +36,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def speed_cache(tmp_path_factory, monkeypatch):
+    """Where a test measures speed paths (ADVKD_PATHS=auto), it gets a cache of its own and
+    measurements that time every candidate alike (so the exact path, fp32 NCHW, wins the tie);
+    tests/test_speed_choice.py mocks other timings, and times candidates through ``real_measure``."""
+    from advkd.core import speed_choice
+
+    cache = tmp_path_factory.mktemp("advkd-cache")
+    monkeypatch.setenv("ADVKD_CACHE_DIR", str(cache))
+    monkeypatch.setattr(speed_choice, "real_measure", speed_choice.measure, raising=False)
+    monkeypatch.setattr(speed_choice, "measure", lambda steps, **kw: {c: 1.0 for c in steps})
+    return cache
 
 
 FAKE_NET_COST = {"forward": 1e-3, "input_grad": 3e-3, "train": 4e-3, "train_input_grad": 3.5e-3, "batch": 8}

@@ -1,6 +1,8 @@
-"""The CPU defaults: decided from the CPU's features (mocked here, so every machine tests every
-rule), named in the run's first lines and its records, restored exactly by ``--no-amp
---no-channels-last``, and a channels-last step equal to the NCHW step to fp32 rounding."""
+"""The CPU's prior (the defaults before a measurement, and an attack's channels-last): decided from
+the CPU's features (mocked here, so every machine tests every rule); a training run's measured
+paths named in its first lines and its records, restored exactly by ``--no-amp
+--no-channels-last``, kept by a resume; and a channels-last step equal to the NCHW step to fp32
+rounding. The measurement's own rules: tests/test_speed_choice.py."""
 from __future__ import annotations
 
 import copy
@@ -23,6 +25,12 @@ from advkd.models.checkpoint import read_metadata
 from tiny_nets import with_bn_statistics
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def measured_paths(monkeypatch):
+    """This module tests the default, measured paths (the conftest makes every other test exact)."""
+    monkeypatch.setenv("ADVKD_PATHS", "auto")
 # (profile, expected training defaults (amp, channels_last))
 PROFILES = {
     "zen4": (CpuProfile("AVX512", frozenset({"avx512f", "avx512_bf16"})), (True, True)),
@@ -83,50 +91,59 @@ def _weights(env, name: str) -> dict[str, torch.Tensor]:
     return load_file(str(env / "runs" / "pretrain-teacher" / "synthetic" / name / "last.safetensors"))
 
 
-def test_a_run_names_its_paths_first_and_records_them(env, cpu_is, capsys):
+def test_a_run_names_its_paths_first_and_records_them(env, cpu_is, capsys, monkeypatch):
+    from advkd.core import speed_choice
+
     cpu_is(ZEN4)
+    monkeypatch.setattr(speed_choice, "measure", lambda steps, **kw: {c: (0.5 if c == (True, True) else 1.0) for c in steps})
     train = ["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu"]
     assert main([*train, "--name", "default"]) == 0
-    err = capsys.readouterr().err
-    assert "speed paths: bf16-autocast, channels-last (the CPU defaults; this CPU: AVX512 with native bf16 (avx512_bf16)); " \
-           "--no-amp --no-channels-last for fp32 NCHW" in " ".join(err.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "speed paths: bf16-autocast, channels-last (measured on this machine in" in err and "--no-amp --no-channels-last for fp32 NCHW" in err
     meta = read_metadata(env / "runs" / "pretrain-teacher" / "synthetic" / "default" / "last.safetensors")
     assert (meta["fast_paths"]["amp"], meta["fast_paths"]["channels_last"]) == (True, True)
     ckpt = env / "runs" / "pretrain-teacher" / "synthetic" / "default" / "last.safetensors"
     assert main(["attack", str(ckpt), "--attacks", "pgd10", "--n", "32", "--device", "cpu"]) == 0
-    assert "speed paths: fp32, channels-last (the CPU defaults;" in " ".join(capsys.readouterr().err.split())
+    assert "speed paths: fp32, channels-last (the CPU defaults;" in " ".join(capsys.readouterr().err.split())  # attacks: the CPU's prior
     rec = next(r for r in read_records(env / "runs" / "results.jsonl") if r["attack"] == "pgd10")
     assert rec["precision"] == "fp32" and rec["fast_paths"]["channels_last"] is True  # attacks stay fp32
     cpu_is(UNMEASURED)
-    assert main([*train, "--name", "unmeasured"]) == 0
+    assert main(["attack", str(ckpt), "--attacks", "pgd10", "--n", "16", "--device", "cpu"]) == 0
     assert "speed paths: fp32, NCHW (the CPU defaults; this CPU: DEFAULT without native bf16, no measured faster path)" in \
            " ".join(capsys.readouterr().err.split())
 
 
-def test_no_amp_no_channels_last_restore_todays_path_bit_for_bit(env, cpu_is):
+def test_no_amp_no_channels_last_restore_the_exact_path_bit_for_bit(env, monkeypatch):
+    from advkd.core import speed_choice
+
     train = ["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu"]
-    cpu_is(UNMEASURED)  # a CPU whose default is the plain path, as every CPU's was before
-    assert main([*train, "--name", "plain-default"]) == 0
-    cpu_is(ZEN4)
+    assert main([*train, "--name", "tie-default"]) == 0  # every path timed alike: the exact one, fp32 NCHW
     assert main([*train, "--name", "asked-plain", "--no-amp", "--no-channels-last"]) == 0
-    assert main([*train, "--name", "zen4-default"]) == 0
-    plain, asked, fast = _weights(env, "plain-default"), _weights(env, "asked-plain"), _weights(env, "zen4-default")
+    monkeypatch.setattr(speed_choice, "measure", lambda steps, **kw: {c: (0.5 if c == (True, True) else 1.0) for c in steps})
+    assert main([*train, "--name", "fast-default", "--paths", "measure"]) == 0  # where bf16 + channels-last measures faster
+    plain, asked, fast = _weights(env, "tie-default"), _weights(env, "asked-plain"), _weights(env, "fast-default")
     assert all(torch.equal(plain[k], asked[k]) for k in plain)
     assert any(not torch.equal(plain[k], fast[k]) for k in plain)  # the default really is another path
 
 
-def test_resuming_under_other_paths_says_it_is_not_bit_exact(env, cpu_is, capsys):
-    cpu_is(ZEN4)
+def test_a_resume_keeps_the_committed_paths_and_says_when_flags_change_them(env, capsys, monkeypatch):
+    from advkd.core import speed_choice
+
+    monkeypatch.setattr(speed_choice, "measure", lambda steps, **kw: {c: (0.5 if c == (True, True) else 1.0) for c in steps})
     train = ["pretrain-teacher", "--arch", "tinycnn", "--method", "pgd-at", *FAST, "--device", "cpu", "--name", "r"]
     assert main([*train, "--no-amp", "--no-channels-last"]) == 0
     capsys.readouterr()
-    more = [a if a != "1" else "2" for a in train]  # --epochs 2
-    assert main([*more, "--resume"]) == 0
+    epochs = lambda n: [a if a != "1" else str(n) for a in train]  # noqa: E731 - --epochs n
+    assert main([*epochs(2), "--resume"]) == 0  # flags unset: as committed, whatever this machine would measure
+    err = " ".join(capsys.readouterr().err.split())
+    assert "speed paths: fp32, NCHW (as the run's committed epochs ran)" in err and "bit for bit" not in err
+    assert main([*epochs(3), "--resume", "--amp", "--channels-last"]) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "ran its committed epochs with amp=False, channels_last=False and resumes with amp=True, channels_last=True" in err
     assert "pass --no-amp --no-channels-last to continue as it started" in err
-    assert main([*[a if a != "1" else "3" for a in train], "--resume"]) == 0  # committed epoch 2 ran with the defaults: no warning
-    assert "bit for bit" not in capsys.readouterr().err
+    assert main([*epochs(4), "--resume"]) == 0  # committed epoch 3 ran with bf16 + channels-last: kept, no warning
+    err = " ".join(capsys.readouterr().err.split())
+    assert "speed paths: bf16-autocast, channels-last (as the run's committed epochs ran)" in err and "bit for bit" not in err
 
 
 def _one_step(student: torch.nn.Module, paths: FastPaths, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, name: str):

@@ -22,6 +22,7 @@ REQUIRED = {
     "presets show": ["mini"],
     "methods": [],
     "attacks": [],
+    "speed": [],
 }
 # option -> (Globals field, value before the subcommand, value after it: the one that counts)
 GLOBALS = {

@@ -17,13 +17,17 @@ import os
 import platform
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from advkd.core.errors import AdvkdError, spell
+
+NOT_SWITCHES = ("open", "remeasure", "why")  # FastPaths fields that say how the switches were decided
+MEASURED = ("amp", "channels_last")
+PATHS_MODES = ("auto", "measure", "exact")  # --paths / ADVKD_PATHS  # the switches a measurement decides when a command leaves them unset
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,13 @@ class FastPaths:
     host memory and asynchronous copies otherwise); ``fold_bn`` evaluates a copy of the model with
     each eval-mode BatchNorm folded into the convolution before it (the same function, one pass
     fewer per layer; training never folds); ``freeze`` answers that copy's no-grad forwards with a
-    frozen TorchScript copy (:mod:`advkd.core.frozen`; CPU default, unmeasured on CUDA)."""
+    frozen TorchScript copy (:mod:`advkd.core.frozen`; CPU default, unmeasured on CUDA).
+
+    ``open`` names the switches the command left unset: their values here are the device's prior
+    (:func:`device_defaults`) until a command that runs steps measures them
+    (:mod:`advkd.core.speed_choice`, ``remeasure`` forcing a new measurement); ``why`` says how the
+    values were decided, for the run's first line. None of the three is a speed switch: they are not
+    compared and not recorded."""
 
     amp: bool = False
     channels_last: bool = False
@@ -41,9 +51,12 @@ class FastPaths:
     data_on_device: bool = True
     fold_bn: bool = True
     freeze: bool = True
+    open: tuple[str, ...] = field(default=(), compare=False)
+    remeasure: bool = field(default=False, compare=False)
+    why: str = field(default="", compare=False)
 
     def as_record(self) -> dict[str, bool]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in NOT_SWITCHES}
 
     @property
     def precision(self) -> str:
@@ -68,15 +81,31 @@ def resolve_fast_paths(
     fold_bn: bool | None = None,
     freeze: bool | None = None,
     amp_default: bool | None = None,
+    paths: str | None = None,
 ) -> FastPaths:
     """Fill unset switches with the device's defaults (:func:`device_defaults`; data on the
-    device everywhere). ``amp_default`` overrides the amp default (evaluation keeps fp32 unless asked)."""
+    device everywhere). ``amp_default`` overrides the amp default (evaluation keeps fp32 unless asked).
+    ``paths`` (None: ``$ADVKD_PATHS``, else "auto") says how unset ``amp`` and ``channels_last`` are
+    decided on a CPU or a GPU: "auto" leaves them ``open`` to the cached or a new measurement,
+    "measure" to a new one, "exact" sets them to fp32 NCHW without measuring."""
+    paths = paths or os.environ.get("ADVKD_PATHS") or "auto"
+    if paths not in PATHS_MODES:
+        raise AdvkdError(f"{spell('--paths', 'paths (ADVKD_PATHS)')} must be one of {', '.join(PATHS_MODES)}, got {paths!r}")
+    if paths == "exact":
+        exact = resolve_fast_paths(device, amp=False if amp is None and amp_default is None else amp, channels_last=bool(channels_last),
+                                   compile=compile, data_on_device=data_on_device, fold_bn=fold_bn, freeze=freeze,
+                                   amp_default=amp_default, paths="auto")
+        return dataclasses.replace(exact, why="" if (amp is not None and channels_last is not None) else "--paths exact: no measurement")
     if amp and device.type not in ("cuda", "cpu"):
         raise AdvkdError(f"{spell('--amp', 'amp=True')} needs a CUDA or CPU device, not {device.type}")
     if compile and not hasattr(nn.Module, "compile"):
         raise AdvkdError(f"{spell('--compile', 'compile=True')} needs torch >= 2.2 (nn.Module.compile)")
     default = device_defaults(device)
+    unset = {"amp": amp is None and amp_default is None, "channels_last": channels_last is None}
+    measurable = device.type in ("cpu", "cuda")
     return FastPaths(
+        open=tuple(k for k in MEASURED if unset[k]) if measurable else (),
+        remeasure=paths == "measure",
         amp=(default.amp if amp_default is None else amp_default) if amp is None else amp,
         channels_last=default.channels_last if channels_last is None else channels_last,
         compile=default.compile if compile is None else compile,
@@ -102,21 +131,23 @@ def device_defaults(device: torch.device) -> FastPaths:
 
 
 def defaults_note(device: torch.device, paths: FastPaths, *, evaluation: bool = False) -> str:
-    """One line for the start of a run (or an attack, ``evaluation``: fp32 by default): what
-    runs, and on the CPU why, with the flags that restore fp32 NCHW."""
-    line = f"speed paths: {paths.describe()}"
-    if device.type == "cpu":
-        from advkd.core.cpu import probe
+    """One line for the start of a run (or an attack, ``evaluation``: fp32 by default): what runs
+    and why (measured, cached, as a resumed run's epochs ran, as asked, or, for a switch an attack
+    leaves to the CPU, what the CPU has), with the flags that restore fp32 NCHW."""
+    why = paths.why
+    if not why and device.type == "cpu":
+        if not paths.open:
+            why = "as asked"
+        else:
+            from advkd.core.cpu import probe
 
-        default = device_defaults(device)
-        if evaluation:
-            default = dataclasses.replace(default, amp=False)
-        chosen = "the CPU defaults" if (paths.amp, paths.channels_last) == (default.amp, default.channels_last) else "as asked"
-        line += f" ({chosen}; this CPU: {probe().reason(channels_last=default.channels_last, amp=default.amp)})"
-        restore = " ".join(f for f, on in (("--no-amp", paths.amp), ("--no-channels-last", paths.channels_last)) if on)
-        if restore:
-            line += f"; {restore} for fp32 NCHW"
-    return line
+            default = device_defaults(device)
+            if evaluation:
+                default = dataclasses.replace(default, amp=False)
+            chosen = "the CPU defaults" if (paths.amp, paths.channels_last) == (default.amp, default.channels_last) else "as asked"
+            why = f"{chosen}; this CPU: {probe().reason(channels_last=default.channels_last, amp=default.amp)}"
+    restore = " ".join(f for f, on in (("--no-amp", paths.amp), ("--no-channels-last", paths.channels_last)) if on)
+    return f"speed paths: {paths.describe()}{f' ({why})' if why else ''}{f'; {restore} for fp32 NCHW' if restore and why else ''}"
 
 
 @contextlib.contextmanager
@@ -339,6 +370,9 @@ def set_threads(threads: int | None) -> None:
         if threads < 1:
             raise AdvkdError(f"{spell('--threads', 'threads (ADVKD_THREADS)')} must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+        from advkd.core.idle_cores import fix_threads
+
+        fix_threads()  # the user's count: not changed when other processes take cores
 
 
 def cpu_model() -> str:
@@ -361,5 +395,8 @@ def busy_machine_warning() -> str:
     load = os.getloadavg()[0]
     if load <= cores + 0.5:
         return ""
-    return (f"the machine is busy (load {load:.1f} on {cores} cores): this run will be slower than usual; "
-            f"processes sharing cores should split them (--threads {max(1, cores // 2)} each) or run one after the other")
+    from advkd.core.idle_cores import enabled
+
+    did = ("training follows the idle cores (fewer threads while others compute; --threads N fixes the count)" if enabled()
+           else f"processes sharing cores should split them (--threads {max(1, cores // 2)} each) or run one after the other")
+    return f"the machine is busy (load {load:.1f} on {cores} cores): this run will be slower than usual; {did}"

@@ -8,6 +8,7 @@ that never completed an epoch when anything fails.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import time
@@ -33,6 +34,7 @@ from advkd.core.distributed import (
     world_size,
 )
 from advkd.core.errors import AdvkdError, spell
+from advkd.core.idle_cores import following
 from advkd.core.preempt import STOP, CheckpointClock, Preempted, decide, parse_duration, stop_signals
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import BEST, LAST, METRICS, RESUME, default_name, read_metrics, run_dir
@@ -45,6 +47,7 @@ from advkd.models.checkpoint import save_checkpoint, unwrap
 from advkd.training.config import TrainConfig, evaluates
 from advkd.training.eta import EARLY_BATCHES, early_estimate, run_eta
 from advkd.training.finite import FINITE_EVERY, finite_everywhere, nonfinite_flag, nonfinite_message, require_finite
+from advkd.training.paths import settle
 from advkd.training.resume import ResumeState, rng_states, save_resume
 from advkd.training.rundir import checkpoint_meta, open_run_dir, write_metrics
 from advkd.training.schedule import OPTIMIZER_BUILDERS, lr_at, make_optimizer, set_lr, warmup_factor  # noqa: F401 (re-exported)
@@ -132,10 +135,12 @@ def prepare(
     )
     torch.manual_seed(cfg.seed)  # seed before building the model so its init is reproducible
     model = build_model(cfg.arch, num_classes=info.num_classes, normalize=cfg.normalize).to(device)
-    if fast.amp or fast.channels_last or fast.compile:  # each switch checked by a trial step; a failing one falls back
-        trial = to_float(train_data.images[: min(cfg.batch_size, len(train_data))]).to(device)
-        fast = apply_checked(fast, device, model, [t.model for t in teachers.values()], trial, warn=warn)
     cfg, path = named(cfg, {r: t.paper_arch for r, t in teachers.items()}, runs_dir)
+    trial = to_float(train_data.images[: min(cfg.batch_size, len(train_data))]).to(device)
+    fast = settle(fast, device=device, student_arch=cfg.arch, student=model, teachers={r: (t.arch, t.model) for r, t in teachers.items()},
+                  x=trial, run_path=path, warn=warn)  # open switches: as committed, cached, or measured now
+    if fast.amp or fast.channels_last or fast.compile:  # each switch checked by a trial step; a failing one falls back
+        fast = apply_checked(fast, device, model, [t.model for t in teachers.values()], trial, warn=warn)
     return Setup(cfg, device, model, method, teachers, train_data, eval_data, info.num_classes, path, fast)
 
 
@@ -178,7 +183,8 @@ def evaluate_epoch(setup: Setup, reporter: Reporter) -> dict[str, float]:
 
 def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Optimizer, epoch: int, reporter: Reporter, *,
                 announce: bool = False, start_step: int = 0, carried: tuple[dict[str, float], int] | None = None,
-                after_batch: Callable[[int, dict[str, float], int], None] | None = None) -> dict[str, float]:
+                after_batch: Callable[[int, dict[str, float], int], None] | None = None,
+                follow: Callable[[], None] = lambda: None) -> dict[str, float]:
     """One epoch (0-indexed ``epoch``). The inner maximisation runs on the plain module (input
     gradients only); the outer loss runs through DistributedDataParallel under torchrun, which
     averages gradients. With ``lr_step=iteration`` the lr is set before every batch.
@@ -186,7 +192,8 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
     ``start_step`` / ``carried``: continue a mid-epoch resume state (its batches done are skipped:
     the data order and augmentation derive from (seed, epoch), so the rest is the same batches;
     ``carried`` holds that rank's log sums and examples seen). ``after_batch(batches done, totals,
-    seen)`` runs after every batch: where a stop signal or a periodic checkpoint is honoured."""
+    seen)`` runs after every batch: where a stop signal or a periodic checkpoint is honoured; ``follow()``
+    too: the thread count follows the cores other processes leave idle (:mod:`advkd.core.idle_cores`)."""
     model, method, fast, cfg = setup.model, setup.method, setup.fast, setup.cfg
     plain = unwrap(model)
     model.train()
@@ -221,6 +228,7 @@ def train_epoch(setup: Setup, batches: TrainBatches, optimizer: torch.optim.Opti
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             task.advance(1, loss=logs.get("loss", loss.item()))
+            follow()
             if announce and step + 1 == min(start_step + EARLY_BATCHES, len(batches)):
                 per_batch = (time.monotonic() - task.started) / (step + 1 - start_step)
                 left = len(batches) * (cfg.epochs - epoch) - (step + 1)
@@ -262,6 +270,15 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter, sinks: list
         setup.model = DistributedDataParallel(setup.model, device_ids=[setup.device] if setup.device.type == "cuda" else None)
         if partial:  # DDP's constructor copied rank 0's buffers to every rank: put this rank's back
             state.apply_rank_buffers(setup.model, rank=rank())
+    with following(reporter.log) if setup.device.type == "cpu" else contextlib.nullcontext(lambda: None) as follow:
+        return _epochs(setup, optimizer, batches, rows, start, best_value, best_epoch, state, partial, reporter, sinks, follow)
+
+
+def _epochs(setup: Setup, optimizer: torch.optim.Optimizer, batches: TrainBatches, rows: list[dict[str, Any]], start: int,
+            best_value: float | None, best_epoch: int, state: ResumeState | None, partial: dict[str, Any] | None,
+            reporter: Reporter, sinks: list[Sink] | None, follow: Callable[[], None]) -> Summary:
+    """fit's epochs, from ``start`` (after a resume) to the end: train, evaluate, select, commit."""
+    cfg, method = setup.cfg, setup.method
     timed: list[float] = []  # seconds of the epochs run by this invocation, for the run ETA
     clock = CheckpointClock(parse_duration(cfg.checkpoint_every))
     for epoch in range(start, cfg.epochs):  # 0-indexed inside the loop; every record says epoch + 1
@@ -277,7 +294,7 @@ def fit(setup: Setup, state: ResumeState | None, reporter: Reporter, sinks: list
         row.update(train_epoch(
             setup, batches, optimizer, epoch, reporter, announce=epoch == start, after_batch=honour,
             start_step=resumed["step"] if resumed else 0,
-            carried=(resumed["totals"][rank()], int(resumed["seen"][rank()])) if resumed else None,
+            carried=(resumed["totals"][rank()], int(resumed["seen"][rank()])) if resumed else None, follow=follow,
         ))
         sync_buffers(unwrap(setup.model))
         method.end_epoch(epoch, lr_at(cfg, epoch + 1) / cfg.lr)
