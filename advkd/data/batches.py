@@ -123,6 +123,13 @@ def augment_crop_flip(x: torch.Tensor, *, padding: int = 4,
 # ---------------------------------------------------------------------------------------------
 
 
+def epoch_batches(n: int, rank_batch: int, *, world_size: int = 1, drop_last: bool = False) -> int:
+    """Batches per epoch on each rank: ``n`` examples padded to a multiple of ``world_size``, split
+    across the ranks, in batches of ``rank_batch`` (the last one short unless ``drop_last``)."""
+    per_rank = math.ceil(n / world_size)
+    return per_rank // rank_batch if drop_last else math.ceil(per_rank / rank_batch)
+
+
 class TrainBatches:
     """Deterministic shuffled batches: epoch ``e`` is a pure function of ``(seed, e, rank, world_size)``.
 
@@ -161,9 +168,7 @@ class TrainBatches:
                              f"and drop_last is set, so an epoch would have no batches")
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        return epoch_batches(len(self.labels), self.batch_size, world_size=self.world_size, drop_last=self.drop_last)
 
     def indices(self, epoch: int) -> torch.Tensor:
         """This rank's example indices for ``epoch``, in visiting order (CPU int64)."""

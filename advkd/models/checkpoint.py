@@ -158,8 +158,13 @@ def check_tensors(
     """One pass over ``tensors``: the ``digest`` (a :func:`tensor_digest` recorded at save time,
     when there is one), every floating tensor finite, every BatchNorm ``running_var`` >= 0.
     AdvkdError naming ``what source`` and the first bad tensor, ending in ``fix`` when given. A
-    digest mismatch is said first: a corrupt file explains any odd value in it."""
-    h = hashlib.sha256() if digest else None
+    digest mismatch is said first: a corrupt file explains any odd value in it. ``digest`` None is a
+    file written before the hash existed; any other value that is not a sha256 (empty, truncated,
+    not hex, not a string) is damage, never "no hash"."""
+    if digest is not None and not is_sha256(digest):
+        raise AdvkdError(f"{what} {source} is corrupt: its {DIGEST_KEY} is {_shown(digest)}, not a sha256; "
+                         f"{fix or 'restore it from a good copy'}")
+    h = hashlib.sha256() if digest is not None else None
     nonfinite = negative = ""
     for name in sorted(tensors):
         t = tensors[name]
@@ -182,6 +187,16 @@ def check_tensors(
     if negative:
         low = float(tensors[negative].min())
         raise AdvkdError(f"{what} {source} is invalid: BatchNorm variance {negative} is negative ({low:g}); {fix or 'variances are >= 0'}")
+
+
+def is_sha256(value: object) -> bool:
+    """64 lowercase hex digits, as ``hashlib.sha256().hexdigest()`` writes them."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def head_name(model: nn.Module, num_classes: int) -> str | None:

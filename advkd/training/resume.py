@@ -15,6 +15,7 @@ existed are accepted with the other checks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,32 @@ class ResumeState:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
+    def check_position(self, path: Path, *, steps_per_epoch: int, world: int, rank_batch: int) -> None:
+        """AdvkdError (one line) unless the state's position fits this run: its epoch counts,
+        and a mid-epoch state's batch (inside the epoch: 1 .. steps - 1), its per-rank log sums
+        (finite numbers) and examples seen (at most that many full batches), one per process."""
+        way_out = f"use {spell('--name', 'name=...')} for a new run, or delete {path.parent} to start this one over"
+        bad = f"resume state {path} is corrupt"
+        if not (_count(self.epoch) and _count(self.best_epoch) and self.best_epoch <= self.epoch):
+            raise AdvkdError(f"{bad}: epoch {self.epoch!r} with best epoch {self.best_epoch!r}; {way_out}")
+        if self.partial is None:
+            return
+        step, totals, seen = (self.partial.get(k) for k in ("step", "totals", "seen"))
+        if not (_count(step) and 1 <= step < steps_per_epoch):
+            raise AdvkdError(f"{bad}: it stops at batch {step!r} of epoch {self.epoch + 1}, which has {steps_per_epoch} batches "
+                             f"(a stop inside an epoch is after batch 1 to {steps_per_epoch - 1}); {way_out}")
+        if not (isinstance(totals, list) and isinstance(seen, list) and len(totals) == len(seen)):
+            raise AdvkdError(f"{bad}: its per-process sums are malformed; {way_out}")
+        if len(seen) != world:
+            raise AdvkdError(f"resume state {path} was written by {len(seen)} process(es), not {world}: resume with the number of "
+                             f"processes the run started with")
+        for sums, n in zip(totals, seen):
+            if not (_count(n) and 0 < n <= step * rank_batch):
+                raise AdvkdError(f"{bad}: it counts {n!r} examples seen after {step} batches of {rank_batch}; {way_out}")
+            if not (isinstance(sums, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                                   for v in sums.values())):
+                raise AdvkdError(f"{bad}: its running loss sums are not finite numbers; {way_out}")
+
     def apply_rank_buffers(self, model: torch.nn.Module, *, rank: int = 0) -> None:
         """A mid-epoch state under torchrun holds each rank's own buffers (BatchNorm statistics are
         rank-local within an epoch): restore this rank's. Called again after DistributedDataParallel
@@ -87,9 +114,17 @@ class ResumeState:
         if not own:
             return
         buffers = dict(unwrap(model).named_buffers())
+        wrong = next((n for n, v in own.items() if n not in buffers or buffers[n].shape != v.shape), None)
+        if wrong is not None:
+            raise AdvkdError(f"the resume state's buffer {wrong} for rank {rank} does not fit this run's model; it belongs to another run")
         with torch.no_grad():
             for name, value in own.items():
                 buffers[name].copy_(value)
+
+
+def _count(value: Any) -> bool:
+    """A non-negative int (not a bool, not a float that happens to be whole)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def rng_states() -> dict[str, torch.Tensor]:

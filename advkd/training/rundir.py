@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from advkd.core.distributed import is_main, on_main
+from advkd.core.distributed import is_main, on_main, world_size
 from advkd.core.errors import AdvkdError, spell
 from advkd.core.files import atomic_write_text
 from advkd.core.locks import LOCK_FILE, RunLock
@@ -22,6 +22,7 @@ from advkd.core.progress import Reporter
 from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME
 from advkd.core.safe_yaml import load_yaml
 from advkd.core.version import __version__
+from advkd.data.batches import epoch_batches
 from advkd.evaluation.records import environment, now_iso
 from advkd.models import MODELS
 from advkd.models.checkpoint import read_metadata
@@ -107,6 +108,9 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     if state is not None:
         if not resume:
             raise AdvkdError(f"run {path} already exists; pass {spell('--resume', 'resume=True')} to continue it, or {spell('--name', 'name=...')} to start another")
+        world = world_size()
+        state.check_position(path / RESUME, steps_per_epoch=epoch_batches(len(setup.train_data), setup.cfg.batch_size // world, world_size=world),
+                             world=world, rank_batch=setup.cfg.batch_size // world)  # before anything of it is used or said
         ours = config_to_dict(setup.cfg)
         # a setting an older release did not save cannot have changed; the name tags derived from how a setting was
         # given (--set or the preset) are not settings: a preset that now says what --set said resumes the same run
