@@ -22,7 +22,7 @@ from advkd.argv import check_text, hoist_root_options, interrupted_line, one_lin
 from advkd.core import jsonsafe
 from advkd.core.distributed import is_main, teardown
 from advkd.core.errors import AdvkdError, Interrupted
-from advkd.core.preempt import EXIT_PREEMPTED, Preempted
+from advkd.core.preempt import EXIT_PREEMPTED, Preempted, stop_now_signals
 from advkd.core.progress import Reporter, warn
 from advkd.core.version import __version__
 from advkd.data.loaders import DATASETS
@@ -654,7 +654,9 @@ def main(argv: list[str] | None = None) -> int:
         check_text(args)  # before any work: every name and path may end up in a file advkd writes
         tune_malloc()  # before the first large allocation
         plain_help_when_narrow(args)
-        with cli_spelling():  # messages name flags, not Python arguments (advkd.core.errors.spell)
+        # a stop signal anywhere (data loading, setup, an append) ends as exit 75 with its line; training
+        # and attacks install their own handlers for their work, which say what they kept
+        with cli_spelling(), stop_now_signals("it stopped before its work began; anything committed earlier is kept"):
             rv = command.main(args=args, prog_name="advkd", standalone_mode=False)
     except AdvkdError as e:
         print(f"advkd: error: {one_line(e)}", file=sys.stderr)

@@ -99,6 +99,29 @@ def stop_now_signals(where: str) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def deferred_stop_signals() -> Iterator[list[str]]:
+    """Around a short durable write (records appended to the store): SIGTERM and SIGUSR1 are
+    remembered in the yielded list instead of acted on, so the write completes whole; the caller
+    decides afterwards (a command whose last write completed has nothing left to stop)."""
+    got: list[str] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        got.append(signal.Signals(signum).name)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                previous[sig] = signal.signal(sig, handler)
+    try:
+        yield got
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

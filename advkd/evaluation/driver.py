@@ -24,7 +24,7 @@ from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError, spell
 from advkd.core.oserrors import check_writable
-from advkd.core.preempt import stop_now_signals
+from advkd.core.preempt import deferred_stop_signals, stop_now_signals
 from advkd.core.progress import Reporter, warn
 from advkd.core.runs import check_inside, latest_checkpoint
 from advkd.data.batches import to_float
@@ -292,6 +292,7 @@ def run_attack(
     limited = "".join(f"-{a}{k}" for a, k in sorted(limits.items()))
     state_dir = check_inside(Path(runs_dir) / "attack-state" / f"{sha[:16]}-{len(data)}-{eps_parsed.value:.6f}{limited}", runs_dir,
                              what="attack state dir")
+    check_writable(state_dir, what="attack state folder")  # a file in the way, or no permission: said now, not after an attack
     if fast.amp or fast.channels_last:  # a switch that fails on this machine falls back with one warning
         trial = to_float(data.images[: min(batch_size, len(data))]).to(dev)
         fast = apply_checked(fast, dev, model, [crafter] if crafter is not None else [], trial, warn=warn)
@@ -307,17 +308,25 @@ def run_attack(
             context={"seed": seed, "batch_size": batch_size, "surrogate": surrogate_info["sha256"] if surrogate_info else None,
                      "precision": fast.precision},
         )
-    if is_main():
-        shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing left to resume
-    reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
-    transfer = surrogate is not None
-    flags = outcome_flags(outcomes, transfer=transfer, earlier=_prior_white_box(runs_dir, sha) if transfer else ())
-    env = environment(dev)
-    records = [
-        make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env, flags=flags,
-                    surrogate=surrogate_info, fast=fast, clean_accuracy=clean_accuracy_on(outcomes[CLEAN], o.n))
-        for a, o in outcomes.items()
-    ]
-    if is_main():
-        append_records(store, records)
+        reporter.log(f"done in {time.perf_counter() - t0:.1f}s")
+        transfer = surrogate is not None
+        flags = outcome_flags(outcomes, transfer=transfer, earlier=_prior_white_box(runs_dir, sha) if transfer else ())
+        env = environment(dev)
+        records = [
+            make_record(ckpt, sha, meta, o, label=record_attack_id(a, transfer), n=len(data), batch_size=batch_size, seed=seed, env=env,
+                        flags=flags, surrogate=surrogate_info, fast=fast, clean_accuracy=clean_accuracy_on(outcomes[CLEAN], o.n))
+            for a, o in outcomes.items()
+        ]
+        if is_main():
+            commit_then_forget(store, records, state_dir)
     return AttackReport(ckpt, meta, outcomes, surrogate, flags, records)
+
+
+def commit_then_forget(store: Path, records: list[dict[str, Any]], state_dir: Path) -> None:
+    """The records go durably into the store (a stop signal meanwhile waits for the write), and
+    only then is the finished suite's kept state removed: a stop or a failure (a full disk, the
+    store's lock held by another process) before that point leaves the kept state, so a rerun
+    appends the same results without attacking again."""
+    with deferred_stop_signals():  # the append is the command's last work: once it is whole, nothing is left to stop
+        append_records(store, records)
+    shutil.rmtree(state_dir, ignore_errors=True)  # finished and recorded: nothing left to resume

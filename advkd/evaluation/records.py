@@ -236,7 +236,23 @@ def _numbered_lines(path: Path) -> list[tuple[int, str]]:
 
 
 def check_store(path: str | Path) -> None:
-    """Refuse to work toward an append to a store that has a bad line (before the attacks run)."""
+    """Refuse to work toward an append that cannot succeed, before the attacks run: a store that is
+    not a regular file (a folder, a device, a fifo), one this process cannot read and write, or
+    one with a bad line."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return  # created by the first append (the runs dir's own writability is checked by the caller)
+    except NotADirectoryError:
+        raise AdvkdError(f"record store {path}: a file stands where one of its folders should be; move it away") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise AdvkdError(f"record store {path} is {kind}, so no result could be recorded; move it away (the store is a JSON-lines file)")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise AdvkdError(f"record store {path} is not readable and writable by this user; fix its permissions or use another --runs-dir")
     read_records(path)
 
 
