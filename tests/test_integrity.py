@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,27 @@ def test_a_failed_robustbench_load_leaves_no_folder(spec, extra, tmp_path, monke
     line = refused(["attack", spec, "--attacks", "fgsm", "--n-examples", "4", *extra], tmp_path, capsys)
     assert "robustbench could not load" in line or "threat" in line
     assert not (data / "robustbench-models").exists()
+
+
+@pytest.mark.parametrize("warning", [UserWarning, FutureWarning, DeprecationWarning, RuntimeWarning, "two"])
+def test_a_refused_robustbench_load_says_one_line_without_the_librarys_warnings(warning, tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from advkd.evaluation import sources
+
+    def warns_then_refuses(*, model_name, model_dir, dataset, threat_model):
+        for category in ((UserWarning, FutureWarning) if warning == "two" else (warning,)):
+            warnings.warn("the payload was pickled with protocol 4; weights_only may fail", category)
+        raise RuntimeError("Weights only load failed: unsupported pickle protocol 4")
+
+    monkeypatch.setattr(sources, "_robustbench_loader", lambda spec: warns_then_refuses)
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADVKD_DATA_DIR", str(data))
+    monkeypatch.setenv("ADVKD_RUNS_DIR", str(tmp_path / "runs"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # as a user whose filters show everything, printed as Python prints them
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(warnings.formatwarning(m, c, f, n, line))
+        line = refused(["attack", "robustbench:Standard", "--attacks", "fgsm", "--n-examples", "4"], tmp_path, capsys)
+    assert "robustbench could not load Standard" in line and "protocol 4" in line

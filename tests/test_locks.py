@@ -98,3 +98,53 @@ def test_concurrent_appends_lose_no_record(tmp_path):
     records = read_records(path)
     assert sorted((r["writer"], r["i"]) for r in records) == [(w, i) for w in range(3) for i in range(10)]
     assert len(path.read_text().splitlines()) == 30  # no torn line either
+
+
+# ----------------------------------------------------------------------------- failures while taking the lock
+
+import errno as _errno  # noqa: E402
+
+from advkd.core import locks as _locks  # noqa: E402
+from advkd.core.errors import AdvkdError as _AdvkdError  # noqa: E402
+
+
+@pytest.mark.parametrize("failure", ["write", "flush", "open", "truncate", "flock"])
+def test_a_failure_while_taking_the_lock_removes_what_it_made_and_names_the_file(tmp_path, monkeypatch, failure):
+    run = tmp_path / "runs" / "distill" / "synthetic" / "r"
+    real_open = _locks._open_lock_file
+
+    class Full:
+        def __init__(self, handle):
+            self._h = handle
+
+        def __getattr__(self, name):
+            attr = getattr(self._h, name)
+            if name == failure:
+                def broken(*a, **k):
+                    raise OSError(_errno.ENOSPC, "No space left on device")
+                return broken
+            return attr
+
+    if failure == "open":
+        monkeypatch.setattr(_locks, "_open_lock_file", lambda p: (_ for _ in ()).throw(OSError(_errno.ENOSPC, "No space left on device")))
+    elif failure == "flock":
+        monkeypatch.setattr(_locks.fcntl, "flock", lambda *a: (_ for _ in ()).throw(OSError(_errno.ENOLCK, "No locks available")))
+    else:
+        monkeypatch.setattr(_locks, "_open_lock_file", lambda p: Full(real_open(p)))
+    with pytest.raises(_AdvkdError, match=r"cannot take the run lock .*r/\.lock: No (space left on device|locks available); nothing was left behind"):
+        _locks.RunLock.acquire(run)
+    assert not (tmp_path / "runs").exists()  # every folder it made is gone, no empty .lock
+
+
+@pytest.mark.parametrize("target", ["dangling", "existing"])
+def test_a_symlink_at_the_lock_file_is_refused_and_its_target_untouched(tmp_path, target):
+    run = tmp_path / "run"
+    run.mkdir()
+    outside = tmp_path / "outside.txt"
+    if target == "existing":
+        outside.write_text("precious")
+    (run / _locks.LOCK_FILE).symlink_to(outside)
+    with pytest.raises(_AdvkdError, match="it is a symlink"):
+        _locks.RunLock.acquire(run)
+    assert (outside.read_text() == "precious") if target == "existing" else not outside.exists()
+    assert (run / _locks.LOCK_FILE).is_symlink()  # not ours to remove

@@ -52,3 +52,17 @@ def spell(flag: str, argument: str) -> str:
     """``flag`` (``--teacher``) while the ``advkd`` command runs, ``argument`` (``teachers={'teacher': ...}``)
     when the call came from Python: a message names the setting the way its reader passed it."""
     return flag if _IN_CLI.get() else argument
+
+
+@contextmanager
+def warnings_kept_if_it_works() -> Iterator[None]:
+    """Third-party warnings raised inside the block reach the user only if the block succeeds: a
+    refused load (a bad pickle, an unknown model) is said in advkd's one error line, without the
+    library's warnings about the file it then refused."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

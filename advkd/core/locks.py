@@ -7,6 +7,7 @@ behind, but nobody holds it. On platforms without ``fcntl`` the locks are no-ops
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,18 @@ except ImportError:  # pragma: no cover - not POSIX
 LOCK_FILE = ".lock"  # inside a run dir; hidden, so listings and comparisons of run files skip it
 
 
+def _open_lock_file(path: Path) -> IO[str]:
+    """The lock file, created if absent, never through a symlink (a link there could make advkd
+    create or write a file anywhere): O_NOFOLLOW refuses it with ELOOP."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, "it is a symlink; advkd writes no lock through a link (remove it)") from None
+        raise
+    return os.fdopen(fd, "r+", encoding="ascii")
+
+
 class RunLock:
     """The exclusive lock of one run dir, held for the whole training by one process.
 
@@ -37,34 +50,50 @@ class RunLock:
 
     @classmethod
     def acquire(cls, run_path: str | Path) -> RunLock:
-        """Create ``run_path`` if needed and lock it, or raise AdvkdError naming the holder."""
+        """Create ``run_path`` if needed and lock it, or raise AdvkdError naming the holder. A
+        failure on the way (a full disk, no permission, a symlink at the lock file) removes what
+        this call created -- the lock file, the run dir -- and names the file in one line."""
         run_path = Path(run_path)
         lock_path = run_path / LOCK_FILE
         if fcntl is None:  # pragma: no cover
             run_path.mkdir(parents=True, exist_ok=True)
             return cls(lock_path, None)
-        while True:
-            run_path.mkdir(parents=True, exist_ok=True)  # again each try: a failed first epoch removes the dir
-            handle = open(lock_path, "a+", encoding="ascii")
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                pid = handle.read().strip() or "unknown"
+        made = [d for d in (run_path, *run_path.parents) if not d.exists()]  # the folders this call may create, leaf first
+        handle = None
+        try:
+            while True:
+                run_path.mkdir(parents=True, exist_ok=True)  # again each try: a failed first epoch removes the dir
+                handle = _open_lock_file(lock_path)
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.seek(0)
+                    pid = handle.read().strip() or "unknown"
+                    handle.close()
+                    handle = None
+                    raise AdvkdError(f"run {run_path} is being trained by process {pid}; wait for it or use {spell('--name', 'name=...')}") from None
+                try:
+                    same = os.fstat(handle.fileno()).st_ino == os.stat(lock_path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                handle.close()  # the previous holder removed the file we locked: lock the new one
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            return cls(lock_path, handle)
+        except OSError as e:
+            if handle is not None:
                 handle.close()
-                raise AdvkdError(f"run {run_path} is being trained by process {pid}; wait for it or use {spell('--name', 'name=...')}") from None
-            try:
-                same = os.fstat(handle.fileno()).st_ino == os.stat(lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            handle.close()  # the previous holder removed the file we locked: lock the new one
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        return cls(lock_path, handle)
+                with contextlib.suppress(OSError):
+                    lock_path.unlink()  # ours: we held the lock on it (or created it just now)
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: nothing but what this call made
+            raise AdvkdError(f"cannot take the run lock {lock_path}: {e.strerror or e}; nothing was left behind "
+                             f"(free space or fix the permissions, then run the command again)") from None
 
     def release(self) -> None:
         if self._handle is None:

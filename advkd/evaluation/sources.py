@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advkd.core.errors import AdvkdError
+from advkd.core.errors import AdvkdError, warnings_kept_if_it_works
 from advkd.core.files import new_dirs_undone_on_failure, sha256_file
 from advkd.data.loaders import dataset_info
 from advkd.models import MODELS, build_model, canonical_arch
@@ -117,8 +117,7 @@ def _foreign(spec: str, arch: str, path: Path, *, dataset: str) -> Source:
     if not path.is_file():
         raise AdvkdError(f"weights {path} not found")
     try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses: the error says it all
-            warnings.simplefilter("ignore")
+        with warnings_kept_if_it_works():  # torch warns about the pickle protocol of files it then refuses: the error says it all
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad pickle; all mean "unreadable"
         raise AdvkdError(f"cannot read {path} as weights-only torch file ({type(e).__name__})") from None
@@ -158,7 +157,7 @@ def _robustbench(spec: str, *, dataset: str, threat_model: str, data_dir: str | 
     info = dataset_info(dataset)
     root = model_dir(data_dir)
     try:
-        with new_dirs_undone_on_failure(root / info.name / threat_model):
+        with new_dirs_undone_on_failure(root / info.name / threat_model), warnings_kept_if_it_works():
             model = load_model(model_name=model_id, model_dir=str(root), dataset=info.name, threat_model=threat_model)
     except Exception as e:  # network / unknown id errors come in many types
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
