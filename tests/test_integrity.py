@@ -215,7 +215,7 @@ def test_a_refused_robustbench_load_says_one_line_without_the_librarys_warnings(
 
     def warns_then_refuses(*, model_name, model_dir, dataset, threat_model):
         for category in ((UserWarning, FutureWarning) if warning == "two" else (warning,)):
-            warnings.warn("the payload was pickled with protocol 4; weights_only may fail", category)
+            warnings.warn("the payload was pickled with protocol 4; weights_only may fail", category, stacklevel=2)
         raise RuntimeError("Weights only load failed: unsupported pickle protocol 4")
 
     monkeypatch.setattr(sources, "_robustbench_loader", lambda spec: warns_then_refuses)
