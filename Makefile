@@ -13,7 +13,7 @@ DEMO_STUDENT = $(ADVKD_RUNS_DIR)/distill/cifar10/resnet18-adaad-wrn34-10-mini-s0
 .PHONY: install install-core test test-slow demo lint clean-demo reproduce-mini reproduce-small bench bench-busy gpu-check docs fidelity
 
 # Two stamps: the demo and the reproduce targets need advkd alone (install-core); tests, lint, bench
-# and gpu-check also need the dev extra (pytest, torchattacks, robustbench, pandas, ruff).
+# and gpu-check also need the dev extra (pytest, hypothesis, torchattacks, robustbench, pandas, ruff).
 $(VENV)/.advkd-core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

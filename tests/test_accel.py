@@ -24,6 +24,8 @@ from tiny_nets import with_bn_statistics
 def test_defaults_are_on_for_cuda_and_measured_for_the_cpu(monkeypatch):
     from advkd.core import cpu as cpu_probe
 
+    monkeypatch.setenv("ADVKD_PATHS", "auto")  # the priors a measurement starts from (the conftest runs tests exact)
+
     monkeypatch.setattr(cpu_probe, "probe", lambda: cpu_probe.CpuProfile("DEFAULT", frozenset()))  # no measured fast path
     cpu = resolve_fast_paths(torch.device("cpu"))
     assert (cpu.amp, cpu.channels_last, cpu.compile) == (False, False, False)

@@ -75,6 +75,7 @@ def test_training_and_attacks_are_calibrated_under_the_paths_they_run_with(tmp_p
     from advkd.core import cpu as cpu_probe
 
     monkeypatch.setattr(cpu_probe, "probe", lambda: cpu_probe.CpuProfile("AVX512", frozenset({"avx512_bf16"})))
+    monkeypatch.setenv("ADVKD_PATHS", "auto")  # plans price the CPU's prior paths (the conftest runs tests exact)
     seen = []
     monkeypatch.setattr(budget, "time_network", lambda a, d, dev, paths=None: seen.append((a, paths.describe())) or NetCost(1.0, 2.0, 3.0, 2.5, 4))
     cpu = torch.device("cpu")

@@ -50,9 +50,9 @@ def test_set_selects_adamw_with_its_hyper_parameters_and_names_the_run():
 
 @pytest.mark.parametrize("item,message", [
     ("optimizer=adam", "optimizer"),
-    ("betas=[1.2,0.9]", "betas must be two numbers in [0, 1)"),
+    ("betas=[1.2,0.9]", "betas[] must be >= 0 and < 1"),
     ("betas=[0.9]", "betas must be two numbers"),
-    ("warmup_epochs=-1", "warmup_epochs >= 0"),
+    ("warmup_epochs=-1", "warmup_epochs must be >= 0"),
     ("adam_eps=0", "adam_eps must be > 0"),
 ])
 def test_bad_optimizer_settings_are_one_line_errors(item, message):

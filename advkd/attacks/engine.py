@@ -34,6 +34,7 @@ from advkd.core.epsilon import Eps, parse_eps
 from advkd.core.errors import AdvkdError
 from advkd.core.plugins import GROUPS, PluginSource, check_class
 from advkd.core.registry import Registry
+from advkd.core.settings import check_number, range_of, setting
 
 NORMS = ("Linf", "L2")
 INITS = ("uniform", "gaussian", "zero")
@@ -206,9 +207,10 @@ def register_attack(name: str, *, aliases: tuple[str, ...] = (), **meta: Any) ->
     return deco
 
 
-def param(default: Any, help: str, *, min: float | None = None) -> Any:
-    """A typed attack parameter: default, one-line help, optional lower bound."""
-    return dataclasses.field(default=default, metadata={"help": help, "min": min})
+def param(default: Any, help: str, *, min: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A typed attack parameter: default, one-line help, its range (``min`` inclusive), declared
+    in the settings schema every setting uses (:func:`advkd.core.settings.setting`)."""
+    return setting(default, help, ge=min, gt=gt, le=le)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,9 +265,11 @@ def validate_params(attack: str, params_cls: type, given: dict[str, Any]) -> Any
     values = {}
     for name, value in given.items():
         v = _coerce(attack, name, hints[name], value)
-        low = fields[name].metadata.get("min")
-        if low is not None and v < low:
-            raise AdvkdError(f"attack {attack!r}: parameter {name} must be >= {low:g}, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                check_number(v, name, range_of(fields[name]))
+            except AdvkdError as e:
+                raise AdvkdError(f"attack {attack!r}: parameter {e}") from None
         values[name] = v
     return params_cls(**values)
 

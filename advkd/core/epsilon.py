@@ -37,4 +37,7 @@ def parse_eps(spec: str | float | int | Eps, *, what: str = "eps") -> Eps:
         raise AdvkdError(f"{what} {text!r} is not a number or fraction; write it like 8/255 or 0.031") from None
     if not 0.0 <= value <= 1.0 or value != value:
         raise AdvkdError(f"{what} {text!r} = {value:g} is outside [0, 1]; pixels are in [0, 1], so use e.g. 8/255")
+    from advkd.core.settings import float32_representable
+
+    float32_representable(value, f"{what} {text!r}")  # 1e-46 is 0 in the float32 images: an attack that moves nothing
     return Eps(text=text, value=value)

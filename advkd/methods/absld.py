@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from advkd.attacks.modes import training_mode
 from advkd.core.distributed import all_reduce_sum
 from advkd.core.errors import AdvkdError
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import kl_div, klm
 from advkd.methods.registry import register
@@ -31,14 +32,14 @@ class ABSLDParams(InnerParams):
     x10 as in RSLAD is UNCONFIRMED).
     """
 
-    alpha: float = 5.0 / 6.0
-    kl_scale: float = 1.0
+    alpha: float = setting(5.0 / 6.0, ge=0, le=1)
+    kl_scale: float = setting(1.0, ge=0)
     temperature_mode: Literal["reference", "paper"] = "reference"  # reference (tau_adv * tau_nat on both) | paper (separate)
     class_stats: Literal["reference", "counted"] = "reference"  # reference (mean over all classes) | counted (seen classes only)
-    tau_init: float = 1.0
-    eta: float = 0.1
-    tau_min: float = 0.5
-    tau_max: float = 5.0
+    tau_init: float = setting(1.0, gt=0)
+    eta: float = setting(0.1, ge=0)
+    tau_min: float = setting(0.5, gt=0)
+    tau_max: float = setting(5.0, gt=0)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # x + 0.001*N(0, I) ...
     clamp_init: bool = False  # ... not clamped before the first forward
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.modes import training_mode
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.iad import introspective_tail
 from advkd.methods.losses import kl_div, tempered_probs
@@ -44,7 +45,7 @@ class AdaADParams(InnerParams):
     x + 0.001*N(0, I), not clamped; the attack runs the student in eval mode.
     """
 
-    alpha: float = 1.0  # weight of KL(T(x*) || S(x*)); (1 - alpha) weighs KL(T(x) || S(x))
+    alpha: float = setting(1.0, ge=0, le=1)  # weight of KL(T(x*) || S(x*)); (1 - alpha) weighs KL(T(x) || S(x))
     reduction: Literal["auto", "elemmean", "batchmean"] = "auto"  # auto: batchmean on cifar100, elemmean otherwise
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # x + 0.001*N(0, I) ...
     clamp_init: bool = False  # ... not clamped before the first forward
@@ -120,10 +121,10 @@ class AdaIADParams(InnerParams):
     open item 6). BATCHMEAN for every dataset. Inner settings are AdaAD's.
     """
 
-    alpha: float = 1.0
-    temperature: float = 30.0
-    beta: float = 0.1
-    begin: int = 60
+    alpha: float = setting(1.0, ge=0, le=1)
+    temperature: float = setting(30.0, gt=0)
+    beta: float = setting(0.1, ge=0)
+    begin: int = setting(60, ge=0)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"
     clamp_init: bool = False
     attack_bn: Literal["eval", "train"] = "eval"

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch.nn.functional as F
 
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import batch_accuracy, tempered_probs
 from advkd.methods.registry import register
@@ -29,8 +30,8 @@ class AKDParams(InnerParams):
     select the alternatives.
     """
 
-    beta: float = 0.5  # PLACEHOLDER weight of the teacher's soft label (1 - beta on the one-hot label)
-    temperature: float = 1.0  # applied to the teacher softmax only
+    beta: float = setting(0.5, ge=0, le=1)  # PLACEHOLDER weight of the teacher's soft label (1 - beta on the one-hot label)
+    temperature: float = setting(1.0, gt=0)  # applied to the teacher softmax only
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # x + 0.001*N(0, I) ...
     clamp_init: bool = True  # ... clamped to [0, 1], as the AdaAD repo's PGD-AT attack does
     attack_bn: Literal["eval", "train"] = "eval"  # student BN mode during the attack

@@ -7,6 +7,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, tempered_probs
 from advkd.methods.registry import register
@@ -21,8 +22,8 @@ class ARDParams(InnerParams):
     tau = 1 with BATCHMEAN: ``--set method.temperature=1 --set method.reduction=batchmean``.
     """
 
-    alpha: float = 1.0
-    temperature: float = 30.0
+    alpha: float = setting(1.0, ge=0, le=1)
+    temperature: float = setting(30.0, gt=0)
     reduction: Literal["elemmean", "batchmean"] = "elemmean"  # elemmean (official nn.KLDivLoss() default) | batchmean (IAD's ARD.py)
     init: Literal["gaussian", "uniform", "zero"] = "uniform"  # x + U(-eps, eps) ...
     clamp_init: bool = False  # ... not clamped before the first forward

@@ -19,6 +19,7 @@ from advkd.attacks.engine import projected_gradient
 from advkd.attacks.modes import training_mode
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError
+from advkd.core.settings import setting
 
 
 @dataclass
@@ -27,9 +28,9 @@ class InnerParams:
 
     eps: str = "8/255"
     step_size: str = "2/255"
-    steps: int = 10
+    steps: int = setting(10, ge=0)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # gaussian (x + init_std*N(0,I)) | uniform (U(-eps, eps)) | zero
-    init_std: float = 0.001
+    init_std: float = setting(0.001, ge=0)
     clamp_init: bool = False  # clip the start to [0,1] before the first forward
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from advkd.attacks.modes import training_mode
 from advkd.core.distributed import all_reduce_sum
 from advkd.core.errors import AdvkdError
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, tempered_probs
 from advkd.methods.registry import register
@@ -162,12 +163,12 @@ class FairARDParams(InnerParams):
     SUM, student in train mode).
     """
 
-    alpha: float = 1.0
-    temperature: float = 30.0
-    beta: float = 2.0
-    weight_min: float = 5.0 / 6.0
-    weight_max: float = 2.5
-    smoothing: float = 1e-5
+    alpha: float = setting(1.0, ge=0, le=1)
+    temperature: float = setting(30.0, gt=0)
+    beta: float = setting(2.0, ge=0)
+    weight_min: float = setting(5.0 / 6.0, gt=0)
+    weight_max: float = setting(2.5, gt=0)
+    smoothing: float = setting(1e-5, ge=0)
     class_stats: Literal["reference", "counted"] = "reference"  # reference (sum / (N/C), all classes) | counted (sum / n_c, seen classes)
     init: Literal["gaussian", "uniform", "zero"] = "uniform"  # x + U(-eps, eps) ...
     clamp_init: bool = False  # ... not clamped before the first forward
@@ -246,12 +247,12 @@ class FairRSLADParams(InnerParams):
     CIFAR-100 script uses 10). beta, weight clamp and class_stats as fair-ard.
     """
 
-    alpha: float = 5.0 / 6.0
-    kl_scale: float = 1.0
-    beta: float = 2.0
-    weight_min: float = 5.0 / 6.0
-    weight_max: float = 2.5
-    smoothing: float = 0.0
+    alpha: float = setting(5.0 / 6.0, ge=0, le=1)
+    kl_scale: float = setting(1.0, ge=0)
+    beta: float = setting(2.0, ge=0)
+    weight_min: float = setting(5.0 / 6.0, gt=0)
+    weight_max: float = setting(2.5, gt=0)
+    smoothing: float = setting(0.0, ge=0)
     class_stats: Literal["reference", "counted"] = "reference"  # reference (sum / (N/C), all classes) | counted (sum / n_c, seen classes)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # x + 0.001*N(0, I) ...
     clamp_init: bool = False  # ... not clamped before the first forward

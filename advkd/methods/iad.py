@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.modes import training_mode
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, tempered_probs
 from advkd.methods.registry import register
@@ -76,10 +77,10 @@ class IADParams(InnerParams):
     item 1). The inner settings are ARD's: uniform start, not clamped, student in train mode.
     """
 
-    alpha: float = 1.0  # weight of the distillation terms; (1 - alpha) weighs CE(S(x), y)
-    temperature: float = 1.0  # tau of the teacher term (and its tau^2 factor); none on the introspection term
-    beta: float = 0.1  # reliability exponent: w_i = p_T(y_i | x'_i) ** beta
-    begin: int = 60  # first 0-indexed epoch with reliability weighting + introspection
+    alpha: float = setting(1.0, ge=0, le=1)  # weight of the distillation terms; (1 - alpha) weighs CE(S(x), y)
+    temperature: float = setting(1.0, gt=0)  # tau of the teacher term (and its tau^2 factor); none on the introspection term
+    beta: float = setting(0.1, ge=0)  # reliability exponent: w_i = p_T(y_i | x'_i) ** beta
+    begin: int = setting(60, ge=0)  # first 0-indexed epoch with reliability weighting + introspection
     init: Literal["gaussian", "uniform", "zero"] = "uniform"  # x + U(-eps, eps) ...
     clamp_init: bool = False  # ... not clamped before the first forward
     attack_bn: Literal["eval", "train"] = "train"  # the reference AttackPGD wrapper runs the student in train mode
@@ -157,11 +158,11 @@ class IAD2Params(InnerParams):
     ARD's (uniform start not clamped, student in train mode).
     """
 
-    alpha1: float = 0.5
-    alpha2: float = 0.25
-    temperature: float = 1.0  # tau of both teacher terms; tau^2 also multiplies the introspection term (reference)
-    beta: float = 0.1
-    begin: int = 40
+    alpha1: float = setting(0.5, ge=0, le=1)
+    alpha2: float = setting(0.25, ge=0, le=1)
+    temperature: float = setting(1.0, gt=0)  # tau of both teacher terms; tau^2 also multiplies the introspection term (reference)
+    beta: float = setting(0.1, ge=0)
+    begin: int = setting(40, ge=0)
     init: Literal["gaussian", "uniform", "zero"] = "uniform"
     clamp_init: bool = False
     attack_bn: Literal["eval", "train"] = "train"

@@ -7,6 +7,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advkd.core.errors import AdvkdError
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import klm
 from advkd.methods.registry import register
@@ -29,15 +30,15 @@ class LMTNParams(InnerParams):
     """
 
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"
-    init_std: float = 0.001
+    init_std: float = setting(0.001, ge=0)
     clamp_init: bool = False
-    lambda_nat: float = 0.5
-    lambda_adv: float = 0.5
-    w_adv: float = 0.5
-    w_nat: float = 0.5
-    temperature: float = 1.0
+    lambda_nat: float = setting(0.5, ge=0)
+    lambda_adv: float = setting(0.5, ge=0)
+    w_adv: float = setting(0.5, ge=0)
+    w_nat: float = setting(0.5, ge=0)
+    temperature: float = setting(1.0, gt=0)
     teacher_input: Literal["same", "clean", "split"] = "same"
-    kl_scale: float = 0.0
+    kl_scale: float = setting(0.0, ge=0)
 
 
 @register

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from advkd.core import distributed
 from advkd.core.errors import AdvkdError
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import klm
 from advkd.methods.registry import register
@@ -52,20 +53,20 @@ class BMTARDParams(InnerParams):
     """
 
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"
-    init_std: float = 0.001
+    init_std: float = setting(0.001, ge=0)
     clamp_init: bool = False
     ebb: bool = True
     nlb: bool = True
-    tau_adv_init: float = 1.0
-    tau_nat_init: float = 1.0
-    tau_min: float = 1.0
-    tau_max: float = 10.0
-    tau_rate: float = 0.001
-    nlb_beta: float = 1.0
-    weight_rate: float = 0.025
-    w_adv_init: float = 0.5
-    w_nat_init: float = 0.5
-    kl_scale: float = 0.0
+    tau_adv_init: float = setting(1.0, gt=0)
+    tau_nat_init: float = setting(1.0, gt=0)
+    tau_min: float = setting(1.0, gt=0)
+    tau_max: float = setting(10.0, gt=0)
+    tau_rate: float = setting(0.001, ge=0)
+    nlb_beta: float = setting(1.0, ge=0)
+    weight_rate: float = setting(0.025, ge=0)
+    w_adv_init: float = setting(0.5, ge=0, le=1)
+    w_nat_init: float = setting(0.5, ge=0, le=1)
+    kl_scale: float = setting(0.0, ge=0)
 
 
 def _sign(v: float) -> float:

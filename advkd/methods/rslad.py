@@ -7,6 +7,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import kl_div, klm
 from advkd.methods.registry import register
@@ -21,8 +22,8 @@ class RSLADParams(InnerParams):
     kl_scale = 0 means "auto": 10 on CIFAR-100 (reference code), 1 otherwise.
     """
 
-    alpha: float = 5.0 / 6.0
-    kl_scale: float = 0.0
+    alpha: float = setting(5.0 / 6.0, ge=0, le=1)
+    kl_scale: float = setting(0.0, ge=0)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"
     clamp_init: bool = False
     bn_side_forward: bool = True  # with alpha = 1 the clean forward still runs in the reference

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from advkd.attacks.modes import training_mode
 from advkd.core.errors import AdvkdError
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method
 from advkd.methods.losses import batch_accuracy
 from advkd.methods.registry import register
@@ -41,8 +42,8 @@ class SCOREParams(InnerParams):
     matters.
     """
 
-    trades_lambda: float = 6.0
-    clip_loss: float = 0.3
+    trades_lambda: float = setting(6.0, ge=0)
+    clip_loss: float = setting(0.3, ge=0)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"  # x + 0.001*N(0, I) ...
     clamp_init: bool = True  # ... clamped so that x + delta lies in [0, 1]
 

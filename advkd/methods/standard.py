@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advkd.attacks.modes import training_mode
+from advkd.core.settings import setting
 from advkd.methods.base import InnerParams, Method, side_forward
 from advkd.methods.losses import batch_accuracy, kl_div
 from advkd.methods.registry import register
@@ -83,7 +84,7 @@ class TRADESParams(InnerParams):
     official value, UNCONFIRMED for the AdaAD paper's run.
     """
 
-    beta: float = 6.0
+    beta: float = setting(6.0, ge=0)
     init: Literal["gaussian", "uniform", "zero"] = "gaussian"
     clamp_init: bool = False
     bn_side_forward: bool = True  # the reference runs S(x) twice in train mode (CE, then KL target)

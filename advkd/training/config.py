@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.resources
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from advkd.core.errors import AdvkdError, spell
 from advkd.core.preempt import parse_duration
 from advkd.core.runs import KINDS, check_name
 from advkd.core.safe_yaml import UnsafeYaml, load_yaml
-from advkd.core.settings import apply_overrides, field_types
+from advkd.core.settings import apply_overrides, check_number, field_types, numeric_fields, range_of, setting
 from advkd.data.loaders import DATASETS
 from advkd.methods import METHODS
 from advkd.models import canonical_arch
@@ -63,34 +62,34 @@ class TrainConfig:
     scale: str = "paper"  # one of preset_schema.SCALES ("paper", "small", "mini", "custom"): which scale produced the numbers
     # optimisation: every reference script uses SGD; AdamW is the reduced scales' recipe (docs/scales.md)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9  # SGD
-    weight_decay: float = 5e-4  # SGD: L2 added to the gradient; AdamW: decoupled decay (lr x wd per step)
+    epochs: int = setting(200, ge=1)
+    batch_size: int = setting(128, ge=1)
+    lr: float = setting(0.1, gt=0)
+    momentum: float = setting(0.9, ge=0)  # SGD
+    weight_decay: float = setting(5e-4, ge=0)  # SGD: L2 added to the gradient; AdamW: decoupled decay (lr x wd per step)
     nesterov: bool = False  # SGD
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
-    adam_eps: float = 1e-8  # AdamW
-    warmup_epochs: float = 0.0  # linear lr warm-up over the first N epochs (lr set before every batch while it lasts); 0 = none
+    betas: list[float] = setting(default_factory=lambda: [0.9, 0.999], ge=0, lt=1)  # AdamW's moment decays
+    adam_eps: float = setting(1e-8, gt=0)  # AdamW
+    warmup_epochs: float = setting(0.0, ge=0)  # linear lr warm-up over the first N epochs (lr set before every batch while it lasts); 0 = none
     schedule: Literal["piecewise", "cosine"] = "piecewise"
-    milestones: list[int] = field(default_factory=lambda: [100, 150])  # epochs completed after which lr *= lr_gamma
-    lr_gamma: float = 0.1
+    milestones: list[int] = setting(default_factory=lambda: [100, 150], ge=0)  # epochs completed after which lr *= lr_gamma
+    lr_gamma: float = setting(0.1, gt=0)
     lr_step: Literal["epoch", "iteration"] = "epoch"  # set the lr once per epoch, or before every batch from the fractional epoch (SCORE)
     # data
-    train_subset: int = 0  # 0 = the whole training split; N = its first N images
+    train_subset: int = setting(0, ge=0)  # 0 = the whole training split; N = its first N images
     augment: bool = True
     normalize: str = "none"  # input normalisation layer inside the model (models see [0,1] pixels)
     # per-epoch evaluation and checkpoint selection
-    eval_examples: int = 1000  # first N test images
+    eval_examples: int = setting(1000, ge=0)  # first N test images
     eval_attack: str = "pgd10"  # "" = clean only
     eval_eps: str = "8/255"
-    eval_batch_size: int = 256
-    eval_every: int = 1  # evaluate after every N-th epoch (and after the first and the last)
-    eval_dense_from: int = 0  # from this epoch number (1-based, as printed) on, evaluate every epoch (B-MTARD: 215); 0 = off
+    eval_batch_size: int = setting(256, ge=1)
+    eval_every: int = setting(1, ge=1)  # evaluate after every N-th epoch (and after the first and the last)
+    eval_dense_from: int = setting(0, ge=0)  # from this epoch number (1-based, as printed) on, evaluate every epoch (B-MTARD: 215); 0 = off
     select: str = "pgd10"  # pgd10 (robust acc under eval_attack) | clean | w_robust | last
-    save_every: int = 0  # also keep epoch-NNN.safetensors every N epochs (0 = never)
+    save_every: int = setting(0, ge=0)  # also keep epoch-NNN.safetensors every N epochs (0 = never)
     checkpoint_every: str = ""  # also write a mid-epoch resume state every DURATION of training (10m, 90s; "" = never)
-    seed: int = 0
+    seed: int = setting(0, ge=0)
     name: str = ""
     variant: str = ""  # the --set method.* overrides, for the default run name (e.g. "tau_adv_init2")
     overrides: str = ""  # the training settings changed from the preset by flags or --set, for the default run name (e.g. "n1000")
@@ -99,36 +98,25 @@ class TrainConfig:
     arch_map: dict[str, str] = field(default_factory=dict)  # paper arch -> stand-in (mini presets)
 
     def validate(self) -> None:
-        """Reject values no run could use, with one line naming the field and the fix."""
-        for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
-            if getattr(self, key) < 1:
-                raise AdvkdError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("train_subset", "eval_examples", "save_every", "eval_dense_from"):
-            if getattr(self, key) < 0:
-                raise AdvkdError(f"{key} must be >= 0, got {getattr(self, key)}")
+        """Reject values no run could use, with one line naming the field and the fix: every number
+        against its declared range (:func:`advkd.core.settings.setting`), then the relations."""
+        for f in numeric_fields(TrainConfig):
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(item, (int, float)) or isinstance(item, bool):
+                    raise AdvkdError(f"{f.name} must be a number, got {item!r}")
+                check_number(item, f.name, range_of(f))
         if self.kind not in KINDS:
             raise AdvkdError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.name:
             check_name(self.name)
-        for key in ("lr", "momentum", "weight_decay", "lr_gamma", "adam_eps", "warmup_epochs"):
-            if not math.isfinite(getattr(self, key)):
-                raise AdvkdError(f"{key} must be a finite number, got {getattr(self, key)}")
         parse_duration(self.checkpoint_every)
         if self.optimizer not in OPTIMIZERS:
             raise AdvkdError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+        if len(self.betas) != 2:
             raise AdvkdError(f"betas must be two numbers in [0, 1) (AdamW's moment decays), got {self.betas}")
-        if self.adam_eps <= 0 or self.warmup_epochs < 0:
-            raise AdvkdError(f"adam_eps must be > 0 and warmup_epochs >= 0, got {self.adam_eps} and {self.warmup_epochs}")
         if self.nesterov and self.optimizer != "sgd":
             raise AdvkdError(f"nesterov=true is an SGD setting; optimizer={self.optimizer} has none (set nesterov=false)")
-        if self.lr <= 0:
-            raise AdvkdError(f"lr must be > 0, got {self.lr}")
-        for key in ("momentum", "weight_decay"):
-            if getattr(self, key) < 0:
-                raise AdvkdError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.lr_gamma <= 0:
-            raise AdvkdError(f"lr_gamma must be > 0 (the factor the lr is multiplied by at each milestone), got {self.lr_gamma}")
         if self.nesterov and self.momentum <= 0:
             raise AdvkdError(f"nesterov=true needs momentum > 0, got momentum={self.momentum}; set momentum=0.9 or nesterov=false")
         if self.select not in SELECT_METRICS:
@@ -346,6 +334,9 @@ def resolve_config(
     method_params.update(set_method)
     cfg = dataclasses.replace(cfg, method_params=method_params, variant=variant_name(set_method), overrides=budget_name(changed))
     cfg.validate()
+    from advkd.methods import params_for
+
+    params_for(cfg.method, cfg.method_params)  # every method setting against its declared range, before any data or folder
     return cfg
 
 
