@@ -248,6 +248,8 @@ def _coerce(attack: str, name: str, hint: Any, value: Any) -> Any:
         if isinstance(value, str):
             try:
                 return float(Fraction(value.strip()))  # "2/255", "0.003", "1e-2"
+            except OverflowError:
+                raise _bad(attack, name, "a finite number", value) from None
             except (ValueError, ZeroDivisionError):
                 pass
         raise _bad(attack, name, "a number (e.g. 0.003 or 2/255)", value)

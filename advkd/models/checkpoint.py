@@ -285,7 +285,10 @@ def load_checkpoint(
     if num_classes < 1:
         raise AdvkdError(f"checkpoint {path} has corrupt metadata (num_classes={num_classes})")
     _need_arch(arch, meta, path)
-    model = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
+    try:
+        model = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
+    except AdvkdError as e:  # "unknown normalize ''": say which file holds it
+        raise AdvkdError(f"checkpoint {path} has corrupt metadata: {e}") from None
     check_head(model, tensors, num_classes, source=str(path), why=f"its metadata says num_classes={num_classes} (dataset {meta.get('dataset')})")
     load_state_strict(model, tensors, source=str(path))
     return model.to(device).eval(), meta
