@@ -570,7 +570,9 @@ def speed(
 
     path = cache_path()
     if forget:
-        path.unlink(missing_ok=True)
+        from advkd.core.files import remove
+
+        remove(path)
         typer.echo(f"removed {path}")
         return
     entries, note = read_cache(path)

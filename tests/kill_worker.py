@@ -28,12 +28,12 @@ def child(runs: Path, point: str, epoch: int) -> None:
     real_replace = os.replace
     writes: dict[str, int] = {}
 
-    def replace(src, dst):  # every atomic write of advkd.models.checkpoint ends with os.replace(tmp, path)
+    def replace(src, dst, **dir_fds):  # every atomic write (advkd.core.files) ends with os.replace(tmp, name, src_dir_fd=, dst_dir_fd=)
         name = Path(dst).name
         writes[name] = writes.get(name, 0) + 1
         if point == f"before:{name}" and writes[name] == epoch:
             os.kill(os.getpid(), signal.SIGKILL)
-        real_replace(src, dst)
+        real_replace(src, dst, **dir_fds)
         if point == f"after:{name}" and writes[name] == epoch:
             os.kill(os.getpid(), signal.SIGKILL)
 

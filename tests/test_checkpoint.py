@@ -67,11 +67,12 @@ def test_failed_atomic_write_leaves_old_file_and_no_temp(tmp_path):
     class Boom(Exception):
         pass
 
-    from advkd.core.files import atomic_path
+    from advkd.core.files import atomic_file
 
     with pytest.raises(Boom):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
+        with atomic_file(target) as f:
+            f.write(b"half")
+            f.flush()
             raise Boom
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]

@@ -144,7 +144,7 @@ def test_a_symlink_at_the_lock_file_is_refused_and_its_target_untouched(tmp_path
     if target == "existing":
         outside.write_text("precious")
     (run / _locks.LOCK_FILE).symlink_to(outside)
-    with pytest.raises(_AdvkdError, match="it is a symlink"):
+    with pytest.raises(_AdvkdError, match="lock is a symlink"):
         _locks.RunLock.acquire(run)
     assert (outside.read_text() == "precious") if target == "existing" else not outside.exists()
     assert (run / _locks.LOCK_FILE).is_symlink()  # not ours to remove

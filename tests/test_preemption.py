@@ -276,25 +276,26 @@ def test_a_kept_attack_is_not_reused_for_another_command(checkpoint, tmp_path, m
 
 
 def test_a_full_disk_during_a_mid_epoch_save_keeps_the_committed_state_and_says_what_was_needed(teacher, tmp_path, monkeypatch, capsys):
-    import safetensors.torch
-
     from advkd.cli import main
+    from advkd.core import files
 
     args = ["distill", "--method", "rslad", "--student", "tinycnn", "--teacher", teacher, "--dataset", "synthetic", "--train-subset", "96",
             "--batch-size", "32", "--n-examples", "32", "--set", "method.steps=2", "--runs-dir", str(tmp_path), "--name", "r"]
     assert main([*args, "--epochs", "1"]) == 0
     state = tmp_path / "distill" / "synthetic" / "r" / "resume.safetensors"
     before = state.read_bytes()
-    real = safetensors.torch.save_file
+    real = files.save_tensors
 
-    def full_disk(tensors, filename, metadata=None):
-        if "resume" in str(filename):
-            with open(filename, "wb") as f:
-                f.write(b"\0" * 100)  # part of the file reached the disk
-            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
-        return real(tensors, filename, metadata=metadata)
+    def part_then_full(f) -> None:
+        f.write(b"\0" * 100)  # part of the file reached the disk
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    def full_disk(path, tensors, metadata=None, *, size=None):
+        if "resume" in str(path):
+            return files.atomic_write_with(path, part_then_full, size=size)
+        return real(path, tensors, metadata, size=size)
+
+    monkeypatch.setattr(files, "save_tensors", full_disk)
     capsys.readouterr()
     assert main([*args, "--epochs", "2", "--resume", "--checkpoint-every", "0.001s"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]

@@ -241,14 +241,12 @@ class _StagedAutoAttack(Attack):
         return done, tensors
 
     def _save_state(self, path: Path, meta: dict[str, str], done: list[str], flags: dict[str, Tensor], x_adv: Tensor) -> None:
-        from safetensors.torch import save_file
-
-        from advkd.core.files import atomic_write_with
+        from advkd.core.files import save_tensors
 
         tensors = {f"robust/{k}": v.detach().cpu().contiguous() for k, v in flags.items()}
         tensors["x_adv"] = x_adv.detach().cpu().contiguous()
         full = {**meta, "done": json.dumps(done)}
-        atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=full))
+        save_tensors(path, tensors, full)
 
     # ---- the run
 

@@ -7,7 +7,6 @@ behind, but nobody holds it. On platforms without ``fcntl`` the locks are no-ops
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from advkd.core.errors import AdvkdError, spell
+from advkd.core.files import make_dirs, open_file, remove, remove_dir
 
 try:
     import fcntl
@@ -25,15 +25,10 @@ LOCK_FILE = ".lock"  # inside a run dir; hidden, so listings and comparisons of 
 
 
 def _open_lock_file(path: Path) -> IO[str]:
-    """The lock file, created if absent, never through a symlink (a link there could make advkd
-    create or write a file anywhere): O_NOFOLLOW refuses it with ELOOP."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise OSError(e.errno, "it is a symlink; advkd writes no lock through a link (remove it)") from None
-        raise
-    return os.fdopen(fd, "r+", encoding="ascii")
+    """The lock file, created if absent, through the one write path: never through a symlink, at
+    the file or at a folder below the runs dir (a link there could make advkd create or write a
+    file anywhere)."""
+    return open_file(path, "w+", perm=0o644, encoding="ascii")
 
 
 class RunLock:
@@ -56,13 +51,13 @@ class RunLock:
         run_path = Path(run_path)
         lock_path = run_path / LOCK_FILE
         if fcntl is None:  # pragma: no cover
-            run_path.mkdir(parents=True, exist_ok=True)
+            make_dirs(run_path)
             return cls(lock_path, None)
-        made = [d for d in (run_path, *run_path.parents) if not d.exists()]  # the folders this call may create, leaf first
+        made: list[Path] = []  # the folders this call created, outermost first
         handle = None
         try:
             while True:
-                run_path.mkdir(parents=True, exist_ok=True)  # again each try: a failed first epoch removes the dir
+                made += make_dirs(run_path)  # again each try: a failed first epoch removes the dir
                 handle = _open_lock_file(lock_path)
                 try:
                     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -84,22 +79,24 @@ class RunLock:
             handle.write(str(os.getpid()))
             handle.flush()
             return cls(lock_path, handle)
-        except OSError as e:
+        except (OSError, AdvkdError) as e:
             if handle is not None:
                 handle.close()
-                with contextlib.suppress(OSError):
-                    lock_path.unlink()  # ours: we held the lock on it (or created it just now)
-            for folder in made:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only if empty: nothing but what this call made
+                with contextlib.suppress(OSError, AdvkdError):
+                    remove(lock_path)  # ours: we held the lock on it (or created it just now)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError, AdvkdError):
+                    remove_dir(folder)  # only if empty: nothing but what this call made
+            if isinstance(e, AdvkdError):  # its own line already (a held lock, a link in the way)
+                raise
             raise AdvkdError(f"cannot take the run lock {lock_path}: {e.strerror or e}; nothing was left behind "
                              f"(free space or fix the permissions, then run the command again)") from None
 
     def release(self) -> None:
         if self._handle is None:
             return
-        with contextlib.suppress(OSError):
-            self.path.unlink(missing_ok=True)  # the run dir may be gone already (a failed first epoch)
+        with contextlib.suppress(OSError, AdvkdError):
+            remove(self.path)  # the run dir may be gone already (a failed first epoch)
         self._handle.close()  # closing drops the flock
         self._handle = None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from advkd.core.errors import AdvkdError
+from advkd.core.files import register_root
 from advkd.core.safe_yaml import load_yaml
 
 KINDS = ("pretrain-teacher", "distill")
@@ -110,10 +111,20 @@ def run_dir(runs_dir: str | Path, kind: str, dataset: str, name: str) -> Path:
 
 
 def check_inside(path: str | Path, runs_dir: str | Path, *, what: str) -> Path:
-    """``path`` if it resolves (symlinks followed, the missing tail taken as is) inside the
-    resolved ``runs_dir``; else an AdvkdError: advkd writes only inside the runs dir, and a link
-    planted in it (a run dir, results.jsonl) must not carry its writes elsewhere. The runs dir
-    itself may be a link (a runs dir on another disk); an explicit ``--out`` is not checked."""
+    """``path`` if no component of it below ``runs_dir`` is a symlink and it resolves inside the
+    resolved ``runs_dir``; else an AdvkdError, before any work: advkd writes only inside the runs
+    dir, through no link (advkd.core.files enforces the same at every open; this says it early).
+    The runs dir itself may be a link (a runs dir on another disk), and becomes a root of the one
+    write path here; an explicit ``--out`` is not checked."""
+    register_root(runs_dir)
+    top, full = os.path.abspath(runs_dir), os.path.abspath(path)
+    if full != top and os.path.commonpath([top, full]) == top:
+        at = top
+        for part in os.path.relpath(full, top).split(os.sep):
+            at = os.path.join(at, part)
+            if os.path.islink(at):
+                raise AdvkdError(f"{what} {path}: {at} is a symlink; advkd writes nothing through a link below the runs dir "
+                                 f"{runs_dir} (remove the link, or pass the folder it points to as --runs-dir)")
     root = os.path.realpath(runs_dir)
     real = os.path.realpath(path)
     if real != root and os.path.commonpath([root, real]) != root:

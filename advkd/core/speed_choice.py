@@ -183,7 +183,6 @@ def write_entry(key: ChoiceKey, entry: dict[str, Any], path: Path | None = None)
     entries, _ = read_cache(path)
     entries[key.text()] = entry
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1, sort_keys=True) + "\n")
     except OSError as e:
         return f"the speed-path choice was not cached ({path}: {e.strerror or e}); the next run measures again"

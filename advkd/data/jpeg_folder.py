@@ -104,11 +104,9 @@ def decode_all(files: list[Path]) -> torch.Tensor:
 
 def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write a safetensors file so that readers only ever see a complete file."""
-    from safetensors.torch import save_file
+    from advkd.core.files import save_tensors
 
-    from advkd.core.files import atomic_write_with
-
-    atomic_write_with(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata))
+    save_tensors(path, {k: v.contiguous() for k, v in tensors.items()}, metadata)
 
 
 def load_cache(path: Path, fingerprint: str) -> TensorData | None:

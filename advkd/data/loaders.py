@@ -125,8 +125,10 @@ def _download(title: str, url: str, md5: str | None, data_dir: Path) -> None:
     """Fetch and unpack an archive into ``data_dir``; network failures become one-line errors."""
     from torchvision.datasets.utils import download_and_extract_archive  # lazy: heavy import
 
+    from advkd.core.files import make_dirs
+
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(data_dir)
         download_and_extract_archive(url, download_root=str(data_dir), md5=md5)
     except Exception as exc:  # URLError, HTTPError, md5 mismatch (RuntimeError), disk errors
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -6,7 +6,7 @@ sanity flags, and render a table or JSON.
 """
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from advkd.core.console import print_wide
 from advkd.core.distributed import is_main, setup
 from advkd.core.epsilon import parse_eps
 from advkd.core.errors import AdvkdError, spell
+from advkd.core.files import remove_tree
 from advkd.core.oserrors import check_writable
 from advkd.core.preempt import deferred_stop_signals, stop_now_signals
 from advkd.core.progress import Reporter, warn
@@ -329,4 +330,5 @@ def commit_then_forget(store: Path, records: list[dict[str, Any]], state_dir: Pa
     appends the same results without attacking again."""
     with deferred_stop_signals():  # the append is the command's last work: once it is whole, nothing is left to stop
         append_records(store, records)
-    shutil.rmtree(state_dir, ignore_errors=True)  # finished and recorded: nothing left to resume
+    with contextlib.suppress(AdvkdError):  # a link put there meanwhile is left alone: the records are in
+        remove_tree(state_dir)  # finished and recorded: nothing left to resume

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from advkd.core.distributed import rank
-from advkd.core.files import atomic_write_with
+from advkd.core.files import save_tensors
 
 KEPT_FILE = "kept-rank{rank}.safetensors"
 
@@ -35,11 +35,10 @@ def _rng() -> dict[str, torch.Tensor]:
 
 def keep(state_dir: Path, attack_id: str, correct: torch.Tensor, seconds: float, extra: dict[str, Any], signature: dict[str, Any]) -> None:
     """Write one finished attack (every rank its own file: the RNG state is per rank)."""
-    from safetensors.torch import save_file
 
     tensors = {"correct": correct.to(torch.uint8).cpu().contiguous(), **_rng()}
     meta = {"seconds": json.dumps(seconds), "extra": json.dumps(extra), "signature": json.dumps(signature, sort_keys=True, default=str)}
-    atomic_write_with(_path(state_dir, attack_id), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    save_tensors(_path(state_dir, attack_id), tensors, meta)
 
 
 def kept(state_dir: Path, attack_id: str, n: int, signature: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]] | None:

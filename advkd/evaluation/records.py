@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from advkd.core.errors import AdvkdError
+from advkd.core.files import open_file
 from advkd.core.locks import locked
 from advkd.core.progress import warn
 from advkd.core.version import __version__
@@ -100,9 +101,8 @@ def append_records(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
         problem = record_problem(r)
         if problem is not None:  # advkd never writes a record it would refuse to read
             raise AdvkdError(f"refusing to append a malformed record to {path}: {problem}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records).encode("utf-8")
-    with open(path, "a+b") as f, locked(f, what=str(path)):
+    with open_file(path, "a+b") as f, locked(f, what=str(path)):
         repair_torn_tail(path, f)
         start = f.seek(0, os.SEEK_END)
         try:
@@ -147,7 +147,7 @@ def repair_torn_tail(path: Path, f) -> int:
         os.fsync(f.fileno())
         return 0
     side = path.with_name(path.name + TORN_SUFFIX)
-    with open(side, "ab") as out:
+    with open_file(side, "ab") as out:
         out.write(tail + b"\n")
         out.flush()
         os.fsync(out.fileno())
@@ -264,7 +264,7 @@ def repair_store(path: str | Path) -> tuple[int, list[int]]:
     path = Path(path)
     if not path.is_file():
         return 0, []
-    with open(path, "a+b") as f, locked(f, what=str(path)):
+    with open_file(path, "a+b") as f, locked(f, what=str(path)):
         f.seek(0)
         raw = f.read()
         try:
@@ -293,7 +293,7 @@ def repair_store(path: str | Path) -> tuple[int, list[int]]:
 
 
 def _write_synced(path: Path, data: bytes, *, mode: str) -> None:
-    with open(path, mode) as out:
+    with open_file(path, mode) as out:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())

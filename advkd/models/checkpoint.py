@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from advkd.core import files
 from advkd.core.errors import AdvkdError
-from advkd.core.files import atomic_write_with, sha256_file
+from advkd.core.files import sha256_file
 from advkd.models import build_model
 
 FORMAT = "advkd-checkpoint-v1"
@@ -90,7 +91,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
     """Write ``tensors`` and ``meta`` (plus the ``tensors_sha256`` of exactly the bytes written) atomically."""
     prepared = tensors_for_save(tensors)
     encoded = _encode_meta({**meta, DIGEST_KEY: tensor_digest(prepared)})
-    atomic_write_with(path, lambda tmp: save_file(prepared, str(tmp), metadata=encoded), size=_nbytes(prepared))
+    files.save_tensors(path, prepared, encoded, size=_nbytes(prepared))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:

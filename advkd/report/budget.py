@@ -153,7 +153,6 @@ def calibrate(nets: set[tuple[str, str]], device: torch.device, runs_dir: Path,
         cache = {"format": CALIBRATION_FORMAT, "device": device_key(device), "nets": known,
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
         except OSError:
             pass  # a read-only runs dir: estimate anyway, calibrate again next time

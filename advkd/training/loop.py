@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from advkd.core.distributed import (
     world_size,
 )
 from advkd.core.errors import AdvkdError, spell
+from advkd.core.files import remove_tree
 from advkd.core.idle_cores import following
 from advkd.core.preempt import STOP, CheckpointClock, Preempted, decide, parse_duration, stop_signals
 from advkd.core.progress import Reporter, warn
@@ -412,7 +412,7 @@ def run(
                 sink.close()
     except BaseException:
         if created and is_main() and not (setup.path / RESUME).exists():
-            shutil.rmtree(setup.path, ignore_errors=True)
+            remove_tree(setup.path)
         raise
     finally:
         if lock is not None:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file
 
+from advkd.core import files
 from advkd.core.errors import AdvkdError, spell
-from advkd.core.files import atomic_write_with
 from advkd.core.runs import BEST, CONFIG, LAST, METRICS, RESUME, read_metrics
 from advkd.core.safe_yaml import load_yaml
 from advkd.models.checkpoint import DIGEST_KEY, check_tensors, tensor_digest, tensors_for_save, unwrap
@@ -177,9 +177,8 @@ def save_resume(
             }
         ),
     }
-    from safetensors.torch import save_file
 
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), size=sum(t.nbytes for t in tensors.values()))
+    files.save_tensors(path, tensors, meta, size=sum(t.nbytes for t in tensors.values()))
 
 
 def load_resume(path: Path) -> ResumeState:

@@ -16,7 +16,7 @@ import yaml
 
 from advkd.core.distributed import is_main, on_main, world_size
 from advkd.core.errors import AdvkdError, spell
-from advkd.core.files import atomic_write_text
+from advkd.core.files import atomic_write_text, remove
 from advkd.core.locks import LOCK_FILE, RunLock
 from advkd.core.progress import Reporter
 from advkd.core.runs import BEST, CONFIG, ENV, LAST, METRICS, RESUME
@@ -119,7 +119,7 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
             k = diff[0]
             raise AdvkdError(f"cannot resume {path}: it was started with {k}={saved.get(k)!r}, now {k}={ours[k]!r}; use {spell('--name', 'name=...')} for a new run")
         for tmp in path.glob(".*.tmp"):  # an interrupted atomic write; nobody else writes here (we hold the lock)
-            tmp.unlink(missing_ok=True)
+            remove(tmp)
         for changed in (_changed_speed_paths(path, setup.fast), _changed_environment(path, setup.device),
                         plugin_change(saved.get("method_origin") or {}, setup.cfg.method_origin, path)):
             if changed:
@@ -129,7 +129,7 @@ def _open_run_dir(setup: Setup, *, resume: bool, reporter: Reporter) -> ResumeSt
     if leftovers:
         reporter.log(f"{path}: its first epoch never completed (no {RESUME}); removing {len(leftovers)} leftover file(s) and starting again")
     for p in leftovers:
-        p.unlink(missing_ok=True)
+        remove(p)
     atomic_write_text(path / CONFIG, config_yaml(setup.cfg))
     atomic_write_text(path / ENV, json.dumps(environment(setup.device), indent=2, sort_keys=True))
     return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from advkd.core.errors import AdvkdError, spell
+from advkd.core.files import make_dirs
 
 SINK_NAMES = ("tensorboard", "wandb")
 
@@ -61,6 +62,7 @@ class TensorBoardSink:
         return SummaryWriter
 
     def __init__(self, run_path: Path, cfg: Any) -> None:
+        make_dirs(Path(run_path) / "tensorboard")  # the folder through the one door; the files in it are TensorBoard's
         self.writer = self.require()(log_dir=str(Path(run_path) / "tensorboard"))
 
     def log(self, row: dict[str, Any]) -> None:
@@ -84,6 +86,7 @@ class WandbSink:
     def __init__(self, run_path: Path, cfg: Any) -> None:
         wandb = self.require()
         run_id = hashlib.sha256(str(Path(run_path).resolve()).encode()).hexdigest()[:16]  # a resumed run continues its W&B run
+        make_dirs(Path(run_path) / "wandb")  # the folder through the one door; the files in it are W&B's
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "advkd"), name=cfg.name, id=run_id, resume="allow",
                               dir=str(run_path), config=dataclasses.asdict(cfg))
 

@@ -60,7 +60,7 @@ def save_figure(fig, out: str | Path) -> None:
     out = Path(out)
     fmt = image_format(out)
     with matplotlib.rc_context(paper_rc()):
-        atomic_write_with(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=PNG_DPI if fmt == "png" else None))
+        atomic_write_with(out, lambda f: fig.savefig(f, format=fmt, dpi=PNG_DPI if fmt == "png" else None))
     readable(out)
 
 
