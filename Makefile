@@ -33,6 +33,7 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+	HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest tests/test_settings_schema.py tests/test_file_battery.py
 
 lint: install
 	$(BIN)/ruff check advkd tests tools

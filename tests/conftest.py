@@ -6,8 +6,15 @@ import tempfile
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from tiny_nets import make_batch
+
+# generated batteries (test_settings_schema, test_file_battery): 40 examples per test in make test,
+# 1000 under HYPOTHESIS_PROFILE=slow (make test-slow)
+settings.register_profile("fast", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("slow", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 # Tests count stderr lines; a busy shared machine must not add the load warning to them
 # (tests/test_newcomer.py tests the warning itself).

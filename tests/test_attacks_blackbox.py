@@ -255,6 +255,40 @@ def test_aa_resumes_after_an_interruption(data_model, aa_reference, monkeypatch,
     assert "state_dir" not in resumed.params
 
 
+@pytest.mark.parametrize("damage", ["a stage's flag flipped", "a stage added to done", "x_adv changed", "seal removed"])
+def test_a_damaged_aa_state_is_refused_not_resumed(data_model, monkeypatch, tmp_path, damage):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model, x, y = data_model
+    xs, ys = x[:AA_N], y[:AA_N]
+    original = pyautoattack.AutoAttack.run_standard_evaluation
+
+    def stop_at_apgd_t(self, *args, **kwargs):
+        if self.attacks_to_run[0] == "apgd-t":
+            raise RuntimeError("interrupted")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", stop_at_apgd_t)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build("aa", eps="8/255", batch_size=AA_BS, state_dir=str(tmp_path))(model, xs, ys)
+    path = tmp_path / STATE_FILE
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    if damage == "a stage's flag flipped":
+        tensors["robust/apgd-ce"] = ~tensors["robust/apgd-ce"] if tensors["robust/apgd-ce"].dtype == torch.bool else 1 - tensors["robust/apgd-ce"]
+    elif damage == "a stage added to done":
+        meta["done"] = json.dumps(["apgd-ce", "apgd-t"])
+    elif damage == "x_adv changed":
+        tensors["x_adv"] = tensors["x_adv"].clone().fill_(0.5)
+    else:
+        meta.pop("state_sha256")
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(AdvkdError, match="cannot be trusted"):
+        build("aa", eps="8/255", batch_size=AA_BS, state_dir=str(tmp_path))(model, xs, ys)
+
+
 # ------------------------------------------------------------------------------ Square
 
 

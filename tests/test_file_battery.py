@@ -100,3 +100,38 @@ def test_a_damaged_resume_state_is_refused_or_loads_what_was_saved(trained, tmp_
         assert "\n" not in str(e) and "resume state" in str(e)
         return
     assert state.epoch == saved.epoch and all(torch.equal(state.tensors[k], saved.tensors[k]) for k in saved.tensors)
+
+
+RECORDS = [{"checkpoint": f"runs/r{i}/best.safetensors", "attack": a, "accuracy": 20.5 + i, "n_examples": 100}
+           for i in range(3) for a in ("clean", "pgd10")]
+
+
+@FAST
+@given(data=st.data())
+def test_a_damaged_record_store_is_refused_in_one_line_or_read_whole_and_repair_leaves_it_readable(tmp_path_factory, data):
+    from advkd.evaluation.records import append_records, read_records, repair_store
+
+    path = tmp_path_factory.mktemp("store") / "results.jsonl"
+    append_records(path, RECORDS)
+    raw = bytearray(path.read_bytes())
+    kind = data.draw(st.sampled_from(["flip", "garbage-line", "bytes"]))
+    if kind == "flip":
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "garbage-line":
+        lines = bytes(raw).split(b"\n")
+        lines.insert(data.draw(st.integers(0, len(lines) - 1)), data.draw(st.binary(max_size=40)).replace(b"\n", b""))
+        raw = bytearray(b"\n".join(lines))
+    else:
+        at = data.draw(st.integers(0, len(raw)))
+        raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    path.write_bytes(bytes(raw))
+    try:
+        got = read_records(path)
+    except AdvkdError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+    else:
+        assert len(got) >= len(RECORDS) - 1  # whole records only: at most a torn last line is skipped
+    kept, moved = repair_store(path)
+    after = read_records(path)  # readable after a repair, whatever the damage
+    assert len(after) == kept and kept + len(moved) >= len(RECORDS) - 1

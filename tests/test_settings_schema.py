@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import struct
 
 import pytest
@@ -20,10 +19,6 @@ from advkd.core.errors import AdvkdError
 from advkd.core.settings import Range, apply_overrides, check_number, numeric_fields, range_of
 from advkd.methods import METHODS, list_methods
 from advkd.training.config import TrainConfig
-
-settings.register_profile("fast", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("slow", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 def _params_classes() -> list[tuple[str, type]]:

@@ -230,6 +230,11 @@ class _StagedAutoAttack(Attack):
             raise AdvkdError(f"cannot read AutoAttack state {path}: {e}; delete it to start over") from e
         if meta.get("format") != STATE_FORMAT:
             raise AdvkdError(f"{path} is not an advkd AutoAttack state; delete it or use another state_dir")
+        from advkd.core.tensor_hash import seal_problem
+
+        problem = seal_problem({k: v.cpu() for k, v in tensors.items()}, meta)
+        if problem:
+            raise AdvkdError(f"AutoAttack state {path} cannot be trusted: {problem}; delete it to start over")
         for key, want in expected.items():
             if meta.get(key) != want:
                 what = "inputs (x, y)" if key == "inputs_sha256" else key
@@ -245,8 +250,9 @@ class _StagedAutoAttack(Attack):
 
         tensors = {f"robust/{k}": v.detach().cpu().contiguous() for k, v in flags.items()}
         tensors["x_adv"] = x_adv.detach().cpu().contiguous()
-        full = {**meta, "done": json.dumps(done)}
-        save_tensors(path, tensors, full)
+        from advkd.core.tensor_hash import seal
+
+        save_tensors(path, tensors, seal(tensors, {**meta, "done": json.dumps(done)}))
 
     # ---- the run
 

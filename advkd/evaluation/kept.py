@@ -18,6 +18,8 @@ import torch
 
 from advkd.core.distributed import rank
 from advkd.core.files import save_tensors
+from advkd.core.progress import warn
+from advkd.core.tensor_hash import seal, seal_problem
 
 KEPT_FILE = "kept-rank{rank}.safetensors"
 
@@ -38,7 +40,7 @@ def keep(state_dir: Path, attack_id: str, correct: torch.Tensor, seconds: float,
 
     tensors = {"correct": correct.to(torch.uint8).cpu().contiguous(), **_rng()}
     meta = {"seconds": json.dumps(seconds), "extra": json.dumps(extra), "signature": json.dumps(signature, sort_keys=True, default=str)}
-    save_tensors(_path(state_dir, attack_id), tensors, meta)
+    save_tensors(_path(state_dir, attack_id), tensors, seal(tensors, meta))
 
 
 def kept(state_dir: Path, attack_id: str, n: int, signature: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, Any]] | None:
@@ -56,6 +58,10 @@ def kept(state_dir: Path, attack_id: str, n: int, signature: dict[str, Any]) -> 
         if json.loads(meta["signature"]) != json.loads(json.dumps(signature, sort_keys=True, default=str)):
             return None
         tensors = load_file(str(path))
+        problem = seal_problem(tensors, meta)
+        if problem:
+            warn(f"kept outcome {path} is not used: {problem}; attacking again")
+            return None
         correct = tensors["correct"].bool()
         if correct.numel() != n:
             return None

@@ -227,12 +227,28 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 def _numbered_lines(path: Path) -> list[tuple[int, str]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise AdvkdError(f"{path} is not a text file; it should hold one JSON record per line (advkd attack writes it)") from None
+        raw = path.read_bytes()
     except OSError as e:
         raise AdvkdError(f"cannot read {path}: {e.strerror or e}") from None
-    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+    out = []
+    for i, (line, ok) in enumerate(_decoded(raw), 1):
+        if not ok:  # one damaged byte names its line; the rest of the store is still whole records
+            raise AdvkdError(f"{path} line {i} is not UTF-8 text; {REPAIR_HINT}")
+        if line.strip():
+            out.append((i, line.strip()))
+    return out
+
+
+def _decoded(raw: bytes) -> list[tuple[str, bool]]:
+    """The store's lines (split at b"\\n" only, as advkd writes them), each decoded strictly, with
+    whether it was valid UTF-8 (an invalid one is decoded with replacement characters)."""
+    out = []
+    for chunk in raw.split(b"\n")[: -1 if raw.endswith(b"\n") else None]:
+        try:
+            out.append((chunk.decode("utf-8"), True))
+        except UnicodeDecodeError:
+            out.append((chunk.decode("utf-8", errors="replace"), False))
+    return out
 
 
 def check_store(path: str | Path) -> None:
@@ -267,13 +283,12 @@ def repair_store(path: str | Path) -> tuple[int, list[int]]:
     with open_file(path, "a+b") as f, locked(f, what=str(path)):
         f.seek(0)
         raw = f.read()
-        try:
-            lines = raw.decode("utf-8").splitlines()
-        except UnicodeDecodeError:
-            lines = raw.decode("utf-8", errors="replace").splitlines()
         good, bad = [], []
-        for number, line in enumerate(lines, 1):
+        for number, (line, utf8) in enumerate(_decoded(raw), 1):
             if not line.strip():
+                continue
+            if not utf8:
+                bad.append((number, line, "is not UTF-8 text"))
                 continue
             try:
                 parse_record(line)

@@ -28,6 +28,7 @@ from torch import nn
 from advkd.core import files
 from advkd.core.errors import AdvkdError
 from advkd.core.files import sha256_file
+from advkd.core.tensor_hash import SEAL_KEY, digest_one, is_sha256, seal, seal_problem, shown, tensor_digest  # noqa: F401 (re-exported)
 from advkd.models import build_model
 
 FORMAT = "advkd-checkpoint-v1"
@@ -62,25 +63,6 @@ def _decode_meta(raw: dict[str, str]) -> dict[str, Any]:
 def tensors_for_save(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies without shared storage, as safetensors requires."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-
-
-def _tensor_bytes(t: torch.Tensor) -> Any:
-    """The raw bytes of a CPU tensor as a buffer (no copy when it is contiguous; any dtype, bf16 included)."""
-    return t.contiguous().reshape(-1).view(torch.uint8).numpy()
-
-
-def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order: what the file's
-    tensor data says, independent of how safetensors lays it out (the metadata is not covered)."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        _digest_one(h, name, tensors[name])
-    return h.hexdigest()
-
-
-def _digest_one(h: Any, name: str, t: torch.Tensor) -> None:
-    h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
-    h.update(_tensor_bytes(t.detach().cpu()))
 
 
 def _nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
@@ -163,14 +145,14 @@ def check_tensors(
     file written before the hash existed; any other value that is not a sha256 (empty, truncated,
     not hex, not a string) is damage, never "no hash"."""
     if digest is not None and not is_sha256(digest):
-        raise AdvkdError(f"{what} {source} is corrupt: its {DIGEST_KEY} is {_shown(digest)}, not a sha256; "
+        raise AdvkdError(f"{what} {source} is corrupt: its {DIGEST_KEY} is {shown(digest)}, not a sha256; "
                          f"{fix or 'restore it from a good copy'}")
     h = hashlib.sha256() if digest is not None else None
     nonfinite = negative = ""
     for name in sorted(tensors):
         t = tensors[name]
         if h is not None:
-            _digest_one(h, name, t)
+            digest_one(h, name, t)
         if not t.is_floating_point() or (nonfinite and negative):
             continue
         if not nonfinite and not bool(torch.isfinite(t).all()):
@@ -188,16 +170,6 @@ def check_tensors(
     if negative:
         low = float(tensors[negative].min())
         raise AdvkdError(f"{what} {source} is invalid: BatchNorm variance {negative} is negative ({low:g}); {fix or 'variances are >= 0'}")
-
-
-def is_sha256(value: object) -> bool:
-    """64 lowercase hex digits, as ``hashlib.sha256().hexdigest()`` writes them."""
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def head_name(model: nn.Module, num_classes: int) -> str | None:
@@ -248,7 +220,7 @@ def _need_arch(arch: str, meta: dict[str, Any], path: Path) -> None:
             raise AdvkdError(f"checkpoint {path} is a {arch} from {origin.get('spec')}, a module:attr that is no package's entry point: "
                              f"a checkpoint never makes advkd import a module, so declare it under [project.entry-points.\"advkd.models\"] "
                              f"of an installed package to load it") from None
-        raise
+        raise AdvkdError(f"checkpoint {path} names an architecture advkd does not know: {shown(arch)}") from None
 
 
 def load_checkpoint(
