@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from advkd.core.tensor_hash import SEAL_KEY
 from advkd.evaluation.kept import KEPT_FILE, keep, kept
-from advkd.models.checkpoint import SEAL_KEY
 
 SIG = {"attack": "pgd10", "seed": 0}
 

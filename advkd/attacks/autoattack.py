@@ -55,7 +55,9 @@ from advkd.attacks.aa_progress import PassMeter, StageProgress, stage_forwards
 from advkd.attacks.engine import Attack, param, register_attack
 from advkd.core.accel import NCHWBoundary, is_channels_last
 from advkd.core.errors import AdvkdError
+from advkd.core.files import save_tensors
 from advkd.core.progress import HEARTBEAT_S
+from advkd.core.tensor_hash import seal, seal_problem
 
 STATE_FILE = "aa-state.safetensors"
 STATE_FORMAT = "advkd-aa-state-v1"
@@ -230,9 +232,7 @@ class _StagedAutoAttack(Attack):
             raise AdvkdError(f"cannot read AutoAttack state {path}: {e}; delete it to start over") from e
         if meta.get("format") != STATE_FORMAT:
             raise AdvkdError(f"{path} is not an advkd AutoAttack state; delete it or use another state_dir")
-        from advkd.core.tensor_hash import seal_problem
-
-        problem = seal_problem({k: v.cpu() for k, v in tensors.items()}, meta)
+        problem = seal_problem(tensors, meta)  # the digest reads each tensor on the CPU itself
         if problem:
             raise AdvkdError(f"AutoAttack state {path} cannot be trusted: {problem}; delete it to start over")
         for key, want in expected.items():
@@ -246,12 +246,8 @@ class _StagedAutoAttack(Attack):
         return done, tensors
 
     def _save_state(self, path: Path, meta: dict[str, str], done: list[str], flags: dict[str, Tensor], x_adv: Tensor) -> None:
-        from advkd.core.files import save_tensors
-
         tensors = {f"robust/{k}": v.detach().cpu().contiguous() for k, v in flags.items()}
         tensors["x_adv"] = x_adv.detach().cpu().contiguous()
-        from advkd.core.tensor_hash import seal
-
         save_tensors(path, tensors, seal(tensors, {**meta, "done": json.dumps(done)}))
 
     # ---- the run

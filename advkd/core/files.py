@@ -61,10 +61,6 @@ def _anchor(path: str | Path) -> tuple[str, list[str]]:
     return best, [] if rest == "." else rest.split(os.sep)
 
 
-class _Refused(AdvkdError):
-    pass
-
-
 def _refuse(path: str | Path, where: str, e: OSError, *, dfd: int | None = None) -> AdvkdError:
     """The one-line refusal for a link (ELOOP: O_NOFOLLOW met one; O_DIRECTORY says ENOTDIR first,
     so the entry is looked at in the folder ``dfd``) or a file where a folder should be."""
@@ -74,10 +70,10 @@ def _refuse(path: str | Path, where: str, e: OSError, *, dfd: int | None = None)
             if stat.S_ISLNK(os.stat(os.path.basename(where), dir_fd=dfd, follow_symlinks=False).st_mode):
                 e = OSError(errno.ELOOP, os.strerror(errno.ELOOP))
     if e.errno in (errno.ELOOP, errno.EMLINK):
-        return _Refused(f"{at} a symlink; advkd writes nothing through a link below the runs dir (remove the link, "
+        return AdvkdError(f"{at} a symlink; advkd writes nothing through a link below the runs dir (remove the link, "
                         "or pass the folder it points to as --runs-dir)")
     if e.errno == errno.ENOTDIR:
-        return _Refused(f"{at} a file where a folder should be; move it away")
+        return AdvkdError(f"{at} a file where a folder should be; move it away")
     raise e
 
 
@@ -98,27 +94,30 @@ def folder_fd(path: str | Path, *, create: bool = True, made: list[Path] | None 
         for part in parts:
             at = at / part
             try:
-                nxt = os.open(part, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC, dir_fd=fd)
+                nxt = _open_folder(part, fd, path, at)
             except FileNotFoundError:
                 if not create:
                     raise
-                try:
+                with contextlib.suppress(FileExistsError):  # made by another process meanwhile: open it as any other
                     os.mkdir(part, 0o777, dir_fd=fd)
                     if made is not None:
                         made.append(at)
-                except FileExistsError:
-                    pass  # made by another process meanwhile: open it as any other
-                try:
-                    nxt = os.open(part, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC, dir_fd=fd)
-                except OSError as e:
-                    raise _refuse(path, str(at), e, dfd=fd) from None
-            except OSError as e:
-                raise _refuse(path, str(at), e, dfd=fd) from None
+                nxt = _open_folder(part, fd, path, at)
             os.close(fd)
             fd = nxt
         yield fd
     finally:
         os.close(fd)
+
+
+def _open_folder(part: str, dfd: int, path: str | Path, at: Path) -> int:
+    """The folder ``part`` of the folder ``dfd``, never through a link (refused in one line naming ``at``)."""
+    try:
+        return os.open(part, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC, dir_fd=dfd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise _refuse(path, str(at), e, dfd=dfd) from None
 
 
 def make_dirs(path: str | Path) -> list[Path]:
@@ -171,7 +170,7 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     with folder_fd(path.parent) as dfd:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISLNK(os.stat(path.name, dir_fd=dfd, follow_symlinks=False).st_mode):
-                raise _Refused(f"{path} is a symlink; advkd replaces no file through a link (remove it)")
+                raise AdvkdError(f"{path} is a symlink; advkd replaces no file through a link (remove it)")
         tmp, fd = _create_temp(path.name, dfd)
         done = False
         try:

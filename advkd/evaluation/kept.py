@@ -37,7 +37,6 @@ def _rng() -> dict[str, torch.Tensor]:
 
 def keep(state_dir: Path, attack_id: str, correct: torch.Tensor, seconds: float, extra: dict[str, Any], signature: dict[str, Any]) -> None:
     """Write one finished attack (every rank its own file: the RNG state is per rank)."""
-
     tensors = {"correct": correct.to(torch.uint8).cpu().contiguous(), **_rng()}
     meta = {"seconds": json.dumps(seconds), "extra": json.dumps(extra), "signature": json.dumps(signature, sort_keys=True, default=str)}
     save_tensors(_path(state_dir, attack_id), tensors, seal(tensors, meta))

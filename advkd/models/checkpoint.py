@@ -28,7 +28,7 @@ from torch import nn
 from advkd.core import files
 from advkd.core.errors import AdvkdError
 from advkd.core.files import sha256_file
-from advkd.core.tensor_hash import SEAL_KEY, digest_one, is_sha256, seal, seal_problem, shown, tensor_digest  # noqa: F401 (re-exported)
+from advkd.core.tensor_hash import digest_one, is_sha256, shown, tensor_digest  # noqa: F401 (is_sha256: re-exported)
 from advkd.models import build_model
 
 FORMAT = "advkd-checkpoint-v1"

@@ -412,7 +412,8 @@ def run(
                 sink.close()
     except BaseException:
         if created and is_main() and not (setup.path / RESUME).exists():
-            remove_tree(setup.path)
+            with contextlib.suppress(OSError, AdvkdError):  # cleanup never hides the failure being raised
+                remove_tree(setup.path)
         raise
     finally:
         if lock is not None:
