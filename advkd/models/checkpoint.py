@@ -192,6 +192,12 @@ def check_head(model: nn.Module, state: Mapping[str, torch.Tensor], num_classes:
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """Load with strict key and shape matching; AdvkdError naming the first mismatch."""
+    check_fits(model, state, source=source)
+    model.load_state_dict(state, strict=True)
+
+
+def check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """AdvkdError naming the first key or shape of ``state`` that ``model`` does not have."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -201,7 +207,6 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], *, sourc
     for key, value in state.items():
         if own[key].shape != value.shape:
             raise AdvkdError(f"weights in {source} do not fit the architecture: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=True)
 
 
 def _need_arch(arch: str, meta: dict[str, Any], path: Path) -> None:
@@ -259,9 +264,12 @@ def load_checkpoint(
         raise AdvkdError(f"checkpoint {path} has corrupt metadata (num_classes={num_classes})")
     _need_arch(arch, meta, path)
     try:
-        model = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
+        with torch.device("meta"):  # shapes only, no memory: metadata saying 200M classes is refused before it allocates
+            shell = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
     except AdvkdError as e:  # "unknown normalize ''": say which file holds it
         raise AdvkdError(f"checkpoint {path} has corrupt metadata: {e}") from None
-    check_head(model, tensors, num_classes, source=str(path), why=f"its metadata says num_classes={num_classes} (dataset {meta.get('dataset')})")
+    check_head(shell, tensors, num_classes, source=str(path), why=f"its metadata says num_classes={num_classes} (dataset {meta.get('dataset')})")
+    check_fits(shell, tensors, source=str(path))
+    model = build_model(arch, num_classes=num_classes, normalize=meta.get("normalize", "none"))
     load_state_strict(model, tensors, source=str(path))
     return model.to(device).eval(), meta
